@@ -1,0 +1,147 @@
+//! Parser and validator of Bulkhead system descriptions (`systems/*.toml`).
+//!
+//! A description declares the partitions, the cyclic schedule, the devices and their owners,
+//! and the channels, notifications and shared regions between partitions. [`check_str`] and
+//! [`check_file`] parse and validate one, returning the resolved [`System`] when it is valid and
+//! a [`Report`] of every diagnostic found (each with file, line, column and message). The format
+//! is documented in `docs/system-description.md`.
+//!
+//! ```
+//! use bulkhead_sysdesc::{check_str, Programs};
+//! let text = r#"
+//! [system]
+//! name = "tiny"
+//! arch = ["x86_64"]
+//!
+//! [partitions.a]
+//! memory = "64 KiB"
+//! threads = [{ name = "main", priority = 1 }]
+//!
+//! [schedule]
+//! major-frame = "10 ms"
+//! windows = [{ partition = "a", length = "10 ms" }]
+//! "#;
+//! let outcome = check_str("tiny.toml", text, &Programs::known(["a"]));
+//! let system = outcome.system.expect("valid");
+//! assert_eq!(system.schedule.windows[0].length_ns, 10_000_000);
+//! ```
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+mod diag;
+pub mod model;
+mod raw;
+pub mod units;
+mod validate;
+
+pub use diag::{Diagnostic, Note, Report, Severity};
+pub use model::*;
+pub use validate::{DEFAULT_STACK, NOTIFICATION_BITS};
+
+/// Page size every memory budget, stack and region size must be a multiple of.
+pub const PAGE_SIZE: u64 = 4096;
+/// Highest thread priority (priorities are `0..=MAX_PRIORITY`, larger is more urgent).
+pub const MAX_PRIORITY: u8 = 63;
+/// Largest message of a call/reply channel, in bytes.
+pub const MAX_MESSAGE_SIZE: u64 = 4096;
+/// Longest name of a partition, device, channel, region, thread or notification.
+pub const MAX_NAME_LEN: usize = 32;
+
+/// The programs a description may name.
+#[derive(Clone, Debug, Default)]
+pub enum Programs {
+    /// Do not check program names (e.g. `bulkhead-sysdesc check` without `--programs`).
+    #[default]
+    Unchecked,
+    /// Only these program names exist (the crates found under `partitions/` and `servers/`).
+    Known(BTreeSet<String>),
+}
+
+impl Programs {
+    /// A known set of program names.
+    pub fn known<I, S>(names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Programs::Known(names.into_iter().map(Into::into).collect())
+    }
+}
+
+/// The result of checking one description.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The resolved system; `Some` exactly when the report has no errors.
+    pub system: Option<System>,
+    /// Every error and warning found, sorted by position.
+    pub report: Report,
+}
+
+impl Outcome {
+    /// The system, or the report if the description has errors (warnings are dropped).
+    pub fn into_result(self) -> Result<System, Report> {
+        match self.system {
+            Some(system) if !self.report.has_errors() => Ok(system),
+            _ => Err(self.report),
+        }
+    }
+}
+
+/// Parses and validates description text; `file` is only used in diagnostics.
+pub fn check_str(file: impl Into<PathBuf>, text: &str, programs: &Programs) -> Outcome {
+    let file = file.into();
+    let index = diag::LineIndex::new(text);
+    let (system, mut pending) = match toml::from_str::<raw::RawSystem>(text) {
+        Ok(raw) => validate::validate(&raw, programs),
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            let message = e.message().trim_end().to_owned();
+            (None, vec![diag::Pending::error(span, message)])
+        }
+    };
+    pending.sort_by(|a, b| {
+        (a.span.start, a.span.end, &a.message).cmp(&(b.span.start, b.span.end, &b.message))
+    });
+    pending.dedup_by(|a, b| a.span == b.span && a.message == b.message);
+    let diagnostics = pending
+        .into_iter()
+        .map(|p| index.finish(&file, p))
+        .collect();
+    Outcome {
+        system,
+        report: Report {
+            file,
+            source: text.to_owned(),
+            diagnostics,
+        },
+    }
+}
+
+/// Reads, parses and validates a description file.
+pub fn check_file(path: &Path, programs: &Programs) -> std::io::Result<Outcome> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(check_str(path, &text, programs))
+}
+
+/// Reads a description and returns the system, or a report (also for an unreadable file).
+pub fn load(path: &Path, programs: &Programs) -> Result<System, Report> {
+    match check_file(path, programs) {
+        Ok(outcome) => outcome.into_result(),
+        Err(e) => Err(Report {
+            file: path.to_path_buf(),
+            source: String::new(),
+            diagnostics: vec![Diagnostic {
+                severity: Severity::Error,
+                file: path.to_path_buf(),
+                line: 1,
+                column: 1,
+                span: 0..0,
+                message: format!("cannot read the description: {e}"),
+                notes: Vec::new(),
+            }],
+        }),
+    }
+}

@@ -1,0 +1,85 @@
+//! `bulkhead-sysdesc`: check system descriptions or print their resolved model.
+
+#![forbid(unsafe_code)]
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bulkhead_sysdesc::{Programs, check_file};
+use clap::{Parser, Subcommand, ValueEnum};
+use codespan_reporting::term::termcolor::ColorChoice;
+
+#[derive(Parser)]
+#[command(version, about = "Parse and validate Bulkhead system descriptions")]
+struct Cli {
+    /// When to colour diagnostics.
+    #[arg(long, value_enum, default_value_t = Color::Auto, global = true)]
+    color: Color,
+    /// Known program names (comma-separated); without it, program names are not checked.
+    #[arg(long, value_delimiter = ',', global = true)]
+    programs: Option<Vec<String>>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate descriptions; print every diagnostic and exit non-zero on any error.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Validate one description and print its resolved model as JSON.
+    Dump { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let color = match cli.color {
+        Color::Auto if std::io::stderr().is_terminal() => ColorChoice::Auto,
+        Color::Auto => ColorChoice::Never,
+        Color::Always => ColorChoice::Always,
+        Color::Never => ColorChoice::Never,
+    };
+    let programs = cli.programs.map_or(Programs::Unchecked, Programs::known);
+    let (files, dump) = match cli.command {
+        Command::Check { files } => (files, false),
+        Command::Dump { file } => (vec![file], true),
+    };
+    let mut failed = false;
+    for file in &files {
+        let outcome = match check_file(file, &programs) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                eprintln!("{}: error: cannot read: {e}", file.display());
+                failed = true;
+                continue;
+            }
+        };
+        outcome.report.emit(color);
+        match outcome.system {
+            Some(system) if dump => match serde_json::to_string_pretty(&system) {
+                Ok(json) => println!("{json}"),
+                Err(e) => {
+                    eprintln!("{}: error: cannot serialise: {e}", file.display());
+                    failed = true;
+                }
+            },
+            Some(_) => {}
+            None => failed = true,
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
