@@ -98,7 +98,7 @@ pub fn check_str(file: impl Into<PathBuf>, text: &str, programs: &Programs) -> O
         Ok(raw) => validate::validate(&raw, programs),
         Err(e) => {
             let span = e.span().unwrap_or(0..0);
-            let message = e.message().trim_end().to_owned();
+            let message = toml_message(e.message().trim_end(), text.get(span.clone()));
             (None, vec![diag::Pending::error(span, message)])
         }
     };
@@ -117,6 +117,22 @@ pub fn check_str(file: impl Into<PathBuf>, text: &str, programs: &Programs) -> O
             source: text.to_owned(),
             diagnostics,
         },
+    }
+}
+
+/// Makes the TOML parser's terser messages say what they are about.
+fn toml_message(message: &str, spanned: Option<&str>) -> String {
+    let message = message
+        .replace("expected i64", "expected an integer")
+        .replace("expected u64", "expected a non-negative integer");
+    match spanned {
+        Some(key) if message == "duplicate key" => {
+            format!(
+                "duplicate key \"{}\"",
+                key.trim_matches(['[', ']', '"', '\''])
+            )
+        }
+        _ => message,
     }
 }
 

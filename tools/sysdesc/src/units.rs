@@ -102,7 +102,7 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
 /// Formats a byte count with the largest binary unit that divides it exactly.
 pub fn format_size(bytes: u64) -> String {
     for &(name, scale) in SIZE_UNITS.iter().rev() {
-        if scale > 1 && bytes != 0 && bytes % scale == 0 {
+        if scale > 1 && bytes != 0 && bytes.is_multiple_of(scale) {
             return format!("{} {name}", bytes / scale);
         }
     }
@@ -115,7 +115,7 @@ pub fn format_duration(ns: u64) -> String {
         return "0 ms".to_owned();
     }
     for &(name, scale) in TIME_UNITS.iter().rev() {
-        if name != "µs" && ns % scale == 0 {
+        if name != "µs" && ns.is_multiple_of(scale) {
             return format!("{} {name}", ns / scale);
         }
     }

@@ -66,7 +66,7 @@ impl Ctx {
         if v == 0 {
             self.error(q.span(), format!("{what} must not be zero"));
             None
-        } else if v % PAGE_SIZE != 0 {
+        } else if !v.is_multiple_of(PAGE_SIZE) {
             self.error(
                 q.span(),
                 format!(
@@ -198,10 +198,7 @@ struct ArchResources {
 pub(crate) fn validate(raw: &RawSystem, programs: &Programs) -> (Option<System>, Vec<Pending>) {
     let mut ctx = Ctx { out: Vec::new() };
     let system = build(&mut ctx, raw, programs);
-    let ok = !ctx
-        .out
-        .iter()
-        .any(|p| p.severity == crate::Severity::Error);
+    let ok = !ctx.out.iter().any(|p| p.severity == crate::Severity::Error);
     (system.filter(|_| ok), ctx.out)
 }
 
@@ -265,7 +262,14 @@ fn build(ctx: &mut Ctx, raw: &RawSystem, programs: &Programs) -> Option<System> 
         })
         .collect();
     for (i, (name, d)) in raw.devices.iter().enumerate() {
-        devices.push(device(ctx, DeviceId(i), name, d.get_ref(), &arches, &mut located));
+        devices.push(device(
+            ctx,
+            DeviceId(i),
+            name,
+            d.get_ref(),
+            &arches,
+            &mut located,
+        ));
     }
 
     // Grants: partitions' `devices` lists.
@@ -582,7 +586,11 @@ fn parse_pci_address(s: &str) -> Option<PciAddress> {
     Some(PciAddress {
         bus: hex(bus, 0xff)?,
         device: hex(dev, 0x1f)?,
-        function: if func.len() == 1 { hex(func, 7)? } else { return None },
+        function: if func.len() == 1 {
+            hex(func, 7)?
+        } else {
+            return None;
+        },
     })
 }
 
@@ -696,7 +704,10 @@ fn device(
         {
             ctx.error(
                 sub.span(),
-                format!("device \"{dname}\" has a {arch} table but is not present on {arch}"),
+                format!(
+                    "device \"{dname}\" has a [devices.{dname}.{arch}] table but is not \
+                     present on {arch}"
+                ),
             );
         }
         if !arches.contains(&arch) {
@@ -825,7 +836,10 @@ fn resolve_resources(
             let base = *r.base.get_ref();
             let count = *r.count.get_ref();
             if !(0..=0xffff).contains(&base) {
-                ctx.error(r.base.span(), format!("I/O port {base:#x} is out of range (0..=0xffff)"));
+                ctx.error(
+                    r.base.span(),
+                    format!("I/O port {base:#x} is out of range (0..=0xffff)"),
+                );
                 continue;
             }
             if count <= 0 || base + count > 0x1_0000 {
@@ -887,7 +901,10 @@ fn resolve_resources(
                     Ok(v) if (1..=2048).contains(&v) => out.msi = v,
                     _ => ctx.error(
                         m.span(),
-                        format!("msi vector count {} is out of range (1..=2048)", m.get_ref()),
+                        format!(
+                            "msi vector count {} is out of range (1..=2048)",
+                            m.get_ref()
+                        ),
                     ),
                 }
             }
@@ -939,9 +956,7 @@ fn resource_conflicts(
     let dev = |id: DeviceId| devices[id.0].name.as_str();
     let owner = |id: DeviceId| devices[id.0].owner;
     let seen = |ctx: &Ctx, span: &Span, msg: &str| {
-        ctx.out
-            .iter()
-            .any(|p| p.span == *span && p.message == msg)
+        ctx.out.iter().any(|p| p.span == *span && p.message == msg)
     };
     let report = |ctx: &mut Ctx, span: Span, msg: String, other: Span, note: &str| {
         if !seen(ctx, &span, &msg) {
@@ -1039,7 +1054,13 @@ fn resource_conflicts(
                         dev(b.device),
                         dev(a.device)
                     );
-                    report(ctx, b.span.clone(), msg, a.span.clone(), "first declared here");
+                    report(
+                        ctx,
+                        b.span.clone(),
+                        msg,
+                        a.span.clone(),
+                        "first declared here",
+                    );
                 }
                 (None, None) if av.id == bv.id => {
                     let id = bv.id.expect("a PCI function has an address or an id");
@@ -1074,7 +1095,7 @@ fn memory(ctx: &mut Ctx, raw: &RawSystem, arches: &[Arch]) -> Vec<(MemoryPool, S
         for r in &m.get_ref().ram {
             let rr = r.get_ref();
             let base = *rr.base.get_ref();
-            if base < 0 || base as u64 % PAGE_SIZE != 0 {
+            if base < 0 || !(base as u64).is_multiple_of(PAGE_SIZE) {
                 ctx.error(
                     rr.base.span(),
                     format!("RAM base {base:#x} is not a page-aligned physical address"),
@@ -1220,13 +1241,12 @@ fn check_server_config(ctx: &mut Ctx, cfg: &Config, macs: &mut HashMap<String, S
                     macs.insert(m.to_ascii_lowercase(), value.span());
                 }
             }
-            ("rate" | "lba-start" | "lba-count", _) => {
-                if !matches!(value.get_ref(), toml::Value::Integer(i) if *i >= 0) {
-                    ctx.error(
-                        value.span(),
-                        format!("{} must be a non-negative integer", key.get_ref()),
-                    );
-                }
+            ("rate" | "lba-start" | "lba-count", _) if !matches!(value.get_ref(), toml::Value::Integer(i) if *i >= 0) =>
+            {
+                ctx.error(
+                    value.span(),
+                    format!("{} must be a non-negative integer", key.get_ref()),
+                );
             }
             _ => {}
         }
@@ -1359,7 +1379,10 @@ fn schedule(
     partitions: &mut [Partition],
 ) -> Schedule {
     let Some(sched) = &raw.schedule else {
-        ctx.error(0..0, "missing [schedule] table (with major-frame and windows)");
+        ctx.error(
+            0..0,
+            "missing [schedule] table (with major-frame and windows)",
+        );
         return Schedule {
             major_frame_ns: 0,
             windows: Vec::new(),
