@@ -73,7 +73,13 @@ fn main() -> ExitCode {
                     failed = true;
                 }
             },
-            Some(_) => {}
+            Some(system) => println!(
+                "{}: ok ({} partitions, {} windows, {} devices)",
+                file.display(),
+                system.partitions.len(),
+                system.schedule.windows.len(),
+                system.devices.len()
+            ),
             None => failed = true,
         }
     }

@@ -760,7 +760,8 @@ fn resolve_resources(
     mut located: Option<&mut ArchResources>,
 ) -> DeviceResources {
     let dname = name.get_ref();
-    // Only diagnose shared (all-architecture) entries once, on the first architecture.
+    // Entries for every architecture are checked once per architecture; `check_str` drops
+    // the repeated diagnostics (same span, same message).
     let parts: Vec<&RawResourcesRef<'_>> = std::iter::once(common).chain(specific).collect();
     let mut out = DeviceResources {
         arch,
@@ -1524,4 +1525,53 @@ fn span_text(offset: u64, length: u64) -> String {
         format_duration(offset),
         format_duration(offset.saturating_add(length))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pci_addresses() {
+        assert_eq!(
+            parse_pci_address("00:1f.7"),
+            Some(PciAddress {
+                bus: 0,
+                device: 0x1f,
+                function: 7
+            })
+        );
+        assert_eq!(
+            parse_pci_address("ff:04.0").map(|a| a.to_string()),
+            Some("ff:04.0".to_owned())
+        );
+        for bad in [
+            "0:4", "00:20.0", "00:04.8", "00:04", "100:04.0", "00:04.00", "xx:04.0",
+        ] {
+            assert_eq!(parse_pci_address(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn pci_ids() {
+        assert_eq!(
+            parse_pci_id("1af4:1042"),
+            Some(PciId {
+                vendor: 0x1af4,
+                device: 0x1042
+            })
+        );
+        for bad in ["1af4", "1af4:42", "1af4:10421", "zzzz:1000"] {
+            assert_eq!(parse_pci_id(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn ranges_overlap_only_when_they_share_a_byte() {
+        assert!(overlaps(0, 10, 9, 1));
+        assert!(!overlaps(0, 10, 10, 1));
+        assert!(!overlaps(10, 1, 0, 10));
+        assert!(overlaps(5, 1, 0, 10));
+        assert!(overlaps(u64::MAX - 1, 10, u64::MAX - 2, 10));
+    }
 }
