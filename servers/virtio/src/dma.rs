@@ -1,0 +1,364 @@
+//! Shared memory and device registers: the crate's only `unsafe` code.
+//!
+//! A [`DmaRegion`] is a window onto memory that another agent (a device, or a partition on the
+//! other side of a channel) reads and writes concurrently. Every access is volatile so the
+//! compiler neither merges, splits nor elides it, and ring fields (`u16`/`u32`/`u64`) are read
+//! and written as single naturally aligned accesses so the peer never sees them torn. Ordering
+//! between accesses is not provided here: the ring code places the barriers the specification
+//! requires, each citing its section.
+//!
+//! [`MmioRegisters`] is the volatile implementation of
+//! [`RegisterAccess`](crate::transport::RegisterAccess) for memory-mapped device registers.
+
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use crate::{Error, Result};
+
+/// A view of shared memory: `len` bytes at a host pointer, which the other side knows as
+/// `bus_base` onwards (a physical/bus address for hardware, an offset for a shared region).
+#[derive(Clone, Copy)]
+pub struct DmaRegion<'a> {
+    base: NonNull<u8>,
+    len: usize,
+    bus_base: u64,
+    _memory: PhantomData<&'a [core::cell::UnsafeCell<u8>]>,
+}
+
+impl core::fmt::Debug for DmaRegion<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("DmaRegion")
+            .field("len", &self.len)
+            .field("bus_base", &self.bus_base)
+            .finish()
+    }
+}
+
+// SAFETY: a DmaRegion only ever performs volatile or atomic accesses to memory that is, by
+// construction, shared with another agent; moving the view to another thread adds nothing the
+// concurrent peer does not already do.
+unsafe impl Send for DmaRegion<'_> {}
+// SAFETY: as for Send: all accesses through `&DmaRegion` are volatile/atomic and the contents
+// are treated as untrusted, racy data, so sharing the view between threads is sound.
+unsafe impl Sync for DmaRegion<'_> {}
+
+impl<'a> DmaRegion<'a> {
+    /// Wraps `len` bytes at `base`, known to the peer as bus addresses `bus_base..`.
+    ///
+    /// # Safety
+    /// `base..base+len` must be valid for reads and writes for `'a`, and must not be accessed
+    /// through Rust references (only through `DmaRegion`s or by the peer) during `'a`.
+    pub unsafe fn new(base: *mut u8, len: usize, bus_base: u64) -> Result<Self> {
+        let base = NonNull::new(base).ok_or(Error::OutOfBounds)?;
+        if (base.as_ptr() as usize).checked_add(len).is_none() {
+            return Err(Error::OutOfBounds);
+        }
+        Ok(Self {
+            base,
+            len,
+            bus_base,
+            _memory: PhantomData,
+        })
+    }
+
+    /// Size of the region in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the region has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The address the peer uses for byte `offset` of this region.
+    pub fn bus_address(&self, offset: usize) -> u64 {
+        self.bus_base.wrapping_add(offset as u64)
+    }
+
+    /// The bus address of byte 0.
+    pub fn bus_base(&self) -> u64 {
+        self.bus_base
+    }
+
+    /// The same memory, known to the peer under another base address (e.g. 0 for a data area
+    /// whose buffers are named by offset).
+    pub fn rebased(&self, bus_base: u64) -> Self {
+        Self { bus_base, ..*self }
+    }
+
+    /// The sub-window `offset..offset+len`, keeping bus addresses consistent.
+    pub fn subregion(&self, offset: usize, len: usize) -> Result<Self> {
+        self.check(offset, len)?;
+        // SAFETY: `check` proved offset+len <= self.len, so the new base stays inside (or one
+        // past the end of) the allocation `new`'s caller vouched for.
+        let base = unsafe { self.base.add(offset) };
+        Ok(Self {
+            base,
+            len,
+            bus_base: self.bus_base.wrapping_add(offset as u64),
+            _memory: PhantomData,
+        })
+    }
+
+    fn check(&self, offset: usize, len: usize) -> Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(Error::OutOfBounds),
+        }
+    }
+
+    fn checked_field<T>(&self, offset: usize) -> Result<*mut T> {
+        let size = core::mem::size_of::<T>();
+        self.check(offset, size)?;
+        // SAFETY: in bounds by `check`.
+        let ptr = unsafe { self.base.as_ptr().add(offset) };
+        if (ptr as usize) % core::mem::align_of::<T>() != 0 {
+            return Err(Error::Misaligned);
+        }
+        Ok(ptr.cast())
+    }
+
+    /// Reads a `u8` at `offset`.
+    pub fn read_u8(&self, offset: usize) -> Result<u8> {
+        let ptr = self.checked_field::<u8>(offset)?;
+        // SAFETY: `ptr` is in bounds and aligned (checked_field); validity for 'a is the
+        // contract of `new`.
+        Ok(unsafe { ptr.read_volatile() })
+    }
+
+    /// Reads a little-endian `u16` at `offset` in one access.
+    pub fn read_u16(&self, offset: usize) -> Result<u16> {
+        let ptr = self.checked_field::<u16>(offset)?;
+        // SAFETY: in bounds and aligned (checked_field); validity is the contract of `new`.
+        Ok(u16::from_le(unsafe { ptr.read_volatile() }))
+    }
+
+    /// Reads a little-endian `u32` at `offset` in one access.
+    pub fn read_u32(&self, offset: usize) -> Result<u32> {
+        let ptr = self.checked_field::<u32>(offset)?;
+        // SAFETY: in bounds and aligned (checked_field); validity is the contract of `new`.
+        Ok(u32::from_le(unsafe { ptr.read_volatile() }))
+    }
+
+    /// Reads a little-endian `u64` at `offset` in one access.
+    pub fn read_u64(&self, offset: usize) -> Result<u64> {
+        let ptr = self.checked_field::<u64>(offset)?;
+        // SAFETY: in bounds and aligned (checked_field); validity is the contract of `new`.
+        Ok(u64::from_le(unsafe { ptr.read_volatile() }))
+    }
+
+    /// Writes a `u8` at `offset`.
+    pub fn write_u8(&self, offset: usize, value: u8) -> Result<()> {
+        let ptr = self.checked_field::<u8>(offset)?;
+        // SAFETY: in bounds and aligned (checked_field); validity is the contract of `new`.
+        unsafe { ptr.write_volatile(value) };
+        Ok(())
+    }
+
+    /// Writes a little-endian `u16` at `offset` in one access.
+    pub fn write_u16(&self, offset: usize, value: u16) -> Result<()> {
+        let ptr = self.checked_field::<u16>(offset)?;
+        // SAFETY: in bounds and aligned (checked_field); validity is the contract of `new`.
+        unsafe { ptr.write_volatile(value.to_le()) };
+        Ok(())
+    }
+
+    /// Writes a little-endian `u32` at `offset` in one access.
+    pub fn write_u32(&self, offset: usize, value: u32) -> Result<()> {
+        let ptr = self.checked_field::<u32>(offset)?;
+        // SAFETY: in bounds and aligned (checked_field); validity is the contract of `new`.
+        unsafe { ptr.write_volatile(value.to_le()) };
+        Ok(())
+    }
+
+    /// Writes a little-endian `u64` at `offset` in one access.
+    pub fn write_u64(&self, offset: usize, value: u64) -> Result<()> {
+        let ptr = self.checked_field::<u64>(offset)?;
+        // SAFETY: in bounds and aligned (checked_field); validity is the contract of `new`.
+        unsafe { ptr.write_volatile(value.to_le()) };
+        Ok(())
+    }
+
+    /// Copies `out.len()` bytes starting at `offset` out of the region.
+    pub fn read_bytes(&self, offset: usize, out: &mut [u8]) -> Result<()> {
+        self.check(offset, out.len())?;
+        for (i, byte) in out.iter_mut().enumerate() {
+            // SAFETY: offset+i < offset+out.len() <= self.len by `check`.
+            *byte = unsafe { self.base.as_ptr().add(offset + i).read_volatile() };
+        }
+        Ok(())
+    }
+
+    /// Copies `data` into the region starting at `offset`.
+    pub fn write_bytes(&self, offset: usize, data: &[u8]) -> Result<()> {
+        self.check(offset, data.len())?;
+        for (i, byte) in data.iter().enumerate() {
+            // SAFETY: offset+i < offset+data.len() <= self.len by `check`.
+            unsafe { self.base.as_ptr().add(offset + i).write_volatile(*byte) };
+        }
+        Ok(())
+    }
+
+    /// Sets `len` bytes from `offset` to `value`.
+    pub fn fill(&self, offset: usize, len: usize, value: u8) -> Result<()> {
+        self.check(offset, len)?;
+        for i in 0..len {
+            // SAFETY: offset+i < offset+len <= self.len by `check`.
+            unsafe { self.base.as_ptr().add(offset + i).write_volatile(value) };
+        }
+        Ok(())
+    }
+
+    fn atomic_u32(&self, offset: usize) -> Result<&AtomicU32> {
+        let ptr = self.checked_field::<u32>(offset)?;
+        // SAFETY: aligned and in bounds (checked_field), valid for 'a (contract of `new`);
+        // AtomicU32 has the layout of u32 and tolerates concurrent access by the peer.
+        Ok(unsafe { AtomicU32::from_ptr(ptr) })
+    }
+
+    /// Atomically ORs `bits` into the little-endian `u32` at `offset`; returns the old value.
+    /// Used for doorbell bitmaps both sides set concurrently.
+    pub fn fetch_or_u32(&self, offset: usize, bits: u32) -> Result<u32> {
+        Ok(u32::from_le(
+            self.atomic_u32(offset)?
+                .fetch_or(bits.to_le(), Ordering::AcqRel),
+        ))
+    }
+
+    /// Atomically replaces the little-endian `u32` at `offset`; returns the old value.
+    pub fn swap_u32(&self, offset: usize, value: u32) -> Result<u32> {
+        Ok(u32::from_le(
+            self.atomic_u32(offset)?
+                .swap(value.to_le(), Ordering::AcqRel),
+        ))
+    }
+}
+
+/// Heap memory standing in for DMA memory: for tests, benchmarks and simulated devices.
+#[cfg(feature = "alloc")]
+pub struct OwnedDma {
+    ptr: NonNull<u8>,
+    layout: core::alloc::Layout,
+}
+
+#[cfg(feature = "alloc")]
+impl core::fmt::Debug for OwnedDma {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("OwnedDma")
+            .field("len", &self.layout.size())
+            .finish()
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl OwnedDma {
+    /// Allocates `len` zeroed bytes, page aligned.
+    pub fn new(len: usize) -> Self {
+        let layout = core::alloc::Layout::from_size_align(len.max(1), 4096)
+            .unwrap_or_else(|_| alloc::alloc::handle_alloc_error(core::alloc::Layout::new::<u8>()));
+        // SAFETY: layout has non-zero size.
+        let raw = unsafe { alloc::alloc::alloc_zeroed(layout) };
+        let ptr = NonNull::new(raw).unwrap_or_else(|| alloc::alloc::handle_alloc_error(layout));
+        Self { ptr, layout }
+    }
+
+    /// A view of the whole allocation, whose byte 0 the peer knows as `bus_base`.
+    pub fn region(&self, bus_base: u64) -> DmaRegion<'_> {
+        DmaRegion {
+            base: self.ptr,
+            len: self.layout.size(),
+            bus_base,
+            _memory: PhantomData,
+        }
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl Drop for OwnedDma {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this exact layout; every DmaRegion borrowed from self
+        // has ended, as `region` ties them to `&self`.
+        unsafe { alloc::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+    }
+}
+
+/// Memory-mapped device registers, accessed with volatile loads and stores.
+pub struct MmioRegisters {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+impl core::fmt::Debug for MmioRegisters {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("MmioRegisters")
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl MmioRegisters {
+    /// Wraps `len` bytes of device registers mapped at `base`.
+    ///
+    /// # Safety
+    /// `base..base+len` must be a mapping of device registers (uncached, or cached where the
+    /// platform makes that coherent) that stays mapped while the value lives.
+    pub unsafe fn new(base: *mut u8, len: usize) -> Result<Self> {
+        let base = NonNull::new(base).ok_or(Error::OutOfBounds)?;
+        Ok(Self { base, len })
+    }
+
+    /// A pointer to a naturally aligned in-bounds register, or `None`: out-of-range register
+    /// accesses read as all-ones and drop writes, as a bus would for an absent register.
+    fn register<T>(&self, offset: usize) -> Option<*mut T> {
+        let size = core::mem::size_of::<T>();
+        if offset.checked_add(size)? > self.len || offset % size != 0 {
+            return None;
+        }
+        // SAFETY: offset+size <= len, inside the mapping vouched for by `new`.
+        Some(unsafe { self.base.as_ptr().add(offset) }.cast())
+    }
+}
+
+impl crate::transport::RegisterAccess for MmioRegisters {
+    fn read_u8(&mut self, offset: usize) -> u8 {
+        match self.register::<u8>(offset) {
+            // SAFETY: in bounds of the register mapping (register()).
+            Some(ptr) => unsafe { ptr.read_volatile() },
+            None => u8::MAX,
+        }
+    }
+    fn read_u16(&mut self, offset: usize) -> u16 {
+        match self.register::<u16>(offset) {
+            // SAFETY: in bounds and aligned (register()).
+            Some(ptr) => u16::from_le(unsafe { ptr.read_volatile() }),
+            None => u16::MAX,
+        }
+    }
+    fn read_u32(&mut self, offset: usize) -> u32 {
+        match self.register::<u32>(offset) {
+            // SAFETY: in bounds and aligned (register()).
+            Some(ptr) => u32::from_le(unsafe { ptr.read_volatile() }),
+            None => u32::MAX,
+        }
+    }
+    fn write_u8(&mut self, offset: usize, value: u8) {
+        if let Some(ptr) = self.register::<u8>(offset) {
+            // SAFETY: in bounds (register()).
+            unsafe { ptr.write_volatile(value) }
+        }
+    }
+    fn write_u16(&mut self, offset: usize, value: u16) {
+        if let Some(ptr) = self.register::<u16>(offset) {
+            // SAFETY: in bounds and aligned (register()).
+            unsafe { ptr.write_volatile(value.to_le()) }
+        }
+    }
+    fn write_u32(&mut self, offset: usize, value: u32) {
+        if let Some(ptr) = self.register::<u32>(offset) {
+            // SAFETY: in bounds and aligned (register()).
+            unsafe { ptr.write_volatile(value.to_le()) }
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! What the split and packed formats share: buffers and tokens on the driver side, validated
+//! descriptor chains on the device side, and the event-index arithmetic.
+
+use crate::dma::DmaRegion;
+use crate::{Error, Result};
+
+/// One guest buffer: `len` bytes at bus address `addr` (a data-area offset on the shared-memory
+/// transport).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Buffer {
+    /// Bus address (or data-area offset) of the first byte.
+    pub addr: u64,
+    /// Length in bytes.
+    pub len: u32,
+}
+
+/// Names a submitted chain until the device returns it: the head descriptor index (split) or
+/// buffer id (packed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Token(pub u16);
+
+/// A chain the device has finished with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completion {
+    /// The token `submit` returned for the chain.
+    pub token: Token,
+    /// Bytes the device says it wrote, already checked against the chain's writable length.
+    pub written: u32,
+}
+
+/// Where a queue's three areas live, as bus addresses for the transport (§2.6: descriptor area,
+/// driver area, device area).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueAddresses {
+    /// Descriptor table (split) or descriptor ring (packed).
+    pub desc: u64,
+    /// Available ring (split) or driver event suppression structure (packed).
+    pub driver: u64,
+    /// Used ring (split) or device event suppression structure (packed).
+    pub device: u64,
+}
+
+/// The driver side of a virtqueue, whichever its format: non-blocking submit and complete.
+pub trait DriverQueue {
+    /// Makes a chain available: `readable` buffers first, then `writable` ones (§2.7.4.2).
+    /// Returns the token its completion will carry. Does not notify the device.
+    fn submit(&mut self, readable: &[Buffer], writable: &[Buffer]) -> Result<Token>;
+    /// Whether the device asked to be notified about what was submitted since the last call
+    /// (honouring EVENT_IDX or the no-notify flag). Call once after a batch of `submit`s.
+    fn should_notify(&mut self) -> Result<bool>;
+    /// Takes the next completed chain, if any. Ids and lengths from the device are checked.
+    fn poll_used(&mut self) -> Result<Option<Completion>>;
+    /// Asks the device not to interrupt (polling mode).
+    fn disable_interrupts(&mut self) -> Result<()>;
+    /// Asks the device to interrupt on the next completion, then re-checks: returns `true` if a
+    /// completion is already pending, in which case the caller must poll again rather than
+    /// sleep (the "request signal, re-check, cancel" idiom).
+    fn enable_interrupts(&mut self) -> Result<bool>;
+    /// How many more descriptors (split) or ring slots (packed) can be submitted.
+    fn free_descriptors(&self) -> usize;
+    /// The addresses to hand to the transport.
+    fn addresses(&self) -> QueueAddresses;
+    /// The queue size.
+    fn size(&self) -> u16;
+}
+
+/// The device side of a virtqueue, whichever its format.
+pub trait DeviceQueue {
+    /// Takes and validates the next available chain, if any.
+    fn pop(&mut self) -> Result<Option<Chain>>;
+    /// Returns `chain` to the driver, declaring `written` bytes written into it.
+    fn push(&mut self, chain: &Chain, written: u32) -> Result<()>;
+    /// Whether the driver asked to be interrupted for what was pushed since the last call.
+    fn should_interrupt(&mut self) -> Result<bool>;
+    /// Asks the driver not to notify (polling mode).
+    fn disable_notifications(&mut self) -> Result<()>;
+    /// Asks the driver to notify on its next submission, then re-checks: returns `true` if a
+    /// chain is already available and the caller must pop again rather than sleep.
+    fn enable_notifications(&mut self) -> Result<bool>;
+}
+
+/// Whether moving an index from `old` to `new` crossed `event`, i.e. the peer asked to be
+/// notified (§2.7.10: "`vring_need_event`"; also used by §2.8.10 with descriptor offsets).
+pub fn need_event(event: u16, new: u16, old: u16) -> bool {
+    new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
+}
+
+/// Most segments one chain may have on the device side. The specification bounds a chain only
+/// by the queue size; an I/O server bounds it further so that parsing needs no allocation.
+pub const MAX_CHAIN_SEGMENTS: usize = 64;
+
+/// One validated buffer of a chain, as an offset into the client's granted area.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Segment {
+    /// Offset of the first byte in the granted area.
+    pub offset: usize,
+    /// Length in bytes.
+    pub len: u32,
+    /// Whether the driver made it device-writable.
+    pub writable: bool,
+}
+
+/// The memory a client granted the I/O server: buffers must lie inside it. Its region's bus
+/// base is the address the client uses for byte 0 (0 when buffers are named by offset).
+#[derive(Debug, Clone, Copy)]
+pub struct GrantedArea<'a> {
+    memory: DmaRegion<'a>,
+}
+
+impl<'a> GrantedArea<'a> {
+    /// The granted memory; the client names its byte 0 as `memory.bus_base()`.
+    pub fn new(memory: DmaRegion<'a>) -> Self {
+        Self { memory }
+    }
+
+    /// The underlying memory.
+    pub fn memory(&self) -> &DmaRegion<'a> {
+        &self.memory
+    }
+
+    /// Translates a client address range into an offset, if it lies wholly inside the grant.
+    pub fn translate(&self, addr: u64, len: u32) -> Result<usize> {
+        let offset = addr
+            .checked_sub(self.memory.bus_base())
+            .ok_or(Error::BufferOutsideGrant)?;
+        let end = offset
+            .checked_add(u64::from(len))
+            .ok_or(Error::BufferOutsideGrant)?;
+        if end > self.memory.len() as u64 {
+            return Err(Error::BufferOutsideGrant);
+        }
+        usize::try_from(offset).map_err(|_| Error::BufferOutsideGrant)
+    }
+}
+
+/// A descriptor chain taken from a queue by the device, copied and validated: every segment
+/// lies inside the granted area and readable segments precede writable ones.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    id: u16,
+    ring_slots: u16,
+    segments: [Segment; MAX_CHAIN_SEGMENTS],
+    count: usize,
+    readable_len: u64,
+    writable_len: u64,
+}
+
+impl Chain {
+    pub(crate) fn new(id: u16) -> Self {
+        Self {
+            id,
+            ring_slots: 0,
+            segments: [Segment::default(); MAX_CHAIN_SEGMENTS],
+            count: 0,
+            readable_len: 0,
+            writable_len: 0,
+        }
+    }
+
+    pub(crate) fn set_id(&mut self, id: u16) {
+        self.id = id;
+    }
+
+    pub(crate) fn set_ring_slots(&mut self, slots: u16) {
+        self.ring_slots = slots;
+    }
+
+    pub(crate) fn ring_slots(&self) -> u16 {
+        self.ring_slots
+    }
+
+    /// Validates and appends one descriptor's buffer.
+    pub(crate) fn append(
+        &mut self,
+        area: &GrantedArea<'_>,
+        addr: u64,
+        len: u32,
+        writable: bool,
+    ) -> Result<()> {
+        if !writable && self.writable_len > 0 {
+            return Err(Error::DirectionOrder);
+        }
+        if !writable && self.count > 0 && self.segments[self.count - 1].writable {
+            return Err(Error::DirectionOrder);
+        }
+        let offset = area.translate(addr, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let slot = self
+            .segments
+            .get_mut(self.count)
+            .ok_or(Error::ChainTooLong)?;
+        *slot = Segment {
+            offset,
+            len,
+            writable,
+        };
+        self.count += 1;
+        if writable {
+            self.writable_len += u64::from(len);
+        } else {
+            self.readable_len += u64::from(len);
+        }
+        Ok(())
+    }
+
+    /// The head index (split) or buffer id (packed) the driver will see in the used element.
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    /// The validated segments, readable ones first.
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments[..self.count]
+    }
+
+    /// Total bytes the device may read.
+    pub fn readable_len(&self) -> u64 {
+        self.readable_len
+    }
+
+    /// Total bytes the device may write.
+    pub fn writable_len(&self) -> u64 {
+        self.writable_len
+    }
+
+    /// A cursor over the device-readable bytes.
+    pub fn reader<'c, 'a>(&'c self, area: &'c GrantedArea<'a>) -> ChainReader<'c, 'a> {
+        ChainReader {
+            chain: self,
+            area,
+            segment: 0,
+            position: 0,
+        }
+    }
+
+    /// A cursor over the device-writable bytes.
+    pub fn writer<'c, 'a>(&'c self, area: &'c GrantedArea<'a>) -> ChainWriter<'c, 'a> {
+        let first = self
+            .segments()
+            .iter()
+            .position(|s| s.writable)
+            .unwrap_or(self.count);
+        ChainWriter {
+            chain: self,
+            area,
+            segment: first,
+            position: 0,
+            written: 0,
+        }
+    }
+}
+
+/// Reads the device-readable part of a chain in order.
+#[derive(Debug)]
+pub struct ChainReader<'c, 'a> {
+    chain: &'c Chain,
+    area: &'c GrantedArea<'a>,
+    segment: usize,
+    position: u32,
+}
+
+impl ChainReader<'_, '_> {
+    /// Fills `out` completely, or fails with `ShortRead` if the readable part is shorter.
+    pub fn read_exact(&mut self, out: &mut [u8]) -> Result<()> {
+        let mut done = 0;
+        while done < out.len() {
+            let segment = match self.chain.segments().get(self.segment) {
+                Some(s) if !s.writable => *s,
+                _ => return Err(Error::ShortRead),
+            };
+            let available = (segment.len - self.position) as usize;
+            let take = available.min(out.len() - done);
+            self.area.memory().read_bytes(
+                segment.offset + self.position as usize,
+                &mut out[done..done + take],
+            )?;
+            done += take;
+            self.position += take as u32;
+            if self.position == segment.len {
+                self.segment += 1;
+                self.position = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes not yet read.
+    pub fn remaining(&self) -> u64 {
+        let rest: u64 = self.chain.segments()[self.segment.min(self.chain.count)..]
+            .iter()
+            .filter(|s| !s.writable)
+            .map(|s| u64::from(s.len))
+            .sum();
+        rest - u64::from(self.position)
+    }
+}
+
+/// Writes into the device-writable part of a chain in order.
+#[derive(Debug)]
+pub struct ChainWriter<'c, 'a> {
+    chain: &'c Chain,
+    area: &'c GrantedArea<'a>,
+    segment: usize,
+    position: u32,
+    written: u32,
+}
+
+impl ChainWriter<'_, '_> {
+    /// Writes all of `data`, or fails with `NotWritable` if the writable part is too short
+    /// (in which case nothing past the writable buffers was touched).
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        if u64::from(self.written) + data.len() as u64 > self.chain.writable_len() {
+            return Err(Error::NotWritable);
+        }
+        let mut done = 0;
+        while done < data.len() {
+            let segment = match self.chain.segments().get(self.segment) {
+                Some(s) if s.writable => *s,
+                _ => return Err(Error::NotWritable),
+            };
+            let available = (segment.len - self.position) as usize;
+            let take = available.min(data.len() - done);
+            self.area.memory().write_bytes(
+                segment.offset + self.position as usize,
+                &data[done..done + take],
+            )?;
+            done += take;
+            self.position += take as u32;
+            self.written += take as u32;
+            if self.position == segment.len {
+                self.segment += 1;
+                self.position = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes written so far: the `written` to report when pushing the chain.
+    pub fn written(&self) -> u32 {
+        self.written
+    }
+}
