@@ -1,0 +1,90 @@
+//! Everything that touches hardware, one module per architecture.
+//!
+//! Each architecture module provides the same items, which the portable kernel uses:
+//! - `console::{init, with_locked, emergency_writer}`: the serial console.
+//! - `cpu::{enable_interrupts, disable_interrupts, wait_for_interrupt}`.
+//! - `time::{init, uptime_ns, ticks}`: the calibrated counter and the periodic tick.
+//! - `selftest::{read_unmapped, invalid_opcode}`: deliberate faults for the test suite.
+//! - `power_off(ExitStatus)`: stop the machine, telling QEMU how it went.
+//!
+//! This is the only place in the kernel allowed to use `unsafe`; every block argues its case
+//! in a `// SAFETY:` comment.
+
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
+#[cfg(target_arch = "x86_64")]
+pub use self::x86_64::*;
+
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
+#[cfg(target_arch = "aarch64")]
+pub use self::aarch64::*;
+
+use kcore::mem::frames::{FrameAllocator, bitmap_placement, bitmap_words};
+use kcore::mem::{PAGE_SIZE, PhysRegion};
+use linked_list_allocator::LockedHeap;
+use spin::Mutex;
+
+/// How the machine stops; the test harness reads it back as QEMU's exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    Success,
+    Failure,
+}
+
+#[global_allocator]
+static HEAP: LockedHeap = LockedHeap::empty();
+
+/// Bytes of the boot-time heap.
+pub const HEAP_SIZE: usize = 1 << 20;
+
+static FRAMES: Mutex<Option<FrameAllocator<'static>>> = Mutex::new(None);
+
+/// Builds the frame allocator from the memory map. Its bitmap lives in the first usable range
+/// large enough, reached through `phys_to_virt`, and is reserved in itself.
+///
+/// # Safety
+/// `phys_to_virt` must map every usable frame of `regions` to writable kernel memory that
+/// nothing else uses.
+unsafe fn init_frames(regions: &[PhysRegion], phys_to_virt: impl Fn(u64) -> usize) {
+    let Some((at, bytes)) = bitmap_placement(regions) else {
+        panic!("no usable memory range can hold the frame bitmap");
+    };
+    let words = bitmap_words(regions);
+    // SAFETY: `at..at + bytes` lies in a usable range (bitmap_placement), so by the caller's
+    // promise it is mapped, writable and unused; the allocator reserves it below, so no frame
+    // of it is ever handed out, which makes this the only reference to that memory.
+    let bitmap = unsafe { core::slice::from_raw_parts_mut(phys_to_virt(at) as *mut u64, words) };
+    let mut frames = FrameAllocator::new(regions, bitmap).expect("bitmap sized by bitmap_words");
+    frames.reserve(at, at + bytes);
+    *FRAMES.lock() = Some(frames);
+}
+
+/// Allocates one physical frame, zeroed through `phys_to_virt`.
+fn alloc_zeroed_frame(phys_to_virt: impl Fn(u64) -> usize) -> Option<u64> {
+    let frame = FRAMES.lock().as_mut()?.alloc()?;
+    // SAFETY: the frame was just taken from the allocator, so nothing else refers to it, and
+    // `phys_to_virt` maps usable RAM writable (init_frames's contract).
+    unsafe { core::ptr::write_bytes(phys_to_virt(frame) as *mut u8, 0, PAGE_SIZE as usize) };
+    Some(frame)
+}
+
+/// Frames still free.
+fn free_frames() -> u64 {
+    FRAMES.lock().as_ref().map_or(0, |f| f.free_frames())
+}
+
+/// Carves the boot-time heap out of contiguous frames; returns (virtual address, bytes).
+fn init_heap(phys_to_virt: impl Fn(u64) -> usize) -> (usize, usize) {
+    let frames = HEAP_SIZE as u64 / PAGE_SIZE;
+    let phys = FRAMES
+        .lock()
+        .as_mut()
+        .and_then(|f| f.alloc_contiguous(frames))
+        .expect("no contiguous 1 MiB of RAM for the kernel heap");
+    let start = phys_to_virt(phys);
+    // SAFETY: the frames were just allocated, are contiguous, mapped writable at `start` and
+    // never handed out again, so the heap owns `start..start + HEAP_SIZE` for good.
+    unsafe { HEAP.lock().init(start as *mut u8, HEAP_SIZE) };
+    (start, HEAP_SIZE)
+}

@@ -1,0 +1,37 @@
+//! `cargo xtask lint`: formatting and clippy with warnings denied, for host crates and for
+//! the kernel on both of its targets.
+
+use anyhow::{Result, bail};
+
+use crate::{Arch, build};
+
+fn cargo(args: &[&str]) -> Result<()> {
+    println!("xtask: cargo {}", args.join(" "));
+    let status = build::cargo()
+        .current_dir(build::root())
+        .args(args)
+        .status()?;
+    if !status.success() {
+        bail!("cargo {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
+pub fn run() -> Result<()> {
+    cargo(&["fmt", "--all", "--check"])?;
+    cargo(&["clippy", "--quiet", "--all-targets", "--", "-D", "warnings"])?;
+    for arch in [Arch::X86_64, Arch::Aarch64] {
+        let mut args = vec![
+            "clippy",
+            "--quiet",
+            "--package",
+            "bulkhead-kernel",
+            "--package",
+            "bulkhead-virtio",
+        ];
+        args.extend(build::target_args(arch));
+        args.extend(["--", "-D", "warnings"]);
+        cargo(&args)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! `cargo xtask`: Bulkhead's build driver.
+//!
+//! Every command that needs QEMU or the pinned toolchain's components checks for them first
+//! and installs what is missing (see `setup`), so the README's quick-start commands work on a
+//! fresh machine.
+
+mod build;
+mod image;
+mod lint;
+mod qemu;
+mod setup;
+mod tests;
+
+use std::io::IsTerminal;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, boot and test Bulkhead", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Target architecture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Arch {
+    #[value(name = "x86_64")]
+    X86_64,
+    #[value(name = "aarch64")]
+    Aarch64,
+}
+
+impl Arch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+}
+
+/// Options shared by every command that builds a kernel.
+#[derive(clap::Args, Clone, Debug)]
+pub struct BuildOpts {
+    /// Target architecture.
+    #[arg(long, value_enum, default_value = "x86_64")]
+    pub arch: Arch,
+    /// Build the kernel with the dev profile instead of release (slow to load under BIOS).
+    #[arg(long)]
+    pub debug: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what is missing: QEMU and OVMF (through apt-get) and the toolchain's components.
+    Setup,
+    /// Build the kernel for an architecture.
+    Build {
+        #[command(flatten)]
+        build: BuildOpts,
+    },
+    /// Build a bootable image: a BIOS (or UEFI) disk image on x86_64, the kernel ELF on aarch64.
+    Image {
+        #[command(flatten)]
+        build: BuildOpts,
+        /// Build a UEFI disk image instead of a BIOS one (x86_64).
+        #[arg(long)]
+        uefi: bool,
+        /// Kernel command line baked into the image.
+        #[arg(long, default_value = "")]
+        cmdline: String,
+    },
+    /// Build and boot the system in QEMU (TCG) with the serial console on this terminal.
+    ///
+    /// When standard output is not a terminal, the kernel is asked to power off once the boot
+    /// demonstration is done, and the exit status says whether it succeeded.
+    Run {
+        #[command(flatten)]
+        build: BuildOpts,
+        /// Boot through UEFI (OVMF) instead of BIOS (x86_64).
+        #[arg(long)]
+        uefi: bool,
+        /// Extra kernel command line words (e.g. `log=debug`, `test=page_fault`).
+        #[arg(long, default_value = "")]
+        cmdline: String,
+        /// Give up after this many seconds when not on a terminal.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        /// Extra arguments passed to QEMU as they are.
+        #[arg(last = true)]
+        qemu_args: Vec<String>,
+    },
+    /// Run every test: host unit tests, then QEMU integration tests on both architectures.
+    Test {
+        /// Run only the host unit tests.
+        #[arg(long, conflicts_with = "qemu_only")]
+        host_only: bool,
+        /// Run only the QEMU integration tests.
+        #[arg(long)]
+        qemu_only: bool,
+        /// Run only integration tests whose name contains this text.
+        #[arg(long)]
+        filter: Option<String>,
+    },
+    /// Check formatting and run clippy (warnings denied) on host and target crates.
+    Lint,
+}
+
+fn main() {
+    if let Err(error) = run() {
+        eprintln!("xtask: error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    match Cli::parse().command {
+        Command::Setup => {
+            setup::ensure_toolchain()?;
+            setup::ensure_qemu()
+        }
+        Command::Build { build } => {
+            setup::ensure_toolchain()?;
+            let kernel = build::kernel(&build)?;
+            println!("{}", kernel.display());
+            Ok(())
+        }
+        Command::Image {
+            build,
+            uefi,
+            cmdline,
+        } => {
+            setup::ensure_toolchain()?;
+            let boot = image::bootable(&build, uefi, &cmdline)?;
+            println!("{}", boot.path().display());
+            Ok(())
+        }
+        Command::Run {
+            build,
+            uefi,
+            cmdline,
+            timeout,
+            qemu_args,
+        } => {
+            setup::ensure_toolchain()?;
+            setup::ensure_qemu()?;
+            let interactive = std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
+            qemu::run(&build, uefi, &cmdline, interactive, timeout, &qemu_args)
+        }
+        Command::Test {
+            host_only,
+            qemu_only,
+            filter,
+        } => {
+            setup::ensure_toolchain()?;
+            if !qemu_only {
+                tests::host()?;
+            }
+            if !host_only {
+                setup::ensure_qemu()?;
+                tests::qemu(filter.as_deref())?;
+            }
+            Ok(())
+        }
+        Command::Lint => {
+            setup::ensure_toolchain()?;
+            lint::run()
+        }
+    }
+}
