@@ -122,9 +122,20 @@ pub fn check_str(file: impl Into<PathBuf>, text: &str, programs: &Programs) -> O
 
 /// Makes the TOML parser's terser messages say what they are about.
 fn toml_message(message: &str, spanned: Option<&str>) -> String {
-    let message = message
+    let mut message = message
         .replace("expected i64", "expected an integer")
-        .replace("expected u64", "expected a non-negative integer");
+        .replace("expected u64", "expected a non-negative integer")
+        .replace("expected a sequence", "expected an array")
+        .replace("expected a map", "expected a table")
+        .replace("invalid type: map,", "invalid type: table,")
+        .replace("invalid type: sequence,", "invalid type: array,");
+    // serde names the internal struct (`expected struct RawHealth`); a user needs "a table".
+    if let Some(at) = message.find("expected struct Raw") {
+        let end = message[at + "expected struct ".len()..]
+            .find(|c: char| !c.is_alphanumeric())
+            .map_or(message.len(), |i| at + "expected struct ".len() + i);
+        message.replace_range(at..end, "expected a table");
+    }
     match spanned {
         Some(key) if message == "duplicate key" => {
             format!(

@@ -1093,6 +1093,7 @@ fn memory(ctx: &mut Ctx, raw: &RawSystem, arches: &[Arch]) -> Vec<(MemoryPool, S
             continue;
         }
         let mut ranges: Vec<(PhysRange, Span)> = Vec::new();
+        let mut complete = true;
         for r in &m.get_ref().ram {
             let rr = r.get_ref();
             let base = *rr.base.get_ref();
@@ -1101,9 +1102,11 @@ fn memory(ctx: &mut Ctx, raw: &RawSystem, arches: &[Arch]) -> Vec<(MemoryPool, S
                     rr.base.span(),
                     format!("RAM base {base:#x} is not a page-aligned physical address"),
                 );
+                complete = false;
                 continue;
             }
             let Some(size) = ctx.page_size(&rr.size, "RAM size") else {
+                complete = false;
                 continue;
             };
             let range = PhysRange {
@@ -1131,10 +1134,15 @@ fn memory(ctx: &mut Ctx, raw: &RawSystem, arches: &[Arch]) -> Vec<(MemoryPool, S
         }
         if m.get_ref().ram.is_empty() {
             ctx.error(key.span(), format!("[memory.{arch}] has no ram ranges"));
+            complete = false;
         }
         let mut ranges: Vec<PhysRange> = ranges.into_iter().map(|(r, _)| r).collect();
         ranges.sort_by_key(|r| r.base);
-        pools.push((MemoryPool { arch, ranges }, key.span()));
+        // An incomplete pool is already an error; measuring demand against it would only add
+        // a misleading over-commitment report.
+        if complete {
+            pools.push((MemoryPool { arch, ranges }, key.span()));
+        }
     }
     pools.sort_by_key(|(p, _)| p.arch);
     pools
