@@ -97,14 +97,10 @@ impl Report {
         String::from_utf8_lossy(out.as_slice()).into_owned()
     }
 
-    /// Like [`Report::render`], but to a terminal stream (colours chosen by `choice`).
-    pub fn emit(&self, choice: termcolor::ColorChoice) {
-        let writer = termcolor::BufferWriter::stderr(choice);
-        let mut buffer = writer.buffer();
-        let color = termcolor::WriteColor::supports_color(&buffer);
-        self.write_to(&mut buffer, color);
-        // Nothing sensible to do if stderr is gone.
-        let _ = writer.print(&buffer);
+    /// Prints [`Report::render`] to stderr, in colour when stderr is a terminal (and neither
+    /// `NO_COLOR` is set nor `TERM=dumb`). Prints nothing for an empty report.
+    pub fn eprint(&self) {
+        eprint!("{}", self.render(stderr_wants_color()));
     }
 
     fn write_to(&self, out: &mut termcolor::Buffer, color: bool) {
@@ -170,6 +166,14 @@ impl std::fmt::Display for Report {
 }
 
 impl std::error::Error for Report {}
+
+/// Whether diagnostics written to stderr should be coloured.
+pub fn stderr_wants_color() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
+}
 
 fn clamp(span: &Range<usize>, source: &str) -> Range<usize> {
     let start = span.start.min(source.len());

@@ -37,7 +37,7 @@ mod raw;
 pub mod units;
 mod validate;
 
-pub use diag::{Diagnostic, Note, Report, Severity};
+pub use diag::{Diagnostic, Note, Report, Severity, stderr_wants_color};
 pub use model::*;
 pub use validate::{DEFAULT_STACK, NOTIFICATION_BITS};
 

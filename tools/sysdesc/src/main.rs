@@ -2,13 +2,11 @@
 
 #![forbid(unsafe_code)]
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use bulkhead_sysdesc::{Programs, check_file};
+use bulkhead_sysdesc::{Programs, check_file, stderr_wants_color};
 use clap::{Parser, Subcommand, ValueEnum};
-use codespan_reporting::term::termcolor::ColorChoice;
 
 #[derive(Parser)]
 #[command(version, about = "Parse and validate Bulkhead system descriptions")]
@@ -44,10 +42,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let color = match cli.color {
-        Color::Auto if std::io::stderr().is_terminal() => ColorChoice::Auto,
-        Color::Auto => ColorChoice::Never,
-        Color::Always => ColorChoice::Always,
-        Color::Never => ColorChoice::Never,
+        Color::Auto => stderr_wants_color(),
+        Color::Always => true,
+        Color::Never => false,
     };
     let programs = cli.programs.map_or(Programs::Unchecked, Programs::known);
     let (files, dump) = match cli.command {
@@ -64,7 +61,7 @@ fn main() -> ExitCode {
                 continue;
             }
         };
-        outcome.report.emit(color);
+        eprint!("{}", outcome.report.render(color));
         match outcome.system {
             Some(system) if dump => match serde_json::to_string_pretty(&system) {
                 Ok(json) => println!("{json}"),

@@ -320,6 +320,19 @@ fn build(ctx: &mut Ctx, raw: &RawSystem, programs: &Programs) -> Option<System> 
             partitions[pi].devices.push(did);
         }
     }
+    for (p, (name, raw_p)) in partitions.iter().zip(&raw.partitions) {
+        if let Some(first) = raw_p.get_ref().dma.first()
+            && p.devices.is_empty()
+        {
+            ctx.push(Pending::warning(
+                first.span(),
+                format!(
+                    "partition \"{}\" owns DMA regions but no device that could use them",
+                    name.get_ref()
+                ),
+            ));
+        }
+    }
     for (i, name) in raw.devices.keys().enumerate() {
         if devices[i].owner.is_none() {
             ctx.push(Pending::warning(
@@ -1361,6 +1374,15 @@ fn shared(ctx: &mut Ctx, raw: &RawSystem, names: &Names<'_>) -> Vec<SharedRegion
             if let Some(access) = access {
                 mappings.push(Mapping { partition, access });
             }
+        }
+        if mappings.len() >= 2 && mappings.iter().all(|m| m.access == Access::ReadOnly) {
+            ctx.push(Pending::warning(
+                s.map.span(),
+                format!(
+                    "no partition can write shared region \"{}\": every mapping is read-only",
+                    name.get_ref()
+                ),
+            ));
         }
         if s.map.get_ref().len() < 2 {
             ctx.error(

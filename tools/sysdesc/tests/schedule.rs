@@ -181,3 +181,47 @@ io-ports = [{ base = 0x2f8, count = 8 }]
     let system = o.into_result().expect("warnings do not invalidate");
     assert_eq!(system.devices[0].owner, None);
 }
+
+#[test]
+fn suspicious_but_legal_descriptions_give_warnings() {
+    let text = r#"[system]
+name = "w"
+arch = ["x86_64"]
+
+[partitions.a]
+memory = "64 KiB"
+threads = [{ name = "main", priority = 1 }]
+dma = [{ name = "buf", size = "4 KiB" }]
+
+[partitions.b]
+memory = "64 KiB"
+threads = [{ name = "main", priority = 1 }]
+
+[schedule]
+major-frame = "1 ms"
+background = ["a", "b"]
+
+[shared.table]
+size = "4 KiB"
+map = [
+    { partition = "a", access = "read-only" },
+    { partition = "b", access = "read-only" },
+]
+"#;
+    let o = check_str("w.toml", text, &Programs::Unchecked);
+    let warnings: Vec<String> = o
+        .report
+        .diagnostics
+        .iter()
+        .map(|d| format!("{} {}:{}: {}", d.severity, d.line, d.column, d.message))
+        .collect();
+    assert_eq!(
+        warnings,
+        vec![
+            "warning 8:8: partition \"a\" owns DMA regions but no device that could use them",
+            "warning 20:7: no partition can write shared region \"table\": every mapping is \
+             read-only",
+        ]
+    );
+    assert!(o.system.is_some());
+}
