@@ -1043,10 +1043,7 @@ fn resource_conflicts(
     }
     for (i, b) in res.irqs.iter().enumerate() {
         for a in &res.irqs[..i] {
-            if a.value == b.value
-                && a.device != b.device
-                && (owner(a.device) != owner(b.device) || owner(a.device).is_none())
-            {
+            if a.value == b.value && a.device != b.device && owner(a.device) != owner(b.device) {
                 let msg = format!(
                     "IRQ {} of device \"{}\" is already used by device \"{}\" of another \
                      partition",
