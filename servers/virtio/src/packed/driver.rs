@@ -128,7 +128,10 @@ impl<const N: usize> DriverQueue for PackedQueue<'_, N> {
             return Err(Error::EmptyChain);
         }
         let total = u16::try_from(total).map_err(|_| Error::QueueFull)?;
-        let pool = self.indirect.filter(|p| total > 1 && total <= p.per_table);
+        // §2.7.5.3.1 / §2.8.19: an indirect table is a chain too, so no longer than the queue.
+        let pool = self
+            .indirect
+            .filter(|p| total > 1 && total <= p.per_table && usize::from(total) <= N);
         let slots = if pool.is_some() { 1 } else { total };
         if slots > self.free_slots || self.free_id_count == 0 {
             return Err(Error::QueueFull);

@@ -163,7 +163,10 @@ impl<const N: usize> DriverQueue for SplitQueue<'_, N> {
                 .chain(writable.iter().map(|b| (*b, true)))
         };
         let writable_len = writable.iter().map(|b| u64::from(b.len)).sum();
-        let pool = self.indirect.filter(|p| total > 1 && total <= p.per_table);
+        // §2.7.5.3.1 / §2.8.19: an indirect table is a chain too, so no longer than the queue.
+        let pool = self
+            .indirect
+            .filter(|p| total > 1 && total <= p.per_table && usize::from(total) <= N);
         let needed = if pool.is_some() { 1 } else { total };
         if needed > self.free_count {
             return Err(Error::QueueFull);

@@ -1,1 +1,5 @@
+//! Host tests: a device model built on the device side, driven by the driver side over
+//! simulated memory.
 
+mod model;
+mod rings;
