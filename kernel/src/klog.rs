@@ -59,6 +59,7 @@ macro_rules! log_at {
     };
 }
 macro_rules! error { ($($arg:tt)*) => { log_at!(kcore::log::Level::Error, $($arg)*) }; }
+#[allow(unused_macros)]
 macro_rules! warn { ($($arg:tt)*) => { log_at!(kcore::log::Level::Warn, $($arg)*) }; }
 macro_rules! info { ($($arg:tt)*) => { log_at!(kcore::log::Level::Info, $($arg)*) }; }
 macro_rules! debug { ($($arg:tt)*) => { log_at!(kcore::log::Level::Debug, $($arg)*) }; }

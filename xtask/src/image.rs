@@ -1,10 +1,13 @@
-//! Bootable images: BIOS or UEFI disk images made with the `bootloader` crate on x86_64, the
-//! kernel ELF itself on aarch64 (QEMU's `-kernel` loads it; boards come later).
+//! Bootable images: BIOS or UEFI disk images made with the `bootloader` crate on x86_64; on
+//! aarch64 a raw arm64 Image (the Linux boot protocol: firmware passes the device tree's address
+//! in x0), which QEMU's `-kernel` and U-Boot's `booti` load alike.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
 use bootloader::{BootConfig, DiskImageBuilder};
 use bootloader_boot_config::LevelFilter;
 
@@ -15,7 +18,7 @@ use crate::{Arch, BuildOpts, build};
 pub enum Bootable {
     /// A raw disk image (x86_64), with BIOS or UEFI boot code.
     Disk { path: PathBuf, uefi: bool },
-    /// A kernel ELF and the command line QEMU passes it in the device tree (aarch64).
+    /// A raw kernel Image and the command line QEMU passes it in the device tree (aarch64).
     Kernel { path: PathBuf, cmdline: String },
 }
 
@@ -37,11 +40,31 @@ pub fn bootable(opts: &BuildOpts, uefi: bool, cmdline: &str) -> Result<Bootable>
 pub fn from_kernel(kernel: &Path, arch: Arch, uefi: bool, cmdline: &str) -> Result<Bootable> {
     match arch {
         Arch::X86_64 => disk_image(kernel, uefi, cmdline, &image_name(uefi, cmdline)),
-        Arch::Aarch64 => Ok(Bootable::Kernel {
-            path: kernel.to_path_buf(),
-            cmdline: cmdline.to_string(),
-        }),
+        Arch::Aarch64 => Ok(Bootable::Kernel { path: raw_image(kernel)?, cmdline: cmdline.to_string() }),
     }
+}
+
+/// Converts a kernel ELF to a raw Image next to it, with the toolchain's llvm-objcopy.
+///
+/// Why not boot the ELF: QEMU puts an ELF kernel's device tree below the kernel, where its
+/// 1 MiB tree does not fit under the 0x40080000 load address, and passes no address in x0.
+pub fn raw_image(kernel: &Path) -> Result<PathBuf> {
+    let rustc = |arg: &str| -> Result<String> {
+        let out = Command::new("rustc").args(["--print", arg]).output().context("running rustc")?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let objcopy = Path::new(&rustc("sysroot")?).join("lib/rustlib").join(rustc("host-tuple")?).join("bin/llvm-objcopy");
+    let image = kernel.with_extension("img");
+    let status = Command::new(&objcopy)
+        .args(["-O", "binary"])
+        .arg(kernel)
+        .arg(&image)
+        .status()
+        .with_context(|| format!("running {} (is llvm-tools-preview installed?)", objcopy.display()))?;
+    if !status.success() {
+        bail!("llvm-objcopy failed on {}", kernel.display());
+    }
+    Ok(image)
 }
 
 /// A file name unique to the image's contents, so images for different command lines (one

@@ -43,6 +43,46 @@ impl PhysRegion {
     }
 }
 
+/// Builds a memory map from RAM ranges and ranges already in use (kernel image, device tree):
+/// RAM outside every used range is `Usable`, inside one `Loaded`. Writes up to `out.len()`
+/// regions sorted by address and returns how many; used ranges outside RAM are ignored.
+pub fn carve(ram: &[(u64, u64)], used: &[(u64, u64)], out: &mut [PhysRegion]) -> usize {
+    let mut n = 0;
+    let mut push = |start: u64, end: u64, kind: RegionKind| {
+        if start < end && n < out.len() {
+            out[n] = PhysRegion { start, end, kind };
+            n += 1;
+        }
+    };
+    let mut ram_sorted = [(0u64, 0u64); 16];
+    let ram_count = ram.len().min(ram_sorted.len());
+    ram_sorted[..ram_count].copy_from_slice(&ram[..ram_count]);
+    ram_sorted[..ram_count].sort_unstable();
+    for &(ram_start, ram_end) in &ram_sorted[..ram_count] {
+        let mut cursor = ram_start;
+        while cursor < ram_end {
+            // The used range that starts first among those overlapping [cursor, ram_end).
+            let next = used
+                .iter()
+                .filter(|&&(s, e)| s < ram_end && e > cursor && s < e)
+                .min_by_key(|&&(s, _)| s);
+            match next {
+                None => {
+                    push(cursor, ram_end, RegionKind::Usable);
+                    cursor = ram_end;
+                }
+                Some(&(s, e)) => {
+                    push(cursor, s.max(cursor), RegionKind::Usable);
+                    let loaded_end = e.min(ram_end);
+                    push(s.max(cursor), loaded_end, RegionKind::Loaded);
+                    cursor = loaded_end;
+                }
+            }
+        }
+    }
+    n
+}
+
 /// Totals of a memory map, printed at boot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemorySummary {
@@ -139,6 +179,34 @@ mod tests {
             0,
             "inverted is empty"
         );
+    }
+
+    #[test]
+    fn carve_splits_ram_around_used_ranges() {
+        let mut out = [r(0, 0, RegionKind::Reserved); 8];
+        let ram = [(0x4000_0000, 0x6000_0000)];
+        // The DTB at the start of RAM, the kernel overlapping it, something outside RAM.
+        let used = [(0x4008_0000, 0x4020_0000), (0x4000_0000, 0x4010_0000), (0x1000, 0x2000)];
+        let n = carve(&ram, &used, &mut out);
+        assert_eq!(
+            &out[..n],
+            &[
+                r(0x4000_0000, 0x4010_0000, RegionKind::Loaded),
+                r(0x4010_0000, 0x4020_0000, RegionKind::Loaded),
+                r(0x4020_0000, 0x6000_0000, RegionKind::Usable),
+            ]
+        );
+        let n = carve(&[(0x1000, 0x9000), (0x0, 0x800)], &[(0x3000, 0x4000)], &mut out);
+        assert_eq!(
+            &out[..n],
+            &[
+                r(0x0, 0x800, RegionKind::Usable),
+                r(0x1000, 0x3000, RegionKind::Usable),
+                r(0x3000, 0x4000, RegionKind::Loaded),
+                r(0x4000, 0x9000, RegionKind::Usable),
+            ]
+        );
+        assert_eq!(carve(&ram, &[], &mut out[..0]), 0, "output capacity is respected");
     }
 
     #[test]

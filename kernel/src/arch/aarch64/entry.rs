@@ -1,0 +1,139 @@
+//! The Rust entry point the boot stub calls in the upper half, and the device-tree reading
+//! that turns QEMU's (or a board's) description into the kernel's boot information.
+
+use core::sync::atomic::Ordering;
+
+use aarch64_cpu::registers::{ReadWriteable, TCR_EL1};
+use kcore::cmdline::CommandLine;
+use kcore::fdt::{self, Fdt};
+use kcore::mem::{PhysRegion, RegionKind, carve};
+use spin::Once;
+
+use super::{LINEAR_MAP_END, POWER_METHOD, PowerMethod, console, exceptions, gic, phys_to_virt, time};
+use crate::arch::{ExitStatus, power_off};
+use crate::boot::{BootInfo, kmain};
+
+/// Where QEMU puts the device tree of an ELF kernel: the start of RAM on `virt`.
+const QEMU_VIRT_DTB: u64 = 0x4000_0000;
+const MAX_REGIONS: usize = 32;
+
+unsafe extern "C" {
+    static __kernel_start: u8;
+    static __kernel_end: u8;
+}
+
+static REGIONS: Once<([PhysRegion; MAX_REGIONS], usize)> = Once::new();
+
+fn fail(what: core::fmt::Arguments<'_>) -> ! {
+    crate::klog::emergency(format_args!("boot: {what}"));
+    power_off(ExitStatus::Failure)
+}
+
+/// Finds and validates the device tree, at the address firmware passed or where QEMU puts it;
+/// returns it with its physical address.
+fn device_tree(passed: u64) -> (Fdt<'static>, u64) {
+    for phys in [passed, QEMU_VIRT_DTB] {
+        if phys == 0 || phys >= LINEAR_MAP_END || phys % 8 != 0 {
+            continue;
+        }
+        // SAFETY: `phys` is below 4 GiB and so inside the linear map; a device-tree header is
+        // 40 bytes and reading it has no side effect (RAM or, at worst, device memory that
+        // returns junk, which the magic check rejects).
+        let header = unsafe { core::slice::from_raw_parts(phys_to_virt(phys) as *const u8, 40) };
+        let Some(size) = fdt::total_size(header) else { continue };
+        if phys + size as u64 > LINEAR_MAP_END {
+            continue;
+        }
+        // SAFETY: the header claims `size` bytes, all inside the linear map; the tree stays in
+        // place for good (it is marked Loaded, so no frame of it is handed out).
+        let bytes = unsafe { core::slice::from_raw_parts(phys_to_virt(phys) as *const u8, size) };
+        match Fdt::new(bytes) {
+            Ok(tree) => return (tree, phys),
+            Err(e) => fail(format_args!("the device tree at {phys:#x} is malformed: {e:?}")),
+        }
+    }
+    fail(format_args!("no device tree found (x0 was {passed:#x})"))
+}
+
+/// Called by the boot stub with the MMU on, on the boot stack, with IRQs masked.
+#[unsafe(no_mangle)]
+extern "C" fn aarch64_entry(dtb_phys: u64) -> ! {
+    time::mark_boot();
+    console::init();
+    exceptions::init();
+    // The identity map was only needed to turn the MMU on; from now on the lower half faults.
+    TCR_EL1.modify(TCR_EL1::EPD0::DisableTTBR0Walks);
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+
+    let (tree, tree_phys) = device_tree(dtb_phys);
+    if let Some((base, _)) = tree.find_compatible("arm,pl011").and_then(|n| n.reg(0)) {
+        console::set_base(base);
+    }
+    let cmdline = tree.find_path("/chosen").and_then(|n| n.property_str("bootargs")).unwrap_or("");
+    let cmdline = CommandLine::new(cmdline);
+
+    let method = match tree.find_compatible("arm,psci-0.2").and_then(|n| n.property_str("method")) {
+        Some("smc") => PowerMethod::PsciSmc,
+        _ => PowerMethod::PsciHvc,
+    };
+    let method = if cmdline.flag("semihosting") { PowerMethod::Semihosting } else { method };
+    POWER_METHOD.store(method as u8, Ordering::Relaxed);
+
+    let Some(gic_node) = tree.find_compatible("arm,cortex-a15-gic").or_else(|| tree.find_compatible("arm,gic-400"))
+    else {
+        if tree.find_compatible("arm,gic-v3").is_some() {
+            fail(format_args!("GICv3 is not supported yet; boot QEMU with -M virt,gic-version=2"));
+        }
+        fail(format_args!("the device tree names no GICv2 interrupt controller"));
+    };
+    let (Some((gicd, _)), Some((gicc, _))) = (gic_node.reg(0), gic_node.reg(1)) else {
+        fail(format_args!("the GIC node lacks distributor and CPU interface registers"));
+    };
+    gic::init(gicd, gicc);
+
+    let (regions, count) = REGIONS.call_once(|| memory_map(&tree, tree_phys));
+    let memory = &regions[..*count];
+    // SAFETY: the linear map covers physical memory below 4 GiB, writable, and memory_map
+    // keeps only usable RAM below that, minus the kernel image and the device tree.
+    unsafe { crate::arch::init_frames(memory, phys_to_virt) };
+    let heap = crate::arch::init_heap(phys_to_virt);
+
+    kmain(&BootInfo {
+        arch: "aarch64",
+        firmware: "device tree",
+        memory,
+        cmdline,
+        free_frames: crate::arch::free_frames(),
+        heap,
+    })
+}
+
+/// RAM from the device tree's memory nodes, with the kernel image and the tree itself marked
+/// Loaded, clipped to what the linear map covers.
+fn memory_map(tree: &Fdt<'_>, tree_phys: u64) -> ([PhysRegion; MAX_REGIONS], usize) {
+    let mut ram = [(0u64, 0u64); 8];
+    let mut ram_count = 0;
+    for node in tree.nodes().filter(|n| n.property_str("device_type") == Some("memory")) {
+        for i in 0.. {
+            let Some((base, size)) = node.reg(i) else { break };
+            if ram_count < ram.len() && base < LINEAR_MAP_END {
+                ram[ram_count] = (base, (base + size).min(LINEAR_MAP_END));
+                ram_count += 1;
+            }
+        }
+    }
+    // Only the addresses of the linker-defined symbols are taken, which needs no unsafe.
+    let (start, end) = (core::ptr::addr_of!(__kernel_start) as u64, core::ptr::addr_of!(__kernel_end) as u64);
+    let kernel = (start - super::PHYS_OFFSET, end - super::PHYS_OFFSET);
+    let tree_size = fdt::total_size(tree_header(tree_phys)).unwrap_or(0) as u64;
+    let used = [kernel, (tree_phys, tree_phys + tree_size)];
+    let mut out = [PhysRegion { start: 0, end: 0, kind: RegionKind::Reserved }; MAX_REGIONS];
+    let n = carve(&ram[..ram_count], &used, &mut out);
+    (out, n)
+}
+
+fn tree_header(phys: u64) -> &'static [u8] {
+    // SAFETY: `phys` is where a device tree validated, inside the linear map; its header is
+    // 40 bytes of RAM that stay in place.
+    unsafe { core::slice::from_raw_parts(phys_to_virt(phys) as *const u8, 40) }
+}

@@ -1,0 +1,180 @@
+//! The exception vector table and the reports of synchronous exceptions.
+//!
+//! Each of the 16 vectors saves x0/x1, puts its number in x0 and branches to a common path
+//! that saves the rest of the registers in a [`TrapFrame`] on the stack and calls
+//! [`exception_entry`]. IRQs are dispatched to the GIC; every synchronous exception and
+//! SError from the kernel is reported and stops the machine.
+
+use aarch64_cpu::registers::{ESR_EL1, FAR_EL1, Readable, VBAR_EL1, Writeable};
+
+use super::gic;
+use crate::arch::{ExitStatus, power_off};
+
+core::arch::global_asm!(
+    r#"
+.macro VECTOR number
+    .balign 0x80
+    sub     sp, sp, #272
+    stp     x0, x1, [sp, #0]
+    mov     x0, #\number
+    b       exception_common
+.endm
+
+.section .text
+.balign 2048
+.global exception_vectors
+exception_vectors:
+    VECTOR 0
+    VECTOR 1
+    VECTOR 2
+    VECTOR 3
+    VECTOR 4
+    VECTOR 5
+    VECTOR 6
+    VECTOR 7
+    VECTOR 8
+    VECTOR 9
+    VECTOR 10
+    VECTOR 11
+    VECTOR 12
+    VECTOR 13
+    VECTOR 14
+    VECTOR 15
+
+exception_common:
+    stp     x2, x3, [sp, #16]
+    stp     x4, x5, [sp, #32]
+    stp     x6, x7, [sp, #48]
+    stp     x8, x9, [sp, #64]
+    stp     x10, x11, [sp, #80]
+    stp     x12, x13, [sp, #96]
+    stp     x14, x15, [sp, #112]
+    stp     x16, x17, [sp, #128]
+    stp     x18, x19, [sp, #144]
+    stp     x20, x21, [sp, #160]
+    stp     x22, x23, [sp, #176]
+    stp     x24, x25, [sp, #192]
+    stp     x26, x27, [sp, #208]
+    stp     x28, x29, [sp, #224]
+    mrs     x1, elr_el1
+    stp     x30, x1, [sp, #240]
+    mrs     x1, spsr_el1
+    str     x1, [sp, #256]
+    mov     x1, sp
+    bl      exception_entry
+    ldr     x1, [sp, #256]
+    msr     spsr_el1, x1
+    ldp     x30, x1, [sp, #240]
+    msr     elr_el1, x1
+    ldp     x0, x1, [sp, #0]
+    ldp     x2, x3, [sp, #16]
+    ldp     x4, x5, [sp, #32]
+    ldp     x6, x7, [sp, #48]
+    ldp     x8, x9, [sp, #64]
+    ldp     x10, x11, [sp, #80]
+    ldp     x12, x13, [sp, #96]
+    ldp     x14, x15, [sp, #112]
+    ldp     x16, x17, [sp, #128]
+    ldp     x18, x19, [sp, #144]
+    ldp     x20, x21, [sp, #160]
+    ldp     x22, x23, [sp, #176]
+    ldp     x24, x25, [sp, #192]
+    ldp     x26, x27, [sp, #208]
+    ldp     x28, x29, [sp, #224]
+    add     sp, sp, #272
+    eret
+"#
+);
+
+/// The registers saved on exception entry, in the layout the assembly above writes.
+#[repr(C)]
+pub struct TrapFrame {
+    pub x: [u64; 31],
+    pub elr: u64,
+    pub spsr: u64,
+}
+
+const KINDS: [&str; 4] = ["synchronous exception", "IRQ", "FIQ", "SError"];
+
+/// Installs the vector table.
+pub fn init() {
+    unsafe extern "C" {
+        static exception_vectors: u8;
+    }
+    let vectors = core::ptr::addr_of!(exception_vectors) as u64;
+    VBAR_EL1.set(vectors);
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+/// Called by the vector code with the vector number (0-15) and the saved registers.
+#[unsafe(no_mangle)]
+extern "C" fn exception_entry(vector: u64, frame: &mut TrapFrame) {
+    let kind = (vector % 4) as usize;
+    if kind == 1 {
+        gic::handle_irq();
+        return;
+    }
+    let from_user = vector >= 8;
+    let esr = ESR_EL1.get();
+    let far = FAR_EL1.get();
+    let mode = if from_user { "user" } else { "kernel" };
+    let what = if kind == 0 { describe(esr) } else { Description::Text(KINDS[kind]) };
+    crate::klog::emergency(format_args!("EXCEPTION: {what} in {mode} mode"));
+    crate::klog::emergency(format_args!("  ESR={esr:#010x} FAR={far:#018x}"));
+    crate::klog::emergency(format_args!(
+        "  ELR={:#018x} SPSR={:#010x} LR={:#018x}",
+        frame.elr, frame.spsr, frame.x[30]
+    ));
+    crate::klog::emergency(format_args!("kernel fault: stopping the system"));
+    power_off(ExitStatus::Failure)
+}
+
+/// A readable name of a synchronous exception, from the ESR's class and syndrome.
+enum Description {
+    Text(&'static str),
+    Abort { data: bool, write: bool, status: &'static str, level: Option<u64> },
+    Class(u64),
+}
+
+impl core::fmt::Display for Description {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Description::Text(t) => f.write_str(t),
+            Description::Abort { data, write, status, level } => {
+                let kind = if *data { "data abort" } else { "instruction abort" };
+                let access = if !data { "fetch" } else if *write { "write" } else { "read" };
+                write!(f, "{kind} ({access}, {status}")?;
+                if let Some(level) = level {
+                    write!(f, " level {level}")?;
+                }
+                f.write_str(")")
+            }
+            Description::Class(ec) => write!(f, "synchronous exception class {ec:#x}"),
+        }
+    }
+}
+
+fn describe(esr: u64) -> Description {
+    let class = (esr >> 26) & 0x3f;
+    match class {
+        0x00 => Description::Text("undefined instruction"),
+        0x15 => Description::Text("SVC from AArch64"),
+        0x22 => Description::Text("PC alignment fault"),
+        0x26 => Description::Text("SP alignment fault"),
+        0x3c => Description::Text("BRK instruction"),
+        0x20 | 0x21 | 0x24 | 0x25 => {
+            let status = esr & 0x3f;
+            let (name, level) = match status >> 2 {
+                0b0000 => ("address size fault", Some(status & 3)),
+                0b0001 => ("translation fault", Some(status & 3)),
+                0b0010 => ("access flag fault", Some(status & 3)),
+                0b0011 => ("permission fault", Some(status & 3)),
+                _ if status == 0b010000 => ("synchronous external abort", None),
+                _ if status == 0b100001 => ("alignment fault", None),
+                _ => ("other fault", None),
+            };
+            Description::Abort { data: class >= 0x24, write: esr & (1 << 6) != 0, status: name, level }
+        }
+        other => Description::Class(other),
+    }
+}

@@ -1,0 +1,61 @@
+//! Time on aarch64: the generic timer's physical counter (CNTPCT_EL0) for time stamps and the
+//! EL1 physical timer, reprogrammed from its own compare value each tick so ticks never drift.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use aarch64_cpu::registers::{CNTFRQ_EL0, CNTP_CTL_EL0, CNTP_CVAL_EL0, CNTPCT_EL0, Readable, Writeable};
+use kcore::time::ticks_to_ns;
+
+use super::gic;
+use crate::boot::TimerInfo;
+
+/// Tick interrupts per second.
+pub const TICK_HZ: u64 = 1000;
+/// INTID of the non-secure EL1 physical timer (PPI 14), as the device tree's timer node says.
+pub const TIMER_INTID: u32 = 30;
+
+static TICKS: AtomicU64 = AtomicU64::new(0);
+static BOOT_COUNT: AtomicU64 = AtomicU64::new(0);
+static PERIOD: AtomicU64 = AtomicU64::new(0);
+
+/// Marks time zero. Called first thing at boot.
+pub fn mark_boot() {
+    BOOT_COUNT.store(CNTPCT_EL0.get(), Ordering::Relaxed);
+}
+
+/// Starts the periodic tick. The counter's frequency is what firmware put in CNTFRQ_EL0;
+/// unlike the PC's, it needs no calibration.
+pub fn init() -> TimerInfo {
+    let hz = CNTFRQ_EL0.get();
+    let period = (hz / TICK_HZ).max(1);
+    PERIOD.store(period, Ordering::Relaxed);
+    CNTP_CVAL_EL0.set(CNTPCT_EL0.get() + period);
+    CNTP_CTL_EL0.write(CNTP_CTL_EL0::ENABLE::SET + CNTP_CTL_EL0::IMASK::CLEAR);
+    gic::enable(TIMER_INTID);
+    TimerInfo {
+        counter: "CNTPCT",
+        counter_hz: hz,
+        calibrated_against: "CNTFRQ_EL0",
+        tick_source: "the EL1 physical timer",
+        tick_source_hz: hz,
+        tick_hz: TICK_HZ,
+    }
+}
+
+/// Called by the GIC dispatcher on the timer's interrupt.
+pub fn on_tick() {
+    TICKS.fetch_add(1, Ordering::Relaxed);
+    let next = CNTP_CVAL_EL0.get() + PERIOD.load(Ordering::Relaxed);
+    CNTP_CVAL_EL0.set(next);
+}
+
+/// Nanoseconds since boot.
+pub fn uptime_ns() -> u64 {
+    let elapsed = CNTPCT_EL0.get().wrapping_sub(BOOT_COUNT.load(Ordering::Relaxed));
+    ticks_to_ns(elapsed, CNTFRQ_EL0.get())
+}
+
+/// Tick interrupts since the timer started.
+pub fn ticks() -> u64 {
+    TICKS.load(Ordering::Relaxed)
+}
