@@ -1,5 +1,6 @@
 //! Host tests: a device model built on the device side, driven by the driver side over
 //! simulated memory.
 
+mod adversarial;
 mod model;
 mod rings;
