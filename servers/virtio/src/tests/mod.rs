@@ -4,3 +4,4 @@
 mod adversarial;
 mod model;
 mod rings;
+mod transports;
