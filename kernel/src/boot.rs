@@ -59,8 +59,17 @@ pub fn kmain(boot: &BootInfo<'_>) -> ! {
         crate::klog::set_max_level(level);
     }
     kprintln!();
-    kprintln!("{} {} ({}) - partitioned real-time kernel", kcore::NAME, kcore::VERSION, boot.arch);
-    info!("booted by {}; command line: \"{}\"", boot.firmware, boot.cmdline.as_str());
+    kprintln!(
+        "{} {} ({}) - partitioned real-time kernel",
+        kcore::NAME,
+        kcore::VERSION,
+        boot.arch
+    );
+    info!(
+        "booted by {}; command line: \"{}\"",
+        boot.firmware,
+        boot.cmdline.as_str()
+    );
     report_memory(boot);
     check_heap(boot);
 
@@ -133,7 +142,11 @@ fn report_memory(boot: &BootInfo<'_>) {
     for r in boot.memory {
         debug!("  {:#014x}..{:#014x} {:?}", r.start, r.end, r.kind);
     }
-    info!("frames: {} free ({})", boot.free_frames, Bytes(boot.free_frames * kcore::mem::PAGE_SIZE));
+    info!(
+        "frames: {} free ({})",
+        boot.free_frames,
+        Bytes(boot.free_frames * kcore::mem::PAGE_SIZE)
+    );
 }
 
 /// Allocates and checks a buffer, proving the heap works before anything relies on it.
@@ -144,7 +157,11 @@ fn check_heap(boot: &BootInfo<'_>) {
     if sum != expected {
         panic!("heap self-check failed: sum {sum} != {expected}");
     }
-    info!("heap: {} at {:#x}, self-check ok", Bytes(boot.heap.1 as u64), boot.heap.0);
+    info!(
+        "heap: {} at {:#x}, self-check ok",
+        Bytes(boot.heap.1 as u64),
+        boot.heap.0
+    );
 }
 
 /// Shows that tick interrupts arrive and agree with the free-running counter; stops the
@@ -158,7 +175,10 @@ fn show_ticks(timer: &TimerInfo) {
         let deadline = last_ns + 10 * expected_ns;
         while arch::time::ticks() < target {
             if arch::time::uptime_ns() > deadline {
-                error!("timer: tick interrupts are not arriving (ticks stuck at {})", arch::time::ticks());
+                error!(
+                    "timer: tick interrupts are not arriving (ticks stuck at {})",
+                    arch::time::ticks()
+                );
                 arch::power_off(ExitStatus::Failure);
             }
             arch::cpu::wait_for_interrupt();

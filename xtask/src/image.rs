@@ -40,7 +40,10 @@ pub fn bootable(opts: &BuildOpts, uefi: bool, cmdline: &str) -> Result<Bootable>
 pub fn from_kernel(kernel: &Path, arch: Arch, uefi: bool, cmdline: &str) -> Result<Bootable> {
     match arch {
         Arch::X86_64 => disk_image(kernel, uefi, cmdline, &image_name(uefi, cmdline)),
-        Arch::Aarch64 => Ok(Bootable::Kernel { path: raw_image(kernel)?, cmdline: cmdline.to_string() }),
+        Arch::Aarch64 => Ok(Bootable::Kernel {
+            path: raw_image(kernel)?,
+            cmdline: cmdline.to_string(),
+        }),
     }
 }
 
@@ -50,17 +53,28 @@ pub fn from_kernel(kernel: &Path, arch: Arch, uefi: bool, cmdline: &str) -> Resu
 /// 1 MiB tree does not fit under the 0x40080000 load address, and passes no address in x0.
 pub fn raw_image(kernel: &Path) -> Result<PathBuf> {
     let rustc = |arg: &str| -> Result<String> {
-        let out = Command::new("rustc").args(["--print", arg]).output().context("running rustc")?;
+        let out = Command::new("rustc")
+            .args(["--print", arg])
+            .output()
+            .context("running rustc")?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
-    let objcopy = Path::new(&rustc("sysroot")?).join("lib/rustlib").join(rustc("host-tuple")?).join("bin/llvm-objcopy");
+    let objcopy = Path::new(&rustc("sysroot")?)
+        .join("lib/rustlib")
+        .join(rustc("host-tuple")?)
+        .join("bin/llvm-objcopy");
     let image = kernel.with_extension("img");
     let status = Command::new(&objcopy)
         .args(["-O", "binary"])
         .arg(kernel)
         .arg(&image)
         .status()
-        .with_context(|| format!("running {} (is llvm-tools-preview installed?)", objcopy.display()))?;
+        .with_context(|| {
+            format!(
+                "running {} (is llvm-tools-preview installed?)",
+                objcopy.display()
+            )
+        })?;
     if !status.success() {
         bail!("llvm-objcopy failed on {}", kernel.display());
     }

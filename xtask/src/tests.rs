@@ -22,6 +22,9 @@ pub fn host() -> Result<()> {
     Ok(())
 }
 
+/// A check of a whole serial log; says what is wrong.
+type LogCheck = fn(&[String]) -> Result<(), String>;
+
 /// One boot of a test kernel and what it must show.
 struct Case {
     name: &'static str,
@@ -33,7 +36,7 @@ struct Case {
     /// Regular expressions that must match lines of the serial log, in this order.
     patterns: &'static [&'static str],
     /// A further check of the whole log.
-    check: Option<fn(&[String]) -> Result<(), String>>,
+    check: Option<LogCheck>,
 }
 
 const BANNER_X86: &[&str] = &[
@@ -258,12 +261,11 @@ pub fn qemu(filter: Option<&str>) -> Result<()> {
     println!("xtask: {} QEMU integration tests", cases.len());
     let mut kernels = std::collections::HashMap::new();
     for case in &cases {
-        if !kernels.contains_key(&case.arch.name()) {
-            let kernel = build::kernel(&BuildOpts {
+        if let std::collections::hash_map::Entry::Vacant(slot) = kernels.entry(case.arch.name()) {
+            slot.insert(build::kernel(&BuildOpts {
                 arch: case.arch,
                 debug: false,
-            })?;
-            kernels.insert(case.arch.name(), kernel);
+            })?);
         }
     }
     for case in &cases {
@@ -304,7 +306,7 @@ fn qemu_cmdline(case: &Case) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+mod unit {
     use super::*;
 
     fn log(lines: &[&str]) -> Vec<String> {

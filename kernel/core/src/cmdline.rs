@@ -28,10 +28,10 @@ impl<'a> CommandLine<'a> {
     pub fn value(&self, key: &str) -> Option<&'a str> {
         self.text
             .split_whitespace()
+            .rev()
             .filter_map(|word| word.split_once('='))
-            .filter(|(k, _)| *k == key)
+            .find(|(k, _)| *k == key)
             .map(|(_, v)| v)
-            .last()
     }
 
     /// Whether `flag` appears as a bare word or as `flag=1`/`flag=yes`/`flag=on`/`flag=true`.

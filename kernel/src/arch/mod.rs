@@ -63,7 +63,10 @@ unsafe fn init_frames(regions: &[PhysRegion], phys_to_virt: impl Fn(u64) -> usiz
 /// Allocates one physical frame, zeroed through `phys_to_virt`.
 #[cfg_attr(
     target_arch = "aarch64",
-    expect(dead_code, reason = "aarch64 keeps the boot stub's tables until its own arrive")
+    expect(
+        dead_code,
+        reason = "aarch64 keeps the boot stub's tables until its own arrive"
+    )
 )]
 fn alloc_zeroed_frame(phys_to_virt: impl Fn(u64) -> usize) -> Option<u64> {
     let frame = FRAMES.lock().as_mut()?.alloc()?;

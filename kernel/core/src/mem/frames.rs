@@ -187,7 +187,7 @@ impl<'a> FrameAllocator<'a> {
 
     /// Returns a frame obtained from [`alloc`](Self::alloc) to the pool.
     pub fn free(&mut self, addr: u64) -> Result<(), FrameError> {
-        if addr % PAGE_SIZE != 0 {
+        if !addr.is_multiple_of(PAGE_SIZE) {
             return Err(FrameError::Misaligned);
         }
         let bit = self.bit_of(addr).ok_or(FrameError::NotManaged)?;

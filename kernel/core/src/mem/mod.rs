@@ -125,7 +125,9 @@ impl core::fmt::Display for Bytes {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
         match UNITS.iter().find(|(_, scale)| self.0 >= *scale) {
-            Some((unit, scale)) if self.0 % scale == 0 => write!(f, "{} {unit}", self.0 / scale),
+            Some((unit, scale)) if self.0.is_multiple_of(*scale) => {
+                write!(f, "{} {unit}", self.0 / scale)
+            }
             Some((unit, scale)) => {
                 let tenths = (self.0 as u128 * 10 / *scale as u128) as u64;
                 write!(f, "{}.{} {unit}", tenths / 10, tenths % 10)
@@ -186,7 +188,11 @@ mod tests {
         let mut out = [r(0, 0, RegionKind::Reserved); 8];
         let ram = [(0x4000_0000, 0x6000_0000)];
         // The DTB at the start of RAM, the kernel overlapping it, something outside RAM.
-        let used = [(0x4008_0000, 0x4020_0000), (0x4000_0000, 0x4010_0000), (0x1000, 0x2000)];
+        let used = [
+            (0x4008_0000, 0x4020_0000),
+            (0x4000_0000, 0x4010_0000),
+            (0x1000, 0x2000),
+        ];
         let n = carve(&ram, &used, &mut out);
         assert_eq!(
             &out[..n],
@@ -196,7 +202,11 @@ mod tests {
                 r(0x4020_0000, 0x6000_0000, RegionKind::Usable),
             ]
         );
-        let n = carve(&[(0x1000, 0x9000), (0x0, 0x800)], &[(0x3000, 0x4000)], &mut out);
+        let n = carve(
+            &[(0x1000, 0x9000), (0x0, 0x800)],
+            &[(0x3000, 0x4000)],
+            &mut out,
+        );
         assert_eq!(
             &out[..n],
             &[
@@ -206,7 +216,11 @@ mod tests {
                 r(0x4000, 0x9000, RegionKind::Usable),
             ]
         );
-        assert_eq!(carve(&ram, &[], &mut out[..0]), 0, "output capacity is respected");
+        assert_eq!(
+            carve(&ram, &[], &mut out[..0]),
+            0,
+            "output capacity is respected"
+        );
     }
 
     #[test]

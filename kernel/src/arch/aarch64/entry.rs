@@ -9,7 +9,9 @@ use kcore::fdt::{self, Fdt};
 use kcore::mem::{PhysRegion, RegionKind, carve};
 use spin::Once;
 
-use super::{LINEAR_MAP_END, POWER_METHOD, PowerMethod, console, exceptions, gic, phys_to_virt, time};
+use super::{
+    LINEAR_MAP_END, POWER_METHOD, PowerMethod, console, exceptions, gic, phys_to_virt, time,
+};
 use crate::arch::{ExitStatus, power_off};
 use crate::boot::{BootInfo, kmain};
 
@@ -40,7 +42,9 @@ fn device_tree(passed: u64) -> (Fdt<'static>, u64) {
         // 40 bytes and reading it has no side effect (RAM or, at worst, device memory that
         // returns junk, which the magic check rejects).
         let header = unsafe { core::slice::from_raw_parts(phys_to_virt(phys) as *const u8, 40) };
-        let Some(size) = fdt::total_size(header) else { continue };
+        let Some(size) = fdt::total_size(header) else {
+            continue;
+        };
         if phys + size as u64 > LINEAR_MAP_END {
             continue;
         }
@@ -49,7 +53,9 @@ fn device_tree(passed: u64) -> (Fdt<'static>, u64) {
         let bytes = unsafe { core::slice::from_raw_parts(phys_to_virt(phys) as *const u8, size) };
         match Fdt::new(bytes) {
             Ok(tree) => return (tree, phys),
-            Err(e) => fail(format_args!("the device tree at {phys:#x} is malformed: {e:?}")),
+            Err(e) => fail(format_args!(
+                "the device tree at {phys:#x} is malformed: {e:?}"
+            )),
         }
     }
     fail(format_args!("no device tree found (x0 was {passed:#x})"))
@@ -69,25 +75,43 @@ extern "C" fn aarch64_entry(dtb_phys: u64) -> ! {
     if let Some((base, _)) = tree.find_compatible("arm,pl011").and_then(|n| n.reg(0)) {
         console::set_base(base);
     }
-    let cmdline = tree.find_path("/chosen").and_then(|n| n.property_str("bootargs")).unwrap_or("");
+    let cmdline = tree
+        .find_path("/chosen")
+        .and_then(|n| n.property_str("bootargs"))
+        .unwrap_or("");
     let cmdline = CommandLine::new(cmdline);
 
-    let method = match tree.find_compatible("arm,psci-0.2").and_then(|n| n.property_str("method")) {
+    let method = match tree
+        .find_compatible("arm,psci-0.2")
+        .and_then(|n| n.property_str("method"))
+    {
         Some("smc") => PowerMethod::PsciSmc,
         _ => PowerMethod::PsciHvc,
     };
-    let method = if cmdline.flag("semihosting") { PowerMethod::Semihosting } else { method };
+    let method = if cmdline.flag("semihosting") {
+        PowerMethod::Semihosting
+    } else {
+        method
+    };
     POWER_METHOD.store(method as u8, Ordering::Relaxed);
 
-    let Some(gic_node) = tree.find_compatible("arm,cortex-a15-gic").or_else(|| tree.find_compatible("arm,gic-400"))
+    let Some(gic_node) = tree
+        .find_compatible("arm,cortex-a15-gic")
+        .or_else(|| tree.find_compatible("arm,gic-400"))
     else {
         if tree.find_compatible("arm,gic-v3").is_some() {
-            fail(format_args!("GICv3 is not supported yet; boot QEMU with -M virt,gic-version=2"));
+            fail(format_args!(
+                "GICv3 is not supported yet; boot QEMU with -M virt,gic-version=2"
+            ));
         }
-        fail(format_args!("the device tree names no GICv2 interrupt controller"));
+        fail(format_args!(
+            "the device tree names no GICv2 interrupt controller"
+        ));
     };
     let (Some((gicd, _)), Some((gicc, _))) = (gic_node.reg(0), gic_node.reg(1)) else {
-        fail(format_args!("the GIC node lacks distributor and CPU interface registers"));
+        fail(format_args!(
+            "the GIC node lacks distributor and CPU interface registers"
+        ));
     };
     gic::init(gicd, gicc);
 
@@ -113,9 +137,14 @@ extern "C" fn aarch64_entry(dtb_phys: u64) -> ! {
 fn memory_map(tree: &Fdt<'_>, tree_phys: u64) -> ([PhysRegion; MAX_REGIONS], usize) {
     let mut ram = [(0u64, 0u64); 8];
     let mut ram_count = 0;
-    for node in tree.nodes().filter(|n| n.property_str("device_type") == Some("memory")) {
+    for node in tree
+        .nodes()
+        .filter(|n| n.property_str("device_type") == Some("memory"))
+    {
         for i in 0.. {
-            let Some((base, size)) = node.reg(i) else { break };
+            let Some((base, size)) = node.reg(i) else {
+                break;
+            };
             if ram_count < ram.len() && base < LINEAR_MAP_END {
                 ram[ram_count] = (base, (base + size).min(LINEAR_MAP_END));
                 ram_count += 1;
@@ -123,11 +152,18 @@ fn memory_map(tree: &Fdt<'_>, tree_phys: u64) -> ([PhysRegion; MAX_REGIONS], usi
         }
     }
     // Only the addresses of the linker-defined symbols are taken, which needs no unsafe.
-    let (start, end) = (core::ptr::addr_of!(__kernel_start) as u64, core::ptr::addr_of!(__kernel_end) as u64);
+    let (start, end) = (
+        core::ptr::addr_of!(__kernel_start) as u64,
+        core::ptr::addr_of!(__kernel_end) as u64,
+    );
     let kernel = (start - super::PHYS_OFFSET, end - super::PHYS_OFFSET);
     let tree_size = fdt::total_size(tree_header(tree_phys)).unwrap_or(0) as u64;
     let used = [kernel, (tree_phys, tree_phys + tree_size)];
-    let mut out = [PhysRegion { start: 0, end: 0, kind: RegionKind::Reserved }; MAX_REGIONS];
+    let mut out = [PhysRegion {
+        start: 0,
+        end: 0,
+        kind: RegionKind::Reserved,
+    }; MAX_REGIONS];
     let n = carve(&ram[..ram_count], &used, &mut out);
     (out, n)
 }

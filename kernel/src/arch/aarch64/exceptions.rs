@@ -118,7 +118,11 @@ extern "C" fn exception_entry(vector: u64, frame: &mut TrapFrame) {
     let esr = ESR_EL1.get();
     let far = FAR_EL1.get();
     let mode = if from_user { "user" } else { "kernel" };
-    let what = if kind == 0 { describe(esr) } else { Description::Text(KINDS[kind]) };
+    let what = if kind == 0 {
+        describe(esr)
+    } else {
+        Description::Text(KINDS[kind])
+    };
     crate::klog::emergency(format_args!("EXCEPTION: {what} in {mode} mode"));
     crate::klog::emergency(format_args!("  ESR={esr:#010x} FAR={far:#018x}"));
     crate::klog::emergency(format_args!(
@@ -132,7 +136,12 @@ extern "C" fn exception_entry(vector: u64, frame: &mut TrapFrame) {
 /// A readable name of a synchronous exception, from the ESR's class and syndrome.
 enum Description {
     Text(&'static str),
-    Abort { data: bool, write: bool, status: &'static str, level: Option<u64> },
+    Abort {
+        data: bool,
+        write: bool,
+        status: &'static str,
+        level: Option<u64>,
+    },
     Class(u64),
 }
 
@@ -140,9 +149,24 @@ impl core::fmt::Display for Description {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Description::Text(t) => f.write_str(t),
-            Description::Abort { data, write, status, level } => {
-                let kind = if *data { "data abort" } else { "instruction abort" };
-                let access = if !data { "fetch" } else if *write { "write" } else { "read" };
+            Description::Abort {
+                data,
+                write,
+                status,
+                level,
+            } => {
+                let kind = if *data {
+                    "data abort"
+                } else {
+                    "instruction abort"
+                };
+                let access = if !data {
+                    "fetch"
+                } else if *write {
+                    "write"
+                } else {
+                    "read"
+                };
                 write!(f, "{kind} ({access}, {status}")?;
                 if let Some(level) = level {
                     write!(f, " level {level}")?;
@@ -173,7 +197,12 @@ fn describe(esr: u64) -> Description {
                 _ if status == 0b100001 => ("alignment fault", None),
                 _ => ("other fault", None),
             };
-            Description::Abort { data: class >= 0x24, write: esr & (1 << 6) != 0, status: name, level }
+            Description::Abort {
+                data: class >= 0x24,
+                write: esr & (1 << 6) != 0,
+                status: name,
+                level,
+            }
         }
         other => Description::Class(other),
     }

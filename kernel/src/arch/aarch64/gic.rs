@@ -45,7 +45,11 @@ pub fn enable(intid: u32) {
     let shift = (byte & 3) * 8;
     let priorities = read(&DISTRIBUTOR, word) & !(0xff << shift);
     write(&DISTRIBUTOR, word, priorities | (0x80 << shift));
-    write(&DISTRIBUTOR, GICD_ISENABLER + (intid as usize / 32) * 4, 1 << (intid % 32));
+    write(
+        &DISTRIBUTOR,
+        GICD_ISENABLER + (intid as usize / 32) * 4,
+        1 << (intid % 32),
+    );
 }
 
 /// Acknowledges, dispatches and ends the pending IRQ.

@@ -3,7 +3,9 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use aarch64_cpu::registers::{CNTFRQ_EL0, CNTP_CTL_EL0, CNTP_CVAL_EL0, CNTPCT_EL0, Readable, Writeable};
+use aarch64_cpu::registers::{
+    CNTFRQ_EL0, CNTP_CTL_EL0, CNTP_CVAL_EL0, CNTPCT_EL0, Readable, Writeable,
+};
 use kcore::time::ticks_to_ns;
 
 use super::gic;
@@ -51,7 +53,9 @@ pub fn on_tick() {
 
 /// Nanoseconds since boot.
 pub fn uptime_ns() -> u64 {
-    let elapsed = CNTPCT_EL0.get().wrapping_sub(BOOT_COUNT.load(Ordering::Relaxed));
+    let elapsed = CNTPCT_EL0
+        .get()
+        .wrapping_sub(BOOT_COUNT.load(Ordering::Relaxed));
     ticks_to_ns(elapsed, CNTFRQ_EL0.get())
 }
 

@@ -63,7 +63,11 @@ fn entry(info: &'static mut bootloader_api::BootInfo) -> ! {
 
     let boot = BOOT.call_once(|| {
         let mut b = Boot {
-            regions: [PhysRegion { start: 0, end: 0, kind: RegionKind::Reserved }; MAX_REGIONS],
+            regions: [PhysRegion {
+                start: 0,
+                end: 0,
+                kind: RegionKind::Reserved,
+            }; MAX_REGIONS],
             region_count: 0,
             cmdline: [0; MAX_CMDLINE],
             cmdline_len: 0,
@@ -73,7 +77,11 @@ fn entry(info: &'static mut bootloader_api::BootInfo) -> ! {
             if matches!(r.kind, MemoryRegionKind::UnknownUefi(_)) {
                 b.firmware = "UEFI";
             }
-            b.regions[b.region_count] = PhysRegion { start: r.start, end: r.end, kind: kind(r.kind) };
+            b.regions[b.region_count] = PhysRegion {
+                start: r.start,
+                end: r.end,
+                kind: kind(r.kind),
+            };
             b.region_count += 1;
         }
         b.regions[..b.region_count].sort_unstable_by_key(|r| r.start);

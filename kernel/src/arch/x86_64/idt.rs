@@ -65,16 +65,40 @@ report!(bound_range, 5, "bound range exceeded (#BR)");
 report!(invalid_opcode, 6, "invalid opcode (#UD)");
 report!(device_not_available, 7, "device not available (#NM)");
 report!(invalid_tss, 10, "invalid TSS (#TS)", error_code);
-report!(segment_not_present, 11, "segment not present (#NP)", error_code);
+report!(
+    segment_not_present,
+    11,
+    "segment not present (#NP)",
+    error_code
+);
 report!(stack_segment, 12, "stack-segment fault (#SS)", error_code);
-report!(general_protection, 13, "general protection fault (#GP)", error_code);
+report!(
+    general_protection,
+    13,
+    "general protection fault (#GP)",
+    error_code
+);
 report!(x87_floating_point, 16, "x87 floating-point exception (#MF)");
 report!(alignment_check, 17, "alignment check (#AC)", error_code);
-report!(simd_floating_point, 19, "SIMD floating-point exception (#XM)");
+report!(
+    simd_floating_point,
+    19,
+    "SIMD floating-point exception (#XM)"
+);
 report!(virtualization, 20, "virtualization exception (#VE)");
-report!(control_protection, 21, "control protection exception (#CP)", error_code);
+report!(
+    control_protection,
+    21,
+    "control protection exception (#CP)",
+    error_code
+);
 report!(hv_injection, 28, "hypervisor injection exception");
-report!(vmm_communication, 29, "VMM communication exception (#VC)", error_code);
+report!(
+    vmm_communication,
+    29,
+    "VMM communication exception (#VC)",
+    error_code
+);
 report!(security, 30, "security exception (#SX)", error_code);
 
 extern "x86-interrupt" fn double_fault(frame: InterruptStackFrame, code: u64) -> ! {
@@ -136,27 +160,35 @@ pub fn init() {
         // SAFETY: NMI_IST and DOUBLE_FAULT_IST are the TSS slots gdt::init fills with the tops
         // of two dedicated guarded stacks, used by no other vector.
         unsafe {
-            idt.non_maskable_interrupt.set_handler_fn(nmi).set_stack_index(NMI_IST);
-            idt.double_fault.set_handler_fn(double_fault).set_stack_index(DOUBLE_FAULT_IST);
+            idt.non_maskable_interrupt
+                .set_handler_fn(nmi)
+                .set_stack_index(NMI_IST);
+            idt.double_fault
+                .set_handler_fn(double_fault)
+                .set_stack_index(DOUBLE_FAULT_IST);
         }
         idt.breakpoint.set_handler_fn(breakpoint);
         idt.overflow.set_handler_fn(overflow);
         idt.bound_range_exceeded.set_handler_fn(bound_range);
         idt.invalid_opcode.set_handler_fn(invalid_opcode);
-        idt.device_not_available.set_handler_fn(device_not_available);
+        idt.device_not_available
+            .set_handler_fn(device_not_available);
         idt.invalid_tss.set_handler_fn(invalid_tss);
         idt.segment_not_present.set_handler_fn(segment_not_present);
         idt.stack_segment_fault.set_handler_fn(stack_segment);
-        idt.general_protection_fault.set_handler_fn(general_protection);
+        idt.general_protection_fault
+            .set_handler_fn(general_protection);
         idt.page_fault.set_handler_fn(page_fault);
         idt.x87_floating_point.set_handler_fn(x87_floating_point);
         idt.alignment_check.set_handler_fn(alignment_check);
         idt.machine_check.set_handler_fn(machine_check);
         idt.simd_floating_point.set_handler_fn(simd_floating_point);
         idt.virtualization.set_handler_fn(virtualization);
-        idt.cp_protection_exception.set_handler_fn(control_protection);
+        idt.cp_protection_exception
+            .set_handler_fn(control_protection);
         idt.hv_injection_exception.set_handler_fn(hv_injection);
-        idt.vmm_communication_exception.set_handler_fn(vmm_communication);
+        idt.vmm_communication_exception
+            .set_handler_fn(vmm_communication);
         idt.security_exception.set_handler_fn(security);
         for vector in 32..=255u8 {
             idt[vector].set_handler_fn(unexpected);

@@ -2,6 +2,7 @@
 //! IST stacks, IDT, the kernel's own 4-level page tables, Local APIC timer calibrated against
 //! the PIT, and QEMU's isa-debug-exit for power-off.
 
+mod apic;
 pub mod console;
 pub mod cpu;
 mod entry;
@@ -12,7 +13,6 @@ mod pic;
 mod pit;
 pub mod selftest;
 pub mod time;
-mod apic;
 
 use x86_64::instructions::port::Port;
 

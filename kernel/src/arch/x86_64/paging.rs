@@ -81,7 +81,13 @@ pub fn init(memory: &[PhysRegion], image: &KernelImage) {
 
     map_physical_memory(&mut tables, memory);
     map_kernel_image(&mut tables, &boot_tables, image);
-    map_by_translation(&mut tables, &boot_tables, image.stack_bottom, image.stack_len, Flags::WRITABLE | Flags::NO_EXECUTE);
+    map_by_translation(
+        &mut tables,
+        &boot_tables,
+        image.stack_bottom,
+        image.stack_len,
+        Flags::WRITABLE | Flags::NO_EXECUTE,
+    );
 
     // SAFETY: the new tables map everything the kernel touches from here on: its code, data
     // and stack at the same virtual addresses as before, and the direct map at the same offset
@@ -97,13 +103,19 @@ pub fn init(memory: &[PhysRegion], image: &KernelImage) {
 }
 
 fn is_ram(memory: &[PhysRegion], start: u64, end: u64) -> bool {
-    memory.iter().any(|r| r.kind != RegionKind::Reserved && r.start < end && start < r.end)
+    memory
+        .iter()
+        .any(|r| r.kind != RegionKind::Reserved && r.start < end && start < r.end)
 }
 
 fn map_physical_memory(tables: &mut OffsetPageTable<'_>, memory: &[PhysRegion]) {
     // Reserved ranges above 4 GiB (QEMU reports a HyperTransport hole at 1 TiB) are not RAM
     // and need no mapping; mapping them would cost megabytes of page tables.
-    let ram_top = memory.iter().filter(|r| r.kind != RegionKind::Reserved).map(|r| r.end).max();
+    let ram_top = memory
+        .iter()
+        .filter(|r| r.kind != RegionKind::Reserved)
+        .map(|r| r.end)
+        .max();
     let top = ram_top.unwrap_or(0).max(DIRECT_MAP_MIN_END);
     for phys in (0..top.next_multiple_of(HUGE)).step_by(HUGE as usize) {
         let mut flags = Flags::PRESENT | Flags::WRITABLE | Flags::NO_EXECUTE | Flags::GLOBAL;
@@ -120,11 +132,18 @@ fn map_physical_memory(tables: &mut OffsetPageTable<'_>, memory: &[PhysRegion]) 
     }
 }
 
-fn map_kernel_image(tables: &mut OffsetPageTable<'_>, boot: &OffsetPageTable<'_>, image: &KernelImage) {
+fn map_kernel_image(
+    tables: &mut OffsetPageTable<'_>,
+    boot: &OffsetPageTable<'_>,
+    image: &KernelImage,
+) {
     // SAFETY: the boot loader reports the kernel's ELF file at elf_phys..+elf_len; it stays in
     // memory (a Loaded region) and is only read.
     let elf_bytes = unsafe {
-        core::slice::from_raw_parts(phys_to_virt(image.elf_phys) as *const u8, image.elf_len as usize)
+        core::slice::from_raw_parts(
+            phys_to_virt(image.elf_phys) as *const u8,
+            image.elf_len as usize,
+        )
     };
     let elf = Elf::parse(elf_bytes, EM_X86_64).expect("the kernel's own ELF image is malformed");
     for segment in elf.load_segments() {
@@ -136,20 +155,34 @@ fn map_kernel_image(tables: &mut OffsetPageTable<'_>, boot: &OffsetPageTable<'_>
         if !segment.flags.executable() {
             flags |= Flags::NO_EXECUTE;
         }
-        map_by_translation(tables, boot, image.load_offset + segment.vaddr, segment.mem_size, flags);
+        map_by_translation(
+            tables,
+            boot,
+            image.load_offset + segment.vaddr,
+            segment.mem_size,
+            flags,
+        );
     }
 }
 
 /// Maps `[start, start+len)` in `tables` to the frames `boot` maps it to, with `flags`; pages
 /// `boot` leaves unmapped (guard pages) and the IST guard pages stay unmapped.
-fn map_by_translation(tables: &mut OffsetPageTable<'_>, boot: &OffsetPageTable<'_>, start: u64, len: u64, flags: Flags) {
+fn map_by_translation(
+    tables: &mut OffsetPageTable<'_>,
+    boot: &OffsetPageTable<'_>,
+    start: u64,
+    len: u64,
+    flags: Flags,
+) {
     let first = start & !(PAGE_SIZE - 1);
     let end = (start + len).next_multiple_of(PAGE_SIZE);
     for va in (first..end).step_by(PAGE_SIZE as usize) {
         if gdt::guard_pages().contains(&va) {
             continue;
         }
-        let Some(phys) = boot.translate_addr(VirtAddr::new(va)) else { continue };
+        let Some(phys) = boot.translate_addr(VirtAddr::new(va)) else {
+            continue;
+        };
         let page = Page::<Size4KiB>::containing_address(VirtAddr::new(va));
         let frame = PhysFrame::<Size4KiB>::containing_address(phys);
         let all = flags | Flags::PRESENT | Flags::GLOBAL;
