@@ -4,4 +4,5 @@
 mod adversarial;
 mod model;
 mod rings;
+mod shmem;
 mod transports;

@@ -219,6 +219,15 @@ impl<N: Notifier> Transport for SharedMemoryTransport<'_, N> {
             .map_or(status::FAILED, |s| s as u8)
     }
     fn set_status(&mut self, status: u8) {
+        if status == 0 {
+            // A reset withdraws every queue: the client's enable flags go with it, or the
+            // server would re-enable stale queues at the next FEATURES_OK.
+            for queue in 0..self.num_queues {
+                let _ = self
+                    .region
+                    .write_u16(queue_entry(queue, layout::Q_ENABLE), 0);
+            }
+        }
         // A lost answer shows up as a status that did not change, which the caller checks.
         let _ = self
             .region
