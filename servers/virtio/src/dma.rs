@@ -114,7 +114,7 @@ impl<'a> DmaRegion<'a> {
         self.check(offset, size)?;
         // SAFETY: in bounds by `check`.
         let ptr = unsafe { self.base.as_ptr().add(offset) };
-        if (ptr as usize) % core::mem::align_of::<T>() != 0 {
+        if !(ptr as usize).is_multiple_of(core::mem::align_of::<T>()) {
             return Err(Error::Misaligned);
         }
         Ok(ptr.cast())
@@ -313,7 +313,7 @@ impl MmioRegisters {
     /// accesses read as all-ones and drop writes, as a bus would for an absent register.
     fn register<T>(&self, offset: usize) -> Option<*mut T> {
         let size = core::mem::size_of::<T>();
-        if offset.checked_add(size)? > self.len || offset % size != 0 {
+        if offset.checked_add(size)? > self.len || !offset.is_multiple_of(size) {
             return None;
         }
         // SAFETY: offset+size <= len, inside the mapping vouched for by `new`.

@@ -98,7 +98,10 @@ impl<'a> PackedDeviceQueue<'a> {
             return Err(Error::BadIndirectTable);
         }
         let len = descriptor.len as usize;
-        if len == 0 || len % DESC_SIZE != 0 || len / DESC_SIZE > usize::from(self.layout.size()) {
+        if len == 0
+            || !len.is_multiple_of(DESC_SIZE)
+            || len / DESC_SIZE > usize::from(self.layout.size())
+        {
             return Err(Error::BadIndirectTable);
         }
         let table = self.area.translate(descriptor.addr, descriptor.len)?;

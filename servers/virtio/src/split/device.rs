@@ -98,7 +98,7 @@ impl<'a> SplitDeviceQueue<'a> {
             return Err(Error::BadIndirectTable);
         }
         let len = descriptor.len as usize;
-        if len == 0 || len % DESC_SIZE != 0 {
+        if len == 0 || !len.is_multiple_of(DESC_SIZE) {
             return Err(Error::BadIndirectTable);
         }
         let count = len / DESC_SIZE;

@@ -81,7 +81,8 @@ fn split_pop(features: Features, forge: impl FnOnce(&mut SplitForger<'_>)) -> Re
 fn split_device_rejects_malformed_chains() {
     let plain = features(&[]);
     let indirect = features(&[bits::INDIRECT_DESC]);
-    let cases: Vec<(&str, Features, Box<dyn FnOnce(&mut SplitForger<'_>)>, Error)> = vec![
+    type Forge = Box<dyn FnOnce(&mut SplitForger<'_>)>;
+    let cases: Vec<(&str, Features, Forge, Error)> = vec![
         (
             "loop",
             plain,
