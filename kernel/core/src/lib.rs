@@ -16,8 +16,10 @@
 pub mod cmdline;
 pub mod elf;
 pub mod fdt;
+pub mod health;
 pub mod log;
 pub mod mem;
+pub mod sched;
 pub mod time;
 
 /// The kernel's name, printed in the banner.

@@ -1,0 +1,1 @@
+//! The health monitor model (see docs/scheduling-and-health.md).

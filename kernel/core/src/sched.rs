@@ -1,0 +1,1 @@
+//! The time-partitioning model (see docs/scheduling-and-health.md).
