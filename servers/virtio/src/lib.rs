@@ -22,14 +22,14 @@ pub mod barrier;
 pub mod devices;
 pub mod dma;
 pub mod features;
-#[cfg(any(test, feature = "fuzzing"))]
+#[cfg(all(feature = "alloc", any(test, feature = "fuzzing")))]
 pub mod fuzz;
 pub mod packed;
 pub mod queue;
 pub mod split;
 pub mod transport;
 
-#[cfg(test)]
+#[cfg(all(test, feature = "alloc"))]
 mod tests;
 
 /// Everything that can go wrong, on either side of a virtqueue or transport.

@@ -92,8 +92,12 @@ pub trait Transport {
     fn write_config_u32(&mut self, offset: usize, value: u32) -> Result<()>;
 }
 
-/// How many times a status read-back or a configuration read is retried before giving up.
+/// How many times a status read-back is retried before giving up.
 pub const MAX_RETRIES: u32 = 1 << 16;
+
+/// How many times a configuration read is retried while the generation keeps changing; a
+/// device changing its configuration this often is treated as broken.
+pub const MAX_CONFIG_RETRIES: u32 = 100;
 
 /// Resets the device and waits until it reads back 0 (§2.4.1: "The driver SHOULD consider a
 /// driver-initiated reset complete when it reads device status as 0").
@@ -183,7 +187,7 @@ pub fn read_config<T: Transport + ?Sized>(
     out: &mut [u8],
 ) -> Result<()> {
     let legacy = transport.is_legacy();
-    for _ in 0..MAX_RETRIES {
+    for _ in 0..MAX_CONFIG_RETRIES {
         let before = transport.config_generation();
         read_config_once(transport, offset, out)?;
         let after = transport.config_generation();
