@@ -40,36 +40,37 @@ fn features(packed: bool, indirect: bool, event_idx: bool) -> Features {
 
 /// Device side. Input: `[flags, pops, memory image...]`; flags bit 0 = packed, bit 1 =
 /// INDIRECT_DESC, bit 2 = EVENT_IDX. The image fills simulated memory (ring at offset 0,
-/// buffers named by offset). Every chain popped must lie in memory, and writing its writable
+/// buffers named by offset). Returns how many chains were served. Every chain popped must lie in memory, and writing its writable
 /// part must change no byte outside its writable segments.
-pub fn device_chain_parsing(input: &[u8]) {
+pub fn device_chain_parsing(input: &[u8]) -> usize {
+    let mut served = 0;
     let [flags, pops, image @ ..] = input else {
-        return;
+        return served;
     };
     let memory = OwnedDma::new(MEMORY_LEN);
     let region = memory.region(0);
     let image = &image[..image.len().min(MEMORY_LEN)];
     if region.write_bytes(0, image).is_err() {
-        return;
+        return served;
     }
     let area = GrantedArea::new(region);
     let features = features(flags & 1 != 0, flags & 2 != 0, flags & 4 != 0);
     let size = QUEUE_SIZE as u16;
     let mut queue: alloc::boxed::Box<dyn DeviceQueue> = if flags & 1 != 0 {
         let Ok(layout) = PackedLayout::new(size) else {
-            return;
+            return served;
         };
         match PackedDeviceQueue::new(region, layout, area, features) {
             Ok(queue) => alloc::boxed::Box::new(queue),
-            Err(_) => return,
+            Err(_) => return served,
         }
     } else {
         let Ok(layout) = SplitLayout::new(size, false) else {
-            return;
+            return served;
         };
         match SplitDeviceQueue::new(region, layout, area, features) {
             Ok(queue) => alloc::boxed::Box::new(queue),
-            Err(_) => return,
+            Err(_) => return served,
         }
     };
     let mut before = vec![0u8; MEMORY_LEN];
@@ -77,7 +78,7 @@ pub fn device_chain_parsing(input: &[u8]) {
     for _ in 0..(pops % 16) {
         let chain = match queue.pop() {
             Ok(Some(chain)) => chain,
-            Ok(None) | Err(_) => return,
+            Ok(None) | Err(_) => return served,
         };
         let mut writable = vec![false; MEMORY_LEN];
         for segment in chain.segments() {
@@ -107,42 +108,45 @@ pub fn device_chain_parsing(input: &[u8]) {
         }
         let written = writer.written();
         if queue.push(&chain, written).is_err() {
-            return;
+            return served;
         }
+        served += 1;
         let _ = queue.should_interrupt();
     }
     let _ = queue.enable_notifications();
+    served
 }
 
 /// Driver side. Input: `[flags, submissions, shapes..., device bytes...]`; flags bit 0 =
 /// packed, bit 1 = EVENT_IDX, bit 2 = INDIRECT_DESC; each shape byte gives a chain's readable
 /// (bits 0-1) and writable (bits 2-3) buffer counts. After submitting, the device bytes
 /// overwrite everything a device may write (used ring, or the packed descriptor ring) and the
-/// driver polls. Every completion must name an in-flight chain, once, with a length within its
+/// driver polls. Returns how many completions were accepted. Every completion must name an in-flight chain, once, with a length within its
 /// writable buffers, and the free count must never exceed the queue size.
-pub fn driver_used_parsing(input: &[u8]) {
+pub fn driver_used_parsing(input: &[u8]) -> usize {
+    let mut completed = 0;
     let [flags, submissions, rest @ ..] = input else {
-        return;
+        return completed;
     };
     let submissions = usize::from(submissions % (QUEUE_SIZE as u8 + 1)).min(rest.len());
     let (shapes, device_bytes) = rest.split_at(submissions);
     let memory = OwnedDma::new(MEMORY_LEN);
     let region = memory.region(0x1000_0000);
     let Ok(ring) = region.subregion(0, INDIRECT_OFFSET) else {
-        return;
+        return completed;
     };
     let Ok(indirect) = region.subregion(INDIRECT_OFFSET, 4096) else {
-        return;
+        return completed;
     };
     let packed = flags & 1 != 0;
     let features = features(packed, flags & 4 != 0, flags & 2 != 0);
     let (mut queue, device_area): (alloc::boxed::Box<dyn DriverQueue>, (usize, usize)) = if packed {
         let Ok(mut queue) = PackedQueue::<QUEUE_SIZE>::new(ring, features) else {
-            return;
+            return completed;
         };
         if flags & 4 != 0 {
             let Ok(with) = queue.with_indirect(indirect, 4) else {
-                return;
+                return completed;
             };
             queue = with;
         }
@@ -153,11 +157,11 @@ pub fn driver_used_parsing(input: &[u8]) {
         )
     } else {
         let Ok(mut queue) = SplitQueue::<QUEUE_SIZE>::new(ring, features, false) else {
-            return;
+            return completed;
         };
         if flags & 4 != 0 {
             let Ok(with) = queue.with_indirect(indirect, 4) else {
-                return;
+                return completed;
             };
             queue = with;
         }
@@ -189,7 +193,7 @@ pub fn driver_used_parsing(input: &[u8]) {
     let (start, end) = device_area;
     let take = device_bytes.len().min(end - start);
     if ring.write_bytes(start, &device_bytes[..take]).is_err() {
-        return;
+        return completed;
     }
     for _ in 0..2 * QUEUE_SIZE {
         match queue.poll_used() {
@@ -201,12 +205,14 @@ pub fn driver_used_parsing(input: &[u8]) {
                     completion.written <= limit,
                     "length beyond the writable buffers"
                 );
+                completed += 1;
             }
             Ok(None) | Err(_) => break,
         }
         assert!(queue.free_descriptors() <= QUEUE_SIZE);
     }
     let _ = queue.enable_interrupts();
+    completed
 }
 
 /// A valid device-side input: a driver's ring after submitting a few chains, for seeding.

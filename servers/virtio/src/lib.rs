@@ -14,12 +14,15 @@
 //! - [`queue`]: what both formats share (buffers, tokens, descriptor chains seen by a device).
 //! - [`devices`]: device IDs, feature bits, configuration layouts and request formats.
 #![cfg_attr(not(test), no_std)]
+// All `unsafe` lives in `dma`; everything else is safe code by construction.
+#![deny(unsafe_code)]
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
 pub mod barrier;
 pub mod devices;
+#[allow(unsafe_code)]
 pub mod dma;
 pub mod features;
 #[cfg(all(feature = "alloc", any(test, feature = "fuzzing")))]

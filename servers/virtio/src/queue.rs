@@ -311,7 +311,9 @@ impl ChainWriter<'_, '_> {
     /// Writes all of `data`, or fails with `NotWritable` if the writable part is too short
     /// (in which case nothing past the writable buffers was touched).
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        if u64::from(self.written) + data.len() as u64 > self.chain.writable_len() {
+        let total = u64::from(self.written) + data.len() as u64;
+        // `written` is reported in a 32-bit used-element field.
+        if total > self.chain.writable_len() || total > u64::from(u32::MAX) {
             return Err(Error::NotWritable);
         }
         let mut done = 0;

@@ -53,19 +53,32 @@ fn device_chain_parsing_survives_mutated_rings() {
         }
     }
     for seed in &seeds {
-        device_chain_parsing(seed); // the seeds themselves are valid
+        assert!(
+            device_chain_parsing(seed) > 0,
+            "a valid seed serves its chains"
+        );
     }
+    let (mut inputs_served, mut inputs_refused) = (0, 0);
     for i in 0..3000 {
         let mut input = seeds[i % seeds.len()].clone();
-        // Mutate the ring and the indirect tables, where the structure is.
-        mutate(&mut rng, &mut input, 2 + 4096);
-        device_chain_parsing(&input);
+        // Mutate where the structure is: mostly the ring, sometimes the indirect tables too.
+        let hot = if i % 3 == 0 { 2 + 4096 } else { 2 + 256 };
+        mutate(&mut rng, &mut input, hot);
+        match device_chain_parsing(&input) {
+            0 => inputs_refused += 1,
+            _ => inputs_served += 1,
+        }
     }
     for _ in 0..500 {
         let len = rng.below(600) as usize;
         let input: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
         device_chain_parsing(&input);
     }
+    // The mutations must reach both outcomes, or the run explores nothing.
+    assert!(
+        inputs_served > 300 && inputs_refused > 300,
+        "{inputs_served} served, {inputs_refused} refused"
+    );
 }
 
 fn driver_input(rng: &mut Rng) -> Vec<u8> {
@@ -99,13 +112,22 @@ fn driver_input(rng: &mut Rng) -> Vec<u8> {
 #[cfg_attr(miri, ignore)]
 fn driver_used_parsing_survives_hostile_devices() {
     let mut rng = Rng(0x0bad_cafe);
+    let (mut accepted, mut inputs_with_completions) = (0, 0);
     for _ in 0..3000 {
         let mut input = driver_input(&mut rng);
         if rng.below(2) == 0 {
             mutate(&mut rng, &mut input, 200);
         }
-        driver_used_parsing(&input);
+        let completed = driver_used_parsing(&input);
+        accepted += completed;
+        inputs_with_completions += usize::from(completed > 0);
     }
+    // Plausible hostile devices get some completions accepted and most refused.
+    assert!(
+        inputs_with_completions > 100 && inputs_with_completions < 2900,
+        "{inputs_with_completions}"
+    );
+    assert!(accepted > inputs_with_completions);
 }
 
 #[test]

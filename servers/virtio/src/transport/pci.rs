@@ -219,7 +219,13 @@ impl<R: RegisterAccess> PciModernTransport<R> {
 
     fn device_window(&mut self, offset: usize, size: usize) -> Result<&mut R> {
         match &mut self.device {
-            Some((window, length)) if offset + size <= *length as usize => Ok(window),
+            Some((window, length))
+                if offset
+                    .checked_add(size)
+                    .is_some_and(|end| end <= *length as usize) =>
+            {
+                Ok(window)
+            }
             _ => Err(Error::ConfigOutOfRange),
         }
     }
@@ -369,6 +375,9 @@ pub mod legacy {
 /// Legacy queues use 4096-byte alignment for the used ring (§2.7.2).
 pub const LEGACY_QUEUE_ALIGN: u64 = 4096;
 
+/// Legacy configuration space ends with the I/O BAR, whose size is at most 256 bytes here.
+const LEGACY_IO_SIZE: usize = 0x100;
+
 /// The legacy interface of a transitional PCI device, through its I/O BAR (BAR 0).
 #[derive(Debug)]
 pub struct PciLegacyTransport<R> {
@@ -390,6 +399,19 @@ impl<R: RegisterAccess> PciLegacyTransport<R> {
             device_type,
             io,
             config,
+        }
+    }
+}
+
+impl<R> PciLegacyTransport<R> {
+    fn config_offset(&self, offset: usize, size: usize) -> Result<usize> {
+        match self
+            .config
+            .checked_add(offset)
+            .and_then(|start| Some((start, start.checked_add(size)?)))
+        {
+            Some((start, end)) if end <= LEGACY_IO_SIZE => Ok(start),
+            _ => Err(Error::ConfigOutOfRange),
         }
     }
 }
@@ -444,24 +466,30 @@ impl<R: RegisterAccess> Transport for PciLegacyTransport<R> {
         0
     }
     fn read_config_u8(&mut self, offset: usize) -> Result<u8> {
-        Ok(self.io.read_u8(self.config + offset))
+        let at = self.config_offset(offset, 1)?;
+        Ok(self.io.read_u8(at))
     }
     fn read_config_u16(&mut self, offset: usize) -> Result<u16> {
-        Ok(self.io.read_u16(self.config + offset))
+        let at = self.config_offset(offset, 2)?;
+        Ok(self.io.read_u16(at))
     }
     fn read_config_u32(&mut self, offset: usize) -> Result<u32> {
-        Ok(self.io.read_u32(self.config + offset))
+        let at = self.config_offset(offset, 4)?;
+        Ok(self.io.read_u32(at))
     }
     fn write_config_u8(&mut self, offset: usize, value: u8) -> Result<()> {
-        self.io.write_u8(self.config + offset, value);
+        let at = self.config_offset(offset, 1)?;
+        self.io.write_u8(at, value);
         Ok(())
     }
     fn write_config_u16(&mut self, offset: usize, value: u16) -> Result<()> {
-        self.io.write_u16(self.config + offset, value);
+        let at = self.config_offset(offset, 2)?;
+        self.io.write_u16(at, value);
         Ok(())
     }
     fn write_config_u32(&mut self, offset: usize, value: u32) -> Result<()> {
-        self.io.write_u32(self.config + offset, value);
+        let at = self.config_offset(offset, 4)?;
+        self.io.write_u32(at, value);
         Ok(())
     }
 }
