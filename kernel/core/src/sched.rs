@@ -1,1 +1,475 @@
-//! The time-partitioning model (see docs/scheduling-and-health.md).
+//! The time-partitioning model: which thread runs now, until when, and where the time went.
+//!
+//! A [`Schedule`] is a cycle of windows within a major frame plus a background set. Inside a
+//! window the highest-priority ready thread of the window's owner or of the background set
+//! runs; in a gap only the background set runs; equal priorities take turns when a thread
+//! yields. The kernel calls [`Scheduler::dispatch`] at every timer interrupt and every syscall or
+//! fault that may change who runs; it answers with the thread to run and the instant of the next
+//! timer interrupt, and charges the time since the previous call to whoever ran (see
+//! [`PartitionStats`]). The full model, with definitions and an example, is in
+//! docs/scheduling-and-health.md.
+
+mod accounting;
+mod schedule;
+#[cfg(test)]
+mod tests;
+
+pub use accounting::{Nanos, PartitionStats, Report, WindowStats};
+pub use schedule::{MAX_WINDOWS, Schedule, ScheduleError, Slot, Window};
+
+use accounting::Accounting;
+
+/// Partitions are numbered `0..MAX_PARTITIONS` so that sets of them fit in a `u64` mask.
+pub const MAX_PARTITIONS: usize = 64;
+
+/// A partition's number: its index in the system description's partition list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PartitionId(pub u8);
+
+impl PartitionId {
+    fn in_range(self) -> bool {
+        usize::from(self.0) < MAX_PARTITIONS
+    }
+
+    fn bit(self) -> u64 {
+        1u64.checked_shl(u32::from(self.0)).unwrap_or(0)
+    }
+
+    fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+/// A thread's number: its index in the scheduler's thread table, system-wide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ThreadId(pub u16);
+
+/// A thread priority, `0..=63`; larger is more urgent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Priority(u8);
+
+impl Priority {
+    /// The most urgent priority.
+    pub const MAX: Priority = Priority(63);
+
+    /// A priority, or `None` above [`Priority::MAX`].
+    pub const fn new(value: u8) -> Option<Priority> {
+        if value <= Self::MAX.0 {
+            Some(Priority(value))
+        } else {
+            None
+        }
+    }
+
+    /// The numeric value.
+    pub const fn get(self) -> u8 {
+        self.0
+    }
+}
+
+/// What a thread is doing, as far as the scheduler cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThreadState {
+    /// May run when its partition is eligible.
+    Ready,
+    /// Asleep until the given instant (absolute nanoseconds).
+    Sleeping { until_ns: u64 },
+    /// Waiting for an event that some other operation ends with [`Scheduler::make_ready`]
+    /// (IPC, a notification, or not yet started).
+    Blocked,
+    /// Its partition is stopped (or being restarted); only a restart brings it back.
+    Stopped,
+}
+
+/// Why a scheduler operation was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchedError {
+    /// The thread table is full.
+    TooManyThreads,
+    /// No thread with that number.
+    NoSuchThread,
+    /// The partition number is not below [`MAX_PARTITIONS`].
+    PartitionOutOfRange,
+    /// The thread's partition is stopped.
+    PartitionStopped,
+}
+
+/// The scheduler's answer to [`Scheduler::dispatch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dispatch {
+    /// The thread to run, `None` to idle.
+    pub thread: Option<ThreadId>,
+    /// The window or gap `now` falls in.
+    pub slot: Slot,
+    /// When the kernel must be interrupted next (program the one-shot timer for it): never
+    /// before `now`, never after `slot.end_ns`.
+    pub next_event_ns: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Thread {
+    partition: PartitionId,
+    priority: Priority,
+    state: ThreadState,
+    /// Whether a (re)started partition begins with this thread ready.
+    starts_ready: bool,
+    /// Place in the round-robin order among equal priorities: the smallest runs first.
+    turn: u64,
+}
+
+/// Fixed-priority, time-partitioned scheduler for up to `THREADS` threads.
+#[derive(Clone, Debug)]
+pub struct Scheduler<const THREADS: usize> {
+    schedule: Schedule,
+    threads: [Thread; THREADS],
+    thread_count: usize,
+    /// Bit `p`: partition `p` is stopped.
+    stopped: u64,
+    /// Bit `p`: partition `p` has threads.
+    populated: u64,
+    /// Next value of [`Thread::turn`]; 2^64 turns is centuries of scheduling.
+    next_turn: u64,
+    /// The thread the last dispatch chose, and when.
+    current: Option<ThreadId>,
+    running_since: u64,
+    /// The latest time seen; time never goes backwards for the scheduler.
+    last_now: u64,
+    accounting: Accounting,
+}
+
+impl<const THREADS: usize> Scheduler<THREADS> {
+    /// A scheduler with no threads. `tolerance_ns` is how late a window may start, and how far a
+    /// partition may run past its window, before it counts as a late start or an overrun (timer
+    /// and interrupt latency).
+    pub fn new(schedule: Schedule, tolerance_ns: u64) -> Self {
+        let epoch = schedule.epoch_ns();
+        Self {
+            threads: [Thread {
+                partition: PartitionId(0),
+                priority: Priority(0),
+                state: ThreadState::Stopped,
+                starts_ready: false,
+                turn: 0,
+            }; THREADS],
+            thread_count: 0,
+            stopped: 0,
+            populated: 0,
+            next_turn: 0,
+            current: None,
+            running_since: epoch,
+            last_now: 0,
+            accounting: Accounting::new(epoch, tolerance_ns),
+            schedule,
+        }
+    }
+
+    /// The schedule.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    /// Adds a thread of `partition` (at boot). It is ready at once if `starts_ready`, otherwise
+    /// blocked until [`make_ready`](Self::make_ready); a restart of the partition returns it to
+    /// the same state.
+    pub fn add_thread(
+        &mut self,
+        partition: PartitionId,
+        priority: Priority,
+        starts_ready: bool,
+    ) -> Result<ThreadId, SchedError> {
+        if !partition.in_range() {
+            return Err(SchedError::PartitionOutOfRange);
+        }
+        if self.thread_count >= THREADS || self.thread_count > usize::from(u16::MAX) {
+            return Err(SchedError::TooManyThreads);
+        }
+        let id = ThreadId(self.thread_count as u16);
+        let stopped = self.stopped & partition.bit() != 0;
+        self.threads[self.thread_count] = Thread {
+            partition,
+            priority,
+            state: initial_state(starts_ready, stopped),
+            starts_ready,
+            turn: self.take_turn(),
+        };
+        self.thread_count += 1;
+        self.populated |= partition.bit();
+        Ok(id)
+    }
+
+    fn thread(&self, id: ThreadId) -> Result<&Thread, SchedError> {
+        self.threads[..self.thread_count]
+            .get(usize::from(id.0))
+            .ok_or(SchedError::NoSuchThread)
+    }
+
+    fn thread_mut(&mut self, id: ThreadId) -> Result<&mut Thread, SchedError> {
+        self.threads[..self.thread_count]
+            .get_mut(usize::from(id.0))
+            .ok_or(SchedError::NoSuchThread)
+    }
+
+    fn take_turn(&mut self) -> u64 {
+        let turn = self.next_turn;
+        self.next_turn = self.next_turn.saturating_add(1);
+        turn
+    }
+
+    /// A thread's state.
+    pub fn state(&self, id: ThreadId) -> Result<ThreadState, SchedError> {
+        self.thread(id).map(|t| t.state)
+    }
+
+    /// A thread's partition.
+    pub fn partition_of(&self, id: ThreadId) -> Result<PartitionId, SchedError> {
+        self.thread(id).map(|t| t.partition)
+    }
+
+    /// A thread's priority.
+    pub fn priority_of(&self, id: ThreadId) -> Result<Priority, SchedError> {
+        self.thread(id).map(|t| t.priority)
+    }
+
+    /// The thread the last [`dispatch`](Self::dispatch) chose.
+    pub fn current(&self) -> Option<ThreadId> {
+        self.current
+    }
+
+    /// Whether `partition` is stopped.
+    pub fn is_stopped(&self, partition: PartitionId) -> bool {
+        self.stopped & partition.bit() != 0
+    }
+
+    /// Makes a blocked or sleeping thread ready; it queues behind ready threads of its
+    /// priority. A ready thread stays where it is.
+    pub fn make_ready(&mut self, id: ThreadId) -> Result<(), SchedError> {
+        let turn = self.next_turn;
+        let t = self.thread_mut(id)?;
+        match t.state {
+            ThreadState::Stopped => return Err(SchedError::PartitionStopped),
+            ThreadState::Ready => return Ok(()),
+            ThreadState::Sleeping { .. } | ThreadState::Blocked => {
+                t.state = ThreadState::Ready;
+                t.turn = turn;
+            }
+        }
+        self.take_turn();
+        Ok(())
+    }
+
+    /// Blocks a thread until [`make_ready`](Self::make_ready) (IPC, notifications).
+    pub fn block(&mut self, id: ThreadId) -> Result<(), SchedError> {
+        let t = self.thread_mut(id)?;
+        if t.state == ThreadState::Stopped {
+            return Err(SchedError::PartitionStopped);
+        }
+        t.state = ThreadState::Blocked;
+        Ok(())
+    }
+
+    /// Puts a thread to sleep until `deadline_ns`; [`wake_expired`](Self::wake_expired) (or
+    /// [`dispatch`](Self::dispatch)) at or after the deadline makes it ready. A deadline in the
+    /// past wakes it at the next dispatch.
+    pub fn block_until(&mut self, id: ThreadId, deadline_ns: u64) -> Result<(), SchedError> {
+        let t = self.thread_mut(id)?;
+        if t.state == ThreadState::Stopped {
+            return Err(SchedError::PartitionStopped);
+        }
+        t.state = ThreadState::Sleeping {
+            until_ns: deadline_ns,
+        };
+        Ok(())
+    }
+
+    /// Makes every sleeper whose deadline is at or before `now` ready, in thread order;
+    /// returns how many woke.
+    pub fn wake_expired(&mut self, now: u64) -> usize {
+        let mut woken = 0;
+        for i in 0..self.thread_count {
+            if let ThreadState::Sleeping { until_ns } = self.threads[i].state
+                && until_ns <= now
+            {
+                let turn = self.take_turn();
+                let t = &mut self.threads[i];
+                t.state = ThreadState::Ready;
+                t.turn = turn;
+                woken += 1;
+            }
+        }
+        woken
+    }
+
+    /// Sends a ready thread to the back of its priority's round-robin order: the next equal-
+    /// priority ready thread runs first.
+    pub fn yield_now(&mut self, id: ThreadId) -> Result<(), SchedError> {
+        let turn = self.next_turn;
+        let t = self.thread_mut(id)?;
+        if t.state == ThreadState::Stopped {
+            return Err(SchedError::PartitionStopped);
+        }
+        t.turn = turn;
+        self.take_turn();
+        Ok(())
+    }
+
+    /// Stops every thread of `partition`; none runs again until
+    /// [`restart_partition`](Self::restart_partition). Its windows stay reserved (and idle).
+    pub fn stop_partition(&mut self, partition: PartitionId) -> Result<(), SchedError> {
+        if !partition.in_range() {
+            return Err(SchedError::PartitionOutOfRange);
+        }
+        self.stopped |= partition.bit();
+        for t in self.threads[..self.thread_count].iter_mut() {
+            if t.partition == partition {
+                t.state = ThreadState::Stopped;
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns every thread of `partition` to the state it was added in (ready or blocked), in
+    /// thread order; the kernel has re-initialised the partition's memory and registers.
+    pub fn restart_partition(&mut self, partition: PartitionId) -> Result<(), SchedError> {
+        if !partition.in_range() {
+            return Err(SchedError::PartitionOutOfRange);
+        }
+        self.stopped &= !partition.bit();
+        for i in 0..self.thread_count {
+            if self.threads[i].partition == partition {
+                let turn = self.take_turn();
+                let t = &mut self.threads[i];
+                t.state = initial_state(t.starts_ready, false);
+                t.turn = turn;
+            }
+        }
+        Ok(())
+    }
+
+    /// The thread that should run at `now`: the highest-priority ready thread whose partition
+    /// owns the active window or is in the background set; among equal priorities the one
+    /// waiting longest for its turn. Does not change anything.
+    pub fn pick(&self, now: u64) -> Option<ThreadId> {
+        let slot = self.schedule.position(now);
+        self.pick_in(&slot).map(|(id, _)| id)
+    }
+
+    fn pick_in(&self, slot: &Slot) -> Option<(ThreadId, Priority)> {
+        let mut best: Option<(usize, &Thread)> = None;
+        for (i, t) in self.threads[..self.thread_count].iter().enumerate() {
+            if t.state != ThreadState::Ready || !self.schedule.admits(slot, t.partition) {
+                continue;
+            }
+            let better = match best {
+                None => true,
+                Some((_, b)) => {
+                    (t.priority, core::cmp::Reverse(t.turn))
+                        > (b.priority, core::cmp::Reverse(b.turn))
+                }
+            };
+            if better {
+                best = Some((i, t));
+            }
+        }
+        best.map(|(i, t)| (ThreadId(i as u16), t.priority))
+    }
+
+    /// When the kernel must next be interrupted, seen from `now`: the end of the current window
+    /// or gap, or earlier the deadline of a sleeper that could preempt the thread
+    /// [`pick`](Self::pick) chooses (eligible now and more urgent). Sleepers of partitions that
+    /// are not eligible never cause an interrupt in someone else's window: they are woken at
+    /// the next boundary. Never before `now`.
+    pub fn next_event(&self, now: u64) -> u64 {
+        let slot = self.schedule.position(now);
+        let running = self.pick_in(&slot).map(|(_, p)| p);
+        let mut next = slot.end_ns.max(now);
+        for t in &self.threads[..self.thread_count] {
+            let ThreadState::Sleeping { until_ns } = t.state else {
+                continue;
+            };
+            if !self.schedule.admits(&slot, t.partition) {
+                continue;
+            }
+            if running.is_some_and(|p| t.priority <= p) {
+                continue;
+            }
+            next = next.min(until_ns.max(now));
+        }
+        next
+    }
+
+    /// The scheduling decision at `now`, made at every timer interrupt and after every syscall
+    /// or fault that changed a thread's state. In order: charges `[previous dispatch, now)` to
+    /// the thread chosen then (or to idle), counts the window starts since the previous
+    /// dispatch, wakes expired sleepers, picks the thread to run and computes when to be
+    /// interrupted next. An earlier `now` than last time is taken as the last time.
+    pub fn dispatch(&mut self, now: u64) -> Dispatch {
+        let now = now.max(self.last_now);
+        self.last_now = now;
+        let since = self.running_since.min(now);
+        match self.current.and_then(|id| self.thread(id).ok()) {
+            Some(t) => {
+                let partition = t.partition;
+                self.accounting
+                    .charge(&self.schedule, partition, since, now);
+            }
+            None => {
+                self.accounting.idle_ns = self.accounting.idle_ns.saturating_add(now - since);
+            }
+        }
+        self.accounting.note_window_starts(&self.schedule, now);
+        self.wake_expired(now);
+        let slot = self.schedule.position(now);
+        let thread = self.pick_in(&slot).map(|(id, _)| id);
+        self.current = thread;
+        self.running_since = now;
+        Dispatch {
+            thread,
+            slot,
+            next_event_ns: self.next_event(now),
+        }
+    }
+
+    /// Accounting of `partition` (all zero for an unknown one).
+    pub fn stats(&self, partition: PartitionId) -> PartitionStats {
+        self.accounting
+            .partitions
+            .get(partition.index())
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Accounting of window `index` of the schedule, `None` if there is no such window.
+    pub fn window_stats(&self, index: usize) -> Option<WindowStats> {
+        self.schedule
+            .windows()
+            .get(index)
+            .map(|_| self.accounting.windows[index])
+    }
+
+    /// Time no thread ran, since the epoch.
+    pub fn idle_ns(&self) -> u64 {
+        self.accounting.idle_ns
+    }
+
+    /// The accounting table for printing; `names[p]` is partition `p`'s name.
+    pub fn report<'a>(&'a self, names: &'a [&'a str]) -> Report<'a> {
+        let mut partitions = self.populated | self.schedule.background_mask();
+        for w in self.schedule.windows() {
+            partitions |= w.partition.bit();
+        }
+        Report {
+            schedule: &self.schedule,
+            accounting: &self.accounting,
+            partitions,
+            names,
+        }
+    }
+}
+
+fn initial_state(starts_ready: bool, stopped: bool) -> ThreadState {
+    match (stopped, starts_ready) {
+        (true, _) => ThreadState::Stopped,
+        (false, true) => ThreadState::Ready,
+        (false, false) => ThreadState::Blocked,
+    }
+}
