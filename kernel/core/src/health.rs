@@ -31,8 +31,11 @@ pub enum Policy {
 /// The kind of memory access that faulted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
+    /// A load.
     Read,
+    /// A store.
     Write,
+    /// An instruction fetch.
     Execute,
 }
 
@@ -123,6 +126,7 @@ impl fmt::Display for FaultKind {
 /// One fault of a partition, as the trap handler saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fault {
+    /// What went wrong.
     pub kind: FaultKind,
     /// The faulting instruction's address.
     pub pc: u64,
@@ -398,11 +402,15 @@ impl<const PARTITIONS: usize> HealthMonitor<PARTITIONS> {
 /// `health: partition "crasher" page fault (write) at 0x1000 (pc 0x401234): restart 3 (generation 3)`.
 #[derive(Clone, Copy, Debug)]
 pub struct FaultLog<'a> {
+    /// The partition's name.
     pub name: &'a str,
+    /// The fault.
     pub fault: Fault,
+    /// What the monitor decided.
     pub action: Action,
     /// Restarts granted so far, this one included.
     pub restarts: u64,
+    /// The partition's policy, for the limit quoted when restarts are exhausted.
     pub policy: Option<Policy>,
 }
 

@@ -618,3 +618,114 @@ fn clock_going_backwards_is_harmless() {
     assert!(d.next_event_ns >= 2 * MS);
     assert_eq!(s.stats(A).used_ns, 0);
 }
+
+#[test]
+fn demo_system_with_a_crash_looping_partition() {
+    use crate::health::{Action, Fault, FaultKind, HealthMonitor, PartitionState, Policy};
+
+    // systems/demo.toml: a 20 ms frame, logger in the background set.
+    let (control, blk, storage, console, logger) = (
+        PartitionId(0),
+        PartitionId(1),
+        PartitionId(2),
+        PartitionId(3),
+        PartitionId(4),
+    );
+    let schedule = Schedule::new(
+        20 * MS,
+        &[
+            w(control, 0, 4),
+            w(blk, 4, 3),
+            w(storage, 7, 5),
+            w(console, 12, 2),
+            w(control, 14, 4),
+        ],
+        &[logger],
+        0,
+    )
+    .unwrap();
+    let mut s: Scheduler<8> = Scheduler::new(schedule, 10 * US);
+    s.add_thread(control, prio(20), true).unwrap();
+    let watchdog = s.add_thread(control, prio(30), true).unwrap();
+    let crasher = s.add_thread(storage, prio(15), true).unwrap();
+    s.add_thread(logger, prio(2), true).unwrap();
+    s.add_thread(blk, prio(40), true).unwrap();
+    s.add_thread(blk, prio(50), false).unwrap();
+    s.add_thread(console, prio(35), true).unwrap();
+    let mut health: HealthMonitor<5> = HealthMonitor::new();
+    health
+        .configure(
+            storage,
+            Policy::Restart {
+                max_restarts: 5,
+                period_ns: 10_000 * MS,
+            },
+        )
+        .unwrap();
+
+    // storage faults after 1.5 ms of running since its last (re)start; the watchdog runs
+    // 10 us every 5 ms; every other thread spins.
+    let mut crasher_ran = 0;
+    let mut now = 0;
+    let end = 1_000 * MS;
+    while now < end {
+        let d = s.dispatch(now);
+        let mut until = d.next_event_ns.min(end);
+        match d.thread {
+            Some(t) if t == crasher => {
+                let fault_at = now + (1_500 * US - crasher_ran);
+                if fault_at <= until {
+                    until = fault_at;
+                    s.dispatch(until);
+                    crasher_ran = 0;
+                    let fault = Fault {
+                        kind: FaultKind::PageFault {
+                            access: crate::health::Access::Write,
+                        },
+                        pc: 0x40_0000,
+                        address: Some(0),
+                    };
+                    match health.on_fault(storage, fault, until) {
+                        Action::Restart { .. } => {
+                            s.stop_partition(storage).unwrap();
+                            s.restart_partition(storage).unwrap();
+                            assert!(health.restarted(storage));
+                        }
+                        Action::Stop { .. } => s.stop_partition(storage).unwrap(),
+                        Action::HaltSystem => panic!("storage does not halt the system"),
+                    }
+                } else {
+                    crasher_ran += until - now;
+                }
+            }
+            Some(t) if t == watchdog => {
+                until = until.min(now + 10 * US);
+                s.dispatch(until);
+                s.block_until(watchdog, until + 5 * MS).unwrap();
+            }
+            _ => {}
+        }
+        now = until.max(now + 1);
+    }
+    s.dispatch(end);
+
+    // storage restarted at 8.5, 10 and 11.5 ms, then at 28 and 29.5 ms; its fault at 31 ms
+    // was the sixth within 10 s, so it was stopped.
+    assert_eq!(health.generation(storage), Some(5));
+    assert_eq!(health.state(storage), Some(PartitionState::Stopped));
+    assert_eq!(health.counters(storage).unwrap().faults, 6);
+    assert_eq!(s.stats(storage).used_ns, 5 * MS + 4 * MS);
+    // Everyone else kept exactly its windows.
+    let frames = 50;
+    for (p, per_frame) in [(control, 8 * MS), (blk, 3 * MS), (console, 2 * MS)] {
+        let st = s.stats(p);
+        assert_eq!(st.used_ns, frames * per_frame, "{p:?}");
+        assert_eq!((st.overrun_ns, st.late_starts), (0, 0), "{p:?}");
+    }
+    // The logger had the gaps and, once storage was stopped, storage's windows.
+    assert_eq!(
+        s.stats(logger).background_ns,
+        frames * 2 * MS + MS + 48 * 5 * MS
+    );
+    assert_eq!(s.idle_ns(), 0);
+}
