@@ -1,18 +1,20 @@
 //! Shared memory and device registers: the crate's only `unsafe` code.
 //!
 //! A [`DmaRegion`] is a window onto memory that another agent (a device, or a partition on the
-//! other side of a channel) reads and writes concurrently. Every access is volatile so the
-//! compiler neither merges, splits nor elides it, and ring fields (`u16`/`u32`/`u64`) are read
-//! and written as single naturally aligned accesses so the peer never sees them torn. Ordering
-//! between accesses is not provided here: the ring code places the barriers the specification
-//! requires, each citing its section.
+//! other side of a channel) reads and writes concurrently. Fields (`u8`..`u64`) are accessed
+//! as single, naturally aligned relaxed atomic loads and stores: the peer never sees them torn,
+//! and in the Rust memory model the ring code's fences (`crate::barrier`) synchronise through
+//! them, which Miri checks in the threaded ring tests. Bulk buffer contents are copied with
+//! volatile byte accesses; they are ordered by those fences and the index/flag fields around
+//! them. Ordering itself is not provided here: the ring code places the barriers the
+//! specification requires, each citing its section.
 //!
 //! [`MmioRegisters`] is the volatile implementation of
 //! [`RegisterAccess`](crate::transport::RegisterAccess) for memory-mapped device registers.
 
 use core::marker::PhantomData;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 use crate::{Error, Result};
 
@@ -123,61 +125,74 @@ impl<'a> DmaRegion<'a> {
     /// Reads a `u8` at `offset`.
     pub fn read_u8(&self, offset: usize) -> Result<u8> {
         let ptr = self.checked_field::<u8>(offset)?;
-        // SAFETY: `ptr` is in bounds and aligned (checked_field); validity for 'a is the
-        // contract of `new`.
-        Ok(unsafe { ptr.read_volatile() })
+        // SAFETY: in bounds (checked_field), valid for 'a (contract of `new`); AtomicU8 has the
+        // layout of u8 and tolerates the peer's concurrent accesses.
+        Ok(unsafe { AtomicU8::from_ptr(ptr) }.load(Ordering::Relaxed))
     }
 
     /// Reads a little-endian `u16` at `offset` in one access.
     pub fn read_u16(&self, offset: usize) -> Result<u16> {
         let ptr = self.checked_field::<u16>(offset)?;
-        // SAFETY: in bounds and aligned (checked_field); validity is the contract of `new`.
-        Ok(u16::from_le(unsafe { ptr.read_volatile() }))
+        // SAFETY: in bounds and aligned (checked_field), valid for 'a (contract of `new`);
+        // AtomicU16 has the layout of u16 and tolerates the peer's concurrent accesses.
+        Ok(u16::from_le(
+            unsafe { AtomicU16::from_ptr(ptr) }.load(Ordering::Relaxed),
+        ))
     }
 
     /// Reads a little-endian `u32` at `offset` in one access.
     pub fn read_u32(&self, offset: usize) -> Result<u32> {
         let ptr = self.checked_field::<u32>(offset)?;
-        // SAFETY: in bounds and aligned (checked_field); validity is the contract of `new`.
-        Ok(u32::from_le(unsafe { ptr.read_volatile() }))
+        // SAFETY: in bounds and aligned (checked_field), valid for 'a (contract of `new`);
+        // AtomicU32 has the layout of u32 and tolerates the peer's concurrent accesses.
+        Ok(u32::from_le(
+            unsafe { AtomicU32::from_ptr(ptr) }.load(Ordering::Relaxed),
+        ))
     }
 
     /// Reads a little-endian `u64` at `offset` in one access.
     pub fn read_u64(&self, offset: usize) -> Result<u64> {
         let ptr = self.checked_field::<u64>(offset)?;
-        // SAFETY: in bounds and aligned (checked_field); validity is the contract of `new`.
-        Ok(u64::from_le(unsafe { ptr.read_volatile() }))
+        // SAFETY: in bounds and aligned (checked_field), valid for 'a (contract of `new`);
+        // AtomicU64 has the layout of u64 and tolerates the peer's concurrent accesses.
+        Ok(u64::from_le(
+            unsafe { AtomicU64::from_ptr(ptr) }.load(Ordering::Relaxed),
+        ))
     }
 
     /// Writes a `u8` at `offset`.
     pub fn write_u8(&self, offset: usize, value: u8) -> Result<()> {
         let ptr = self.checked_field::<u8>(offset)?;
-        // SAFETY: in bounds and aligned (checked_field); validity is the contract of `new`.
-        unsafe { ptr.write_volatile(value) };
+        // SAFETY: in bounds (checked_field), valid for 'a (contract of `new`); AtomicU8 has the
+        // layout of u8 and tolerates the peer's concurrent accesses.
+        unsafe { AtomicU8::from_ptr(ptr) }.store(value, Ordering::Relaxed);
         Ok(())
     }
 
     /// Writes a little-endian `u16` at `offset` in one access.
     pub fn write_u16(&self, offset: usize, value: u16) -> Result<()> {
         let ptr = self.checked_field::<u16>(offset)?;
-        // SAFETY: in bounds and aligned (checked_field); validity is the contract of `new`.
-        unsafe { ptr.write_volatile(value.to_le()) };
+        // SAFETY: in bounds and aligned (checked_field), valid for 'a (contract of `new`);
+        // AtomicU16 has the layout of u16 and tolerates the peer's concurrent accesses.
+        unsafe { AtomicU16::from_ptr(ptr) }.store(value.to_le(), Ordering::Relaxed);
         Ok(())
     }
 
     /// Writes a little-endian `u32` at `offset` in one access.
     pub fn write_u32(&self, offset: usize, value: u32) -> Result<()> {
         let ptr = self.checked_field::<u32>(offset)?;
-        // SAFETY: in bounds and aligned (checked_field); validity is the contract of `new`.
-        unsafe { ptr.write_volatile(value.to_le()) };
+        // SAFETY: in bounds and aligned (checked_field), valid for 'a (contract of `new`);
+        // AtomicU32 has the layout of u32 and tolerates the peer's concurrent accesses.
+        unsafe { AtomicU32::from_ptr(ptr) }.store(value.to_le(), Ordering::Relaxed);
         Ok(())
     }
 
     /// Writes a little-endian `u64` at `offset` in one access.
     pub fn write_u64(&self, offset: usize, value: u64) -> Result<()> {
         let ptr = self.checked_field::<u64>(offset)?;
-        // SAFETY: in bounds and aligned (checked_field); validity is the contract of `new`.
-        unsafe { ptr.write_volatile(value.to_le()) };
+        // SAFETY: in bounds and aligned (checked_field), valid for 'a (contract of `new`);
+        // AtomicU64 has the layout of u64 and tolerates the peer's concurrent accesses.
+        unsafe { AtomicU64::from_ptr(ptr) }.store(value.to_le(), Ordering::Relaxed);
         Ok(())
     }
 
@@ -251,6 +266,14 @@ impl core::fmt::Debug for OwnedDma {
             .finish()
     }
 }
+
+// SAFETY: OwnedDma owns its allocation and only hands out DmaRegion views, whose accesses are
+// atomic or volatile (see the impls for DmaRegion); dropping it from another thread is fine.
+#[cfg(feature = "alloc")]
+unsafe impl Send for OwnedDma {}
+// SAFETY: `&OwnedDma` only allows creating DmaRegion views, which are Sync.
+#[cfg(feature = "alloc")]
+unsafe impl Sync for OwnedDma {}
 
 #[cfg(feature = "alloc")]
 impl OwnedDma {

@@ -6,4 +6,5 @@ mod fuzz_smoke;
 mod model;
 mod rings;
 mod shmem;
+mod threads;
 mod transports;
