@@ -481,10 +481,12 @@ impl<'a, N: Notifier> SharedMemoryDevice<'a, N> {
                 self.reset()?;
                 events.reset = true;
             }
-        } else {
+        } else if self.status & status::DEVICE_NEEDS_RESET == 0 {
             self.apply_status(requested, &mut events)?;
         }
-        if self.status & status::FEATURES_OK != 0 && self.status & status::DRIVER_OK == 0 {
+        if self.status & (status::FEATURES_OK | status::DRIVER_OK | status::DEVICE_NEEDS_RESET)
+            == status::FEATURES_OK
+        {
             self.enable_queues(&mut events)?;
         }
         events.other = events == ChannelEvents::default();
@@ -629,6 +631,21 @@ impl<'a, N: Notifier> SharedMemoryDevice<'a, N> {
             self.data_area(),
             self.negotiated,
         )
+    }
+
+    /// Declares the channel broken until the client resets it, e.g. after a queue error
+    /// caused by the client (§2.1.2: set DEVICE_NEEDS_RESET and send a configuration change
+    /// notification). Requests other than a reset are ignored until then.
+    pub fn set_needs_reset(&mut self) -> Result<()> {
+        self.status |= status::DEVICE_NEEDS_RESET;
+        self.queues = [None; MAX_QUEUES];
+        self.region
+            .write_u32(layout::DEVICE_STATUS, u32::from(self.status))?;
+        barrier::publish();
+        self.region
+            .fetch_or_u32(layout::INTERRUPTS, INTERRUPT_CONFIG)?;
+        self.notifier.notify_peer();
+        Ok(())
     }
 
     /// Takes the pending available buffer notifications: bit q for queue q.
