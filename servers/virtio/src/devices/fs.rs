@@ -8,7 +8,7 @@ pub mod features {
 
 /// Configuration layout (§5.11.4): byte offsets.
 pub mod config {
-    /// u8[36]: file system tag, UTF-8, NUL-padded.
+    /// `u8[36]`: file system tag, UTF-8, NUL-padded.
     pub const TAG: usize = 0;
     /// Length of the tag field.
     pub const TAG_LEN: usize = 36;

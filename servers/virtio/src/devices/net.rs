@@ -72,7 +72,7 @@ pub mod features {
 
 /// Configuration layout (§5.1.4, `struct virtio_net_config`): byte offsets.
 pub mod config {
-    /// u8[6]: MAC address.
+    /// `u8[6]`: MAC address.
     pub const MAC: usize = 0;
     /// le16: link status ([`super::link_status`]).
     pub const STATUS: usize = 6;

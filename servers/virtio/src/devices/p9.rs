@@ -10,7 +10,7 @@ pub mod features {
 pub mod config {
     /// le16: tag length.
     pub const TAG_LEN: usize = 0;
-    /// u8[tag_len]: mount tag (not NUL-terminated).
+    /// `u8[tag_len]`: mount tag (not NUL-terminated).
     pub const TAG: usize = 2;
 }
 
