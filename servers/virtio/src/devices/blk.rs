@@ -28,7 +28,7 @@ pub mod features {
     pub const LIFETIME: u32 = 15;
     /// Secure erase command.
     pub const SECURE_ERASE: u32 = 16;
-    /// Zoned block device (1.2 §5.2.3).
+    /// Zoned block device (1.4 §5.2.3).
     pub const ZONED: u32 = 17;
     /// Legacy: request barriers.
     pub const BARRIER: u32 = 0;
@@ -72,11 +72,13 @@ pub mod config {
     pub const MAX_SECURE_ERASE_SEG: usize = 64;
     /// le32: secure erase sector alignment.
     pub const SECURE_ERASE_SECTOR_ALIGNMENT: usize = 68;
-    /// Zoned characteristics (le32 zone_sectors, max_open_zones, max_active_zones,
+    /// Size of the 1.2 layout (ends with the secure-erase fields).
+    pub const SIZE: usize = 72;
+    /// 1.4: zoned characteristics (le32 zone_sectors, max_open_zones, max_active_zones,
     /// max_append_sectors, write_granularity; u8 model).
     pub const ZONED: usize = 72;
-    /// Size of the layout up to and including the zoned characteristics.
-    pub const SIZE: usize = 96;
+    /// 1.4: size of the layout including the zoned characteristics.
+    pub const SIZE_WITH_ZONED: usize = 96;
 }
 
 /// Sector size for `sector` fields, whatever the block size (§5.2.6).

@@ -12,7 +12,7 @@ pub mod features {
     pub const MAC_STATELESS_MODE: u32 = 3;
     /// Stateless AEAD mode.
     pub const AEAD_STATELESS_MODE: u32 = 4;
-    /// Stateless asymmetric cipher mode.
+    /// Stateless asymmetric cipher mode (1.4).
     pub const AKCIPHER_STATELESS_MODE: u32 = 5;
 }
 
@@ -40,7 +40,7 @@ pub mod config {
     pub const MAX_CIPHER_KEY_LEN: usize = 36;
     /// Maximum authentication key length.
     pub const MAX_AUTH_KEY_LEN: usize = 40;
-    /// Asymmetric cipher algorithms.
+    /// Asymmetric cipher algorithms (1.4; reserved in 1.2).
     pub const AKCIPHER_ALGO: usize = 44;
     /// le64: maximum request size.
     pub const MAX_SIZE: usize = 48;

@@ -2,6 +2,7 @@
 //! simulated memory.
 
 mod adversarial;
+mod devices;
 mod fuzz_smoke;
 mod model;
 mod rings;
