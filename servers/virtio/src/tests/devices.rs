@@ -97,7 +97,8 @@ fn entropy_and_console_through_the_rings() {
             }],
         )
         .unwrap();
-        region
+        tx_area
+            .memory()
             .write_bytes(slot_offset(2, 0), b"hello, partition\n")
             .unwrap();
         tx.submit(
