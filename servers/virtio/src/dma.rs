@@ -5,8 +5,8 @@
 //! as single, naturally aligned relaxed atomic loads and stores: the peer never sees them torn,
 //! and in the Rust memory model the ring code's fences (`crate::barrier`) synchronise through
 //! them, which Miri checks in the threaded ring tests. Bulk buffer contents are copied with
-//! volatile byte accesses; they are ordered by those fences and the index/flag fields around
-//! them. Ordering itself is not provided here: the ring code places the barriers the
+//! volatile accesses (8 bytes at a time where aligned); they are ordered by those fences and the
+//! index/flag fields around them. Ordering itself is not provided here: the ring code places the barriers the
 //! specification requires, each citing its section.
 //!
 //! [`MmioRegisters`] is the volatile implementation of
@@ -199,9 +199,21 @@ impl<'a> DmaRegion<'a> {
     /// Copies `out.len()` bytes starting at `offset` out of the region.
     pub fn read_bytes(&self, offset: usize, out: &mut [u8]) -> Result<()> {
         self.check(offset, out.len())?;
-        for (i, byte) in out.iter_mut().enumerate() {
-            // SAFETY: offset+i < offset+out.len() <= self.len by `check`.
-            *byte = unsafe { self.base.as_ptr().add(offset + i).read_volatile() };
+        let mut done = 0;
+        while done < out.len() {
+            // SAFETY: offset+done < offset+out.len() <= self.len by `check`.
+            let src = unsafe { self.base.as_ptr().add(offset + done) };
+            if (src as usize).is_multiple_of(8) && out.len() - done >= 8 {
+                // SAFETY: src is 8-aligned and src..src+8 is in bounds (checked above and by
+                // `check`); validity is the contract of `new`.
+                let word = unsafe { src.cast::<u64>().read_volatile() };
+                out[done..done + 8].copy_from_slice(&word.to_ne_bytes());
+                done += 8;
+            } else {
+                // SAFETY: src is in bounds (see above).
+                out[done] = unsafe { src.read_volatile() };
+                done += 1;
+            }
         }
         Ok(())
     }
@@ -209,9 +221,22 @@ impl<'a> DmaRegion<'a> {
     /// Copies `data` into the region starting at `offset`.
     pub fn write_bytes(&self, offset: usize, data: &[u8]) -> Result<()> {
         self.check(offset, data.len())?;
-        for (i, byte) in data.iter().enumerate() {
-            // SAFETY: offset+i < offset+data.len() <= self.len by `check`.
-            unsafe { self.base.as_ptr().add(offset + i).write_volatile(*byte) };
+        let mut done = 0;
+        while done < data.len() {
+            // SAFETY: offset+done < offset+data.len() <= self.len by `check`.
+            let dst = unsafe { self.base.as_ptr().add(offset + done) };
+            if (dst as usize).is_multiple_of(8) && data.len() - done >= 8 {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(&data[done..done + 8]);
+                // SAFETY: dst is 8-aligned and dst..dst+8 is in bounds (checked above and by
+                // `check`); validity is the contract of `new`.
+                unsafe { dst.cast::<u64>().write_volatile(u64::from_ne_bytes(word)) };
+                done += 8;
+            } else {
+                // SAFETY: dst is in bounds (see above).
+                unsafe { dst.write_volatile(data[done]) };
+                done += 1;
+            }
         }
         Ok(())
     }
@@ -219,9 +244,21 @@ impl<'a> DmaRegion<'a> {
     /// Sets `len` bytes from `offset` to `value`.
     pub fn fill(&self, offset: usize, len: usize, value: u8) -> Result<()> {
         self.check(offset, len)?;
-        for i in 0..len {
-            // SAFETY: offset+i < offset+len <= self.len by `check`.
-            unsafe { self.base.as_ptr().add(offset + i).write_volatile(value) };
+        let word = u64::from_ne_bytes([value; 8]);
+        let mut done = 0;
+        while done < len {
+            // SAFETY: offset+done < offset+len <= self.len by `check`.
+            let dst = unsafe { self.base.as_ptr().add(offset + done) };
+            if (dst as usize).is_multiple_of(8) && len - done >= 8 {
+                // SAFETY: dst is 8-aligned and dst..dst+8 is in bounds; validity is the
+                // contract of `new`.
+                unsafe { dst.cast::<u64>().write_volatile(word) };
+                done += 8;
+            } else {
+                // SAFETY: dst is in bounds (see above).
+                unsafe { dst.write_volatile(value) };
+                done += 1;
+            }
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 
 mod adversarial;
 mod devices;
+mod dma;
 mod fuzz_smoke;
 mod model;
 mod rings;
