@@ -7,6 +7,7 @@
 use alloc::vec::Vec;
 
 use kcore::cmdline::CommandLine;
+use kcore::image::SystemImage;
 use kcore::log::Level;
 use kcore::mem::{Bytes, PhysRegion, summarize};
 use kcore::time::{Hz, ticks_to_ns};
@@ -23,6 +24,8 @@ pub struct BootInfo<'a> {
     pub memory: &'a [PhysRegion],
     /// The boot command line.
     pub cmdline: CommandLine<'a>,
+    /// The static system image, if the boot loader passed one.
+    pub image: Option<SystemImage<'static>>,
     /// Free frames after the kernel's own page tables, heap and bitmap were allocated.
     pub free_frames: u64,
     /// The boot-time heap: (virtual address, bytes).
@@ -108,6 +111,9 @@ pub fn kmain(boot: &BootInfo<'_>) -> ! {
     }
 
     show_ticks(&timer);
+    if let Some(image) = boot.image.filter(|i| i.partition_count() > 0) {
+        crate::exec::start(image, &boot.cmdline);
+    }
     info!("boot demo complete");
     if boot.cmdline.flag("exit") {
         arch::power_off(ExitStatus::Success);

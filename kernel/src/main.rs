@@ -21,6 +21,8 @@ mod klog;
 #[allow(unsafe_code)]
 mod arch;
 mod boot;
+mod exec;
 mod panic;
+mod uaccess;
 
 pub use boot::{BootInfo, kmain};

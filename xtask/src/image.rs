@@ -30,21 +30,92 @@ impl Bootable {
     }
 }
 
-/// Builds the kernel and makes a bootable image carrying `cmdline`.
-pub fn bootable(opts: &BuildOpts, uefi: bool, cmdline: &str) -> Result<Bootable> {
+/// Validates the system description (if any), builds the kernel and every program, and makes
+/// a bootable image carrying the system image and `cmdline`. A description that fails
+/// validation stops here: no image is made.
+pub fn bootable(
+    opts: &BuildOpts,
+    uefi: bool,
+    cmdline: &str,
+    system: Option<&str>,
+) -> Result<Bootable> {
+    let payload = payload(opts.arch, cmdline, system)?;
     let kernel = build::kernel(opts)?;
-    from_kernel(&kernel, opts.arch, uefi, cmdline)
+    from_kernel(
+        &kernel,
+        opts.arch,
+        uefi,
+        cmdline,
+        &payload,
+        system.unwrap_or("none"),
+    )
 }
 
-/// Makes a bootable image for `arch` from an already built kernel.
-pub fn from_kernel(kernel: &Path, arch: Arch, uefi: bool, cmdline: &str) -> Result<Bootable> {
+/// The boot payload: the system image built from `system`, or one with only `cmdline`.
+pub fn payload(arch: Arch, cmdline: &str, system: Option<&str>) -> Result<Vec<u8>> {
+    let Some(name) = system else {
+        return Ok(crate::system::empty_image(cmdline));
+    };
+    let description = crate::system::load(&crate::system::description_path(name))?;
+    if arch == Arch::Aarch64 {
+        bail!(
+            "partitions do not run on aarch64 yet (the aarch64-parity issue); boot without a system"
+        );
+    }
+    crate::system::image(&description, arch, cmdline)
+}
+
+/// Makes a bootable image for `arch` from an already built kernel and boot payload.
+pub fn from_kernel(
+    kernel: &Path,
+    arch: Arch,
+    uefi: bool,
+    cmdline: &str,
+    payload: &[u8],
+    tag: &str,
+) -> Result<Bootable> {
     match arch {
-        Arch::X86_64 => disk_image(kernel, uefi, cmdline, &image_name(uefi, cmdline)),
+        Arch::X86_64 => disk_image(kernel, uefi, payload, &image_name(uefi, tag, cmdline)),
         Arch::Aarch64 => Ok(Bootable::Kernel {
             path: raw_image(kernel)?,
             cmdline: cmdline.to_string(),
         }),
     }
+}
+
+/// A file name unique to the image's contents, so images for different systems and command
+/// lines (one per integration test) coexist.
+fn image_name(uefi: bool, system: &str, cmdline: &str) -> String {
+    let tag: String = format!("{system}-{cmdline}")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .take(64)
+        .collect();
+    format!("x86_64-{}-{tag}.img", if uefi { "uefi" } else { "bios" })
+}
+
+/// Makes a disk image from a kernel ELF; the boot loader hands `payload` (the system image) to
+/// the kernel as its ramdisk.
+pub fn disk_image(kernel: &Path, uefi: bool, payload: &[u8], name: &str) -> Result<Bootable> {
+    let dir = build::out_dir();
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let ramdisk = dir.join(format!("{name}.system"));
+    fs::write(&ramdisk, payload).context("writing the system image")?;
+    let path = dir.join(name);
+    let mut builder = DiskImageBuilder::new(kernel.to_path_buf());
+    builder.set_ramdisk(ramdisk);
+    // The boot loader's own log is noise on the console; keep its warnings and errors.
+    let mut config = BootConfig::default();
+    config.log_level = LevelFilter::Warn;
+    config.frame_buffer_logging = false;
+    builder.set_boot_config(&config);
+    if uefi {
+        builder.create_uefi_image(&path)
+    } else {
+        builder.create_bios_image(&path)
+    }
+    .with_context(|| format!("creating {}", path.display()))?;
+    Ok(Bootable::Disk { path, uefi })
 }
 
 /// Converts a kernel ELF to a raw Image next to it, with the toolchain's llvm-objcopy.
@@ -79,43 +150,4 @@ pub fn raw_image(kernel: &Path) -> Result<PathBuf> {
         bail!("llvm-objcopy failed on {}", kernel.display());
     }
     Ok(image)
-}
-
-/// A file name unique to the image's contents, so images for different command lines (one
-/// per integration test) coexist.
-fn image_name(uefi: bool, cmdline: &str) -> String {
-    let tag: String = cmdline
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .take(48)
-        .collect();
-    format!(
-        "x86_64-{}-{}.img",
-        if uefi { "uefi" } else { "bios" },
-        if tag.is_empty() { "default" } else { &tag }
-    )
-}
-
-/// Makes a disk image from a kernel ELF. The boot loader hands the ramdisk to the kernel, which
-/// reads its command line from it (the system image will join it there).
-pub fn disk_image(kernel: &Path, uefi: bool, cmdline: &str, name: &str) -> Result<Bootable> {
-    let dir = build::out_dir();
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let ramdisk = dir.join(format!("{name}.cmdline"));
-    fs::write(&ramdisk, cmdline.as_bytes()).context("writing the command line")?;
-    let path = dir.join(name);
-    let mut builder = DiskImageBuilder::new(kernel.to_path_buf());
-    builder.set_ramdisk(ramdisk);
-    // The boot loader's own log is noise on the console; keep its warnings and errors.
-    let mut config = BootConfig::default();
-    config.log_level = LevelFilter::Warn;
-    config.frame_buffer_logging = false;
-    builder.set_boot_config(&config);
-    if uefi {
-        builder.create_uefi_image(&path)
-    } else {
-        builder.create_bios_image(&path)
-    }
-    .with_context(|| format!("creating {}", path.display()))?;
-    Ok(Bootable::Disk { path, uefi })
 }

@@ -9,6 +9,7 @@ mod image;
 mod lint;
 mod qemu;
 mod setup;
+mod system;
 mod tests;
 
 use std::io::IsTerminal;
@@ -63,6 +64,8 @@ enum Command {
     },
     /// Build a bootable image: a BIOS (or UEFI) disk image on x86_64, the kernel ELF on aarch64.
     Image {
+        /// System description: a name in systems/ or a path; none for a kernel-only image.
+        system: Option<String>,
         #[command(flatten)]
         build: BuildOpts,
         /// Build a UEFI disk image instead of a BIOS one (x86_64).
@@ -77,6 +80,9 @@ enum Command {
     /// When standard output is not a terminal, the kernel is asked to power off once the boot
     /// demonstration is done, and the exit status says whether it succeeded.
     Run {
+        /// System description: a name in systems/ or a path (default: hello on x86_64; none,
+        /// the kernel alone, on aarch64 until partitions run there). `none` boots no system.
+        system: Option<String>,
         #[command(flatten)]
         build: BuildOpts,
         /// Boot through UEFI (OVMF) instead of BIOS (x86_64).
@@ -128,16 +134,18 @@ fn run() -> Result<()> {
             Ok(())
         }
         Command::Image {
+            system,
             build,
             uefi,
             cmdline,
         } => {
             setup::ensure_toolchain()?;
-            let boot = image::bootable(&build, uefi, &cmdline)?;
+            let boot = image::bootable(&build, uefi, &cmdline, system.as_deref())?;
             println!("{}", boot.path().display());
             Ok(())
         }
         Command::Run {
+            system,
             build,
             uefi,
             cmdline,
@@ -147,7 +155,25 @@ fn run() -> Result<()> {
             setup::ensure_toolchain()?;
             setup::ensure_qemu()?;
             let interactive = std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
-            qemu::run(&build, uefi, &cmdline, interactive, timeout, &qemu_args)
+            let default = if build.arch == Arch::X86_64 {
+                Some("hello")
+            } else {
+                None
+            };
+            let system = match system.as_deref() {
+                Some("none") => None,
+                Some(name) => Some(name),
+                None => default,
+            };
+            qemu::run(
+                &build,
+                system,
+                uefi,
+                &cmdline,
+                interactive,
+                timeout,
+                &qemu_args,
+            )
         }
         Command::Test {
             host_only,

@@ -95,6 +95,7 @@ pub fn command(arch: Arch, bootable: &Bootable, interactive: bool) -> Command {
 /// Otherwise: the kernel powers off after its demonstration and the exit status says how it went.
 pub fn run(
     opts: &BuildOpts,
+    system: Option<&str>,
     uefi: bool,
     cmdline: &str,
     interactive: bool,
@@ -109,7 +110,7 @@ pub fn run(
         words.push_str(" exit");
     }
     let cmdline = effective_cmdline(opts.arch, &words);
-    let bootable = image::bootable(opts, uefi, &cmdline)?;
+    let bootable = image::bootable(opts, uefi, &cmdline, system)?;
     let mut cmd = command(opts.arch, &bootable, interactive);
     cmd.args(extra);
     if interactive {

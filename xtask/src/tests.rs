@@ -30,6 +30,8 @@ struct Case {
     name: &'static str,
     arch: Arch,
     uefi: bool,
+    /// The system description booted, if any.
+    system: Option<&'static str>,
     /// Kernel command line; `exit` makes a successful boot power off.
     cmdline: &'static str,
     expect: Outcome,
@@ -54,6 +56,7 @@ const CASES: &[Case] = &[
         name: "x86_64-bios-banner",
         arch: Arch::X86_64,
         uefi: false,
+        system: None,
         cmdline: "exit",
         expect: Outcome::Success,
         patterns: BANNER_X86,
@@ -63,6 +66,7 @@ const CASES: &[Case] = &[
         name: "x86_64-uefi-banner",
         arch: Arch::X86_64,
         uefi: true,
+        system: None,
         cmdline: "exit",
         expect: Outcome::Success,
         patterns: BANNER_X86,
@@ -72,6 +76,7 @@ const CASES: &[Case] = &[
         name: "x86_64-ticks-advance",
         arch: Arch::X86_64,
         uefi: false,
+        system: None,
         cmdline: "test=ticks exit",
         expect: Outcome::Success,
         patterns: &[r"boot demo complete"],
@@ -81,6 +86,7 @@ const CASES: &[Case] = &[
         name: "x86_64-page-fault-reported",
         arch: Arch::X86_64,
         uefi: false,
+        system: None,
         cmdline: "test=page_fault exit",
         expect: Outcome::Failure,
         patterns: &[
@@ -97,6 +103,7 @@ const CASES: &[Case] = &[
         name: "x86_64-invalid-opcode-reported",
         arch: Arch::X86_64,
         uefi: false,
+        system: None,
         cmdline: "test=invalid_opcode exit",
         expect: Outcome::Failure,
         patterns: &[
@@ -111,6 +118,7 @@ const CASES: &[Case] = &[
         name: "x86_64-stack-overflow-double-fault",
         arch: Arch::X86_64,
         uefi: false,
+        system: None,
         cmdline: "test=stack_overflow exit",
         expect: Outcome::Failure,
         patterns: &[
@@ -124,6 +132,7 @@ const CASES: &[Case] = &[
         name: "x86_64-panic-reported",
         arch: Arch::X86_64,
         uefi: false,
+        system: None,
         cmdline: "test=panic exit",
         expect: Outcome::Failure,
         patterns: &[
@@ -136,6 +145,7 @@ const CASES: &[Case] = &[
         name: "aarch64-banner",
         arch: Arch::Aarch64,
         uefi: false,
+        system: None,
         cmdline: "exit",
         expect: Outcome::Success,
         patterns: &[
@@ -153,6 +163,7 @@ const CASES: &[Case] = &[
         name: "aarch64-ticks-advance",
         arch: Arch::Aarch64,
         uefi: false,
+        system: None,
         cmdline: "test=ticks exit",
         expect: Outcome::Success,
         patterns: &[r"boot demo complete"],
@@ -162,6 +173,7 @@ const CASES: &[Case] = &[
         name: "aarch64-page-fault-reported",
         arch: Arch::Aarch64,
         uefi: false,
+        system: None,
         cmdline: "test=page_fault exit",
         expect: Outcome::Failure,
         patterns: &[
@@ -177,6 +189,7 @@ const CASES: &[Case] = &[
         name: "aarch64-invalid-opcode-reported",
         arch: Arch::Aarch64,
         uefi: false,
+        system: None,
         cmdline: "test=invalid_opcode exit",
         expect: Outcome::Failure,
         patterns: &[
@@ -188,6 +201,226 @@ const CASES: &[Case] = &[
         check: Some(|log| absent(log, "boot demo complete")),
     },
 ];
+
+/// Partition tests: programs run in user mode, in their windows, contained when they fault.
+const PARTITION_CASES: &[Case] = &[
+    Case {
+        name: "x86_64-partitions-run-in-their-windows",
+        arch: Arch::X86_64,
+        uefi: false,
+        system: Some("hello"),
+        cmdline: "exit",
+        expect: Outcome::Success,
+        patterns: &[
+            r"partition hello-a: loaded, \d+ KiB of 64 KiB, entry 0x400000, priority 10$",
+            r"partition hello-b: loaded, \d+ KiB of 64 KiB, entry 0x400000, priority 10$",
+            r"schedule: major frame 10000 us, 2 windows; partitions start now",
+            r"hello-a: round 3 at \d+ us",
+            r"partition hello-a: Stopped, generation 0",
+            r"every partition has ended; powering off",
+        ],
+        check: Some(hello_in_windows),
+    },
+    Case {
+        name: "x86_64-faults-contained-and-restarted",
+        arch: Arch::X86_64,
+        uefi: false,
+        system: Some("faults"),
+        cmdline: "run_ms=500",
+        expect: Outcome::Success,
+        patterns: &[
+            r"writer: generation 0: writing to kernel memory at 0xffffffff80000000",
+            r"health: partition writer: page fault at address 0xffffffff80000000 \(pc 0x4[0-9a-f]{5}\)$",
+            r"health: partition writer restarted \(generation 1\)",
+            r"writer: generation 1: writing to kernel memory",
+            r"health: partition writer restarted \(generation 3\)",
+            r"health: partition writer stopped: 5 restarts within 10000 ms is its limit",
+            r"run time elapsed",
+        ],
+        check: Some(faults_contained),
+    },
+    Case {
+        name: "x86_64-spinner-keeps-to-its-windows",
+        arch: Arch::X86_64,
+        uefi: false,
+        system: Some("spin"),
+        cmdline: "run_ms=300",
+        expect: Outcome::Success,
+        patterns: &[
+            r"spinner: spinning",
+            r"counter: progress \d+",
+            r"run time elapsed",
+        ],
+        check: Some(spinner_contained),
+    },
+    Case {
+        name: "x86_64-policy-stop-stays-stopped",
+        arch: Arch::X86_64,
+        uefi: false,
+        system: Some("policy-stop"),
+        cmdline: "run_ms=300",
+        expect: Outcome::Success,
+        patterns: &[
+            r"health: partition writer: page fault at address 0xffffffff80000000",
+            r"health: partition writer stopped \(policy stop\)",
+            r"partition writer: Stopped, generation 0",
+            r"run time elapsed",
+        ],
+        check: Some(|log| {
+            absent(log, "writer restarted")?;
+            progress_after(log, "writer stopped (policy stop)", 3)
+        }),
+    },
+    Case {
+        name: "x86_64-policy-halt-halts",
+        arch: Arch::X86_64,
+        uefi: false,
+        system: Some("policy-halt"),
+        cmdline: "run_ms=300",
+        expect: Outcome::Failure,
+        patterns: &[
+            r"health: partition writer: page fault at address 0xffffffff80000000",
+            r"health: partition writer's policy is halt: stopping the system$",
+        ],
+        check: Some(|log| absent(log, "run time elapsed")),
+    },
+];
+
+/// Seconds since boot of a log line (`[    1.234567] ...`).
+fn timestamp_us(line: &str) -> Option<u64> {
+    let rest = line.strip_prefix('[')?;
+    let (stamp, _) = rest.split_once(']')?;
+    let (secs, micros) = stamp.trim().split_once('.')?;
+    Some(secs.parse::<u64>().ok()? * 1_000_000 + micros.parse::<u64>().ok()?)
+}
+
+/// Every line hello-a logs falls in its window (the first 5 ms of each 10 ms frame) and every
+/// line of hello-b in the second, allowing one 1 ms tick for the switch at a boundary.
+fn hello_in_windows(log: &[String]) -> Result<(), String> {
+    let t0 = log
+        .iter()
+        .find(|l| l.contains("partitions start now"))
+        .and_then(|l| timestamp_us(l))
+        .ok_or("no schedule start line")?;
+    let mut seen = [0; 2];
+    for line in log {
+        let Some(t) = timestamp_us(line) else {
+            continue;
+        };
+        // Records the partitions wrote themselves: `[time] INFO  hello-a: ...`.
+        let (who, window_start) = if line.contains("] INFO  hello-a: ") {
+            (0, 0)
+        } else if line.contains("] INFO  hello-b: ") {
+            (1, 5_000)
+        } else {
+            continue;
+        };
+        let phase = t.saturating_sub(t0) % 10_000;
+        let into = (phase + 10_000 - window_start) % 10_000;
+        if into > 5_000 + 1_100 {
+            return Err(format!(
+                "logged {into} us after its window began (5 ms window): {line}"
+            ));
+        }
+        seen[who] += 1;
+    }
+    if seen.iter().any(|&n| n < 4) {
+        return Err(format!(
+            "expected at least 4 lines from each partition, saw {seen:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// The counter's progress lines, in order.
+fn progress(log: &[String]) -> Vec<(usize, u64)> {
+    let re = Regex::new(r"counter: progress (\d+)").unwrap();
+    log.iter()
+        .enumerate()
+        .filter_map(|(i, l)| re.captures(l).map(|c| (i, c[1].parse().unwrap())))
+        .collect()
+}
+
+/// At least `n` progress lines of the counter come after the first line containing `marker`,
+/// and the counter only ever grows.
+fn progress_after(log: &[String], marker: &str, n: usize) -> Result<(), String> {
+    let at = log
+        .iter()
+        .position(|l| l.contains(marker))
+        .ok_or(format!("no line contains {marker:?}"))?;
+    let p = progress(log);
+    if p.windows(2).any(|w| w[1].1 <= w[0].1) {
+        return Err("the counter went backwards or stood still".into());
+    }
+    let after = p.iter().filter(|(i, _)| *i > at).count();
+    if after < n {
+        return Err(format!(
+            "only {after} progress lines after {marker:?}, expected {n}"
+        ));
+    }
+    Ok(())
+}
+
+/// Both crashers were restarted several times while the counter kept advancing, the
+/// jumper's faults were reported as instruction fetches at the unmapped address, and the
+/// counter never faulted.
+fn faults_contained(log: &[String]) -> Result<(), String> {
+    find(
+        log,
+        r"health: partition jumper: page fault at address 0x600000000000 \(pc 0x600000000000\)",
+    )?;
+    find(log, r"health: partition jumper restarted \(generation 3\)")?;
+    absent(log, "partition counter:  ")?;
+    absent(log, "health: partition counter")?;
+    progress_after(log, "writer restarted (generation 3)", 3)
+}
+
+/// The spinner, which never makes a system call, got no more than its half of the time, and
+/// the counter's windows started within one tick (1 ms) plus 0.5 ms of their boundary.
+fn spinner_contained(log: &[String]) -> Result<(), String> {
+    let re = Regex::new(r"partition (\w+): \w+, generation \d+, (\d+) us used, (\d+) windows started, max start latency (\d+) us").unwrap();
+    let elapsed: u64 = Regex::new(r"run time elapsed after (\d+) us")
+        .unwrap()
+        .captures_iter(&log.join("\n"))
+        .next()
+        .ok_or("no elapsed-time line")?[1]
+        .parse()
+        .unwrap();
+    let mut found = 0;
+    for line in log {
+        let Some(c) = re.captures(line) else { continue };
+        let (used, windows, latency): (u64, u64, u64) = (
+            c[2].parse().unwrap(),
+            c[3].parse().unwrap(),
+            c[4].parse().unwrap(),
+        );
+        found += 1;
+        if used * 100 > elapsed * 55 {
+            return Err(format!(
+                "{} used {used} us of {elapsed} us: more than its 50 % share",
+                &c[1]
+            ));
+        }
+        if windows < elapsed / 10_000 - 2 {
+            return Err(format!(
+                "{} started only {windows} windows in {elapsed} us",
+                &c[1]
+            ));
+        }
+        if latency > 1_500 {
+            return Err(format!(
+                "{}'s windows started up to {latency} us late (bound 1500 us)",
+                &c[1]
+            ));
+        }
+    }
+    if found != 2 {
+        return Err(format!(
+            "expected accounting for 2 partitions, found {found}"
+        ));
+    }
+    Ok(())
+}
 
 fn find(log: &[String], pattern: &str) -> Result<(), String> {
     let re = Regex::new(pattern).map_err(|e| e.to_string())?;
@@ -255,6 +488,7 @@ fn verify(case: &Case, captured: &qemu::Captured) -> Result<(), String> {
 pub fn qemu(filter: Option<&str>) -> Result<()> {
     let cases: Vec<&Case> = CASES
         .iter()
+        .chain(PARTITION_CASES)
         .filter(|c| filter.is_none_or(|f| c.name.contains(f)))
         .collect();
     let mut failed = Vec::new();
@@ -270,7 +504,10 @@ pub fn qemu(filter: Option<&str>) -> Result<()> {
     }
     for case in &cases {
         let kernel = &kernels[&case.arch.name()];
-        let bootable = image::from_kernel(kernel, case.arch, case.uefi, &qemu_cmdline(case))?;
+        let cmdline = qemu_cmdline(case);
+        let payload = image::payload(case.arch, &cmdline, case.system)?;
+        let tag = case.system.unwrap_or("none");
+        let bootable = image::from_kernel(kernel, case.arch, case.uefi, &cmdline, &payload, tag)?;
         let cmd = qemu::command(case.arch, &bootable, false);
         let captured = qemu::capture(cmd, case.arch, Duration::from_secs(90), false)?;
         match verify(case, &captured) {
@@ -315,11 +552,12 @@ mod unit {
 
     #[test]
     fn every_pattern_compiles_and_names_are_unique() {
-        let mut names: Vec<_> = CASES.iter().map(|c| c.name).collect();
+        let all: Vec<&Case> = CASES.iter().chain(PARTITION_CASES).collect();
+        let mut names: Vec<_> = all.iter().map(|c| c.name).collect();
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), CASES.len());
-        for case in CASES {
+        assert_eq!(names.len(), all.len());
+        for case in all {
             for p in case.patterns {
                 Regex::new(p).unwrap_or_else(|e| panic!("{}: {p}: {e}", case.name));
             }
@@ -357,6 +595,76 @@ mod unit {
             elapsed: Duration::ZERO,
         };
         assert!(verify(case, &wrong_exit).is_err());
+    }
+
+    #[test]
+    fn window_check_rejects_lines_outside_the_window() {
+        let at = |us: u64, who: &str| {
+            format!(
+                "[{:5}.{:06}] INFO  {who}: x",
+                us / 1_000_000,
+                us % 1_000_000
+            )
+        };
+        let mut good = vec![at(1_000_000, "exec") + " partitions start now"];
+        for frame in 0..4 {
+            good.push(at(1_000_000 + frame * 10_000 + 1_000, "hello-a"));
+            good.push(at(1_000_000 + frame * 10_000 + 6_000, "hello-b"));
+        }
+        assert_eq!(hello_in_windows(&good), Ok(()));
+        let mut bad = good.clone();
+        bad.push(at(1_000_000 + 7_500, "hello-a"));
+        assert!(
+            hello_in_windows(&bad).is_err(),
+            "hello-a in hello-b's window"
+        );
+        assert!(hello_in_windows(&good[..3]).is_err(), "too few lines");
+    }
+
+    #[test]
+    fn progress_check_needs_growth_after_the_marker() {
+        let lines = log(&[
+            "counter: progress 1",
+            "writer restarted (generation 3)",
+            "counter: progress 2",
+            "counter: progress 3",
+            "counter: progress 4",
+        ]);
+        assert_eq!(
+            progress_after(&lines, "restarted (generation 3)", 3),
+            Ok(())
+        );
+        assert!(progress_after(&lines, "restarted (generation 3)", 4).is_err());
+        let stuck = log(&[
+            "marker",
+            "counter: progress 5",
+            "counter: progress 5",
+            "counter: progress 6",
+        ]);
+        assert!(progress_after(&stuck, "marker", 1).is_err());
+    }
+
+    #[test]
+    fn spinner_check_enforces_share_and_latency() {
+        let line = |name: &str, used: u64, latency: u64| {
+            format!(
+                "partition {name}: Ready, generation 0, {used} us used, 30 windows started, max start latency {latency} us"
+            )
+        };
+        let ok = vec![
+            line("spinner", 150_000, 700),
+            line("counter", 149_000, 900),
+            "run time elapsed after 300000 us; powering off".to_string(),
+        ];
+        assert_eq!(spinner_contained(&ok), Ok(()));
+        let greedy = vec![line("spinner", 250_000, 700), ok[1].clone(), ok[2].clone()];
+        assert!(spinner_contained(&greedy).is_err());
+        let late = vec![
+            ok[0].clone(),
+            line("counter", 149_000, 4_000),
+            ok[2].clone(),
+        ];
+        assert!(spinner_contained(&late).is_err());
     }
 
     #[test]

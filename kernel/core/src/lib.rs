@@ -13,10 +13,14 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
 pub mod cmdline;
 pub mod elf;
 pub mod fdt;
 pub mod health;
+pub mod image;
 pub mod log;
 pub mod mem;
 pub mod sched;

@@ -61,19 +61,51 @@ unsafe fn init_frames(regions: &[PhysRegion], phys_to_virt: impl Fn(u64) -> usiz
 }
 
 /// Allocates one physical frame, zeroed through `phys_to_virt`.
-#[cfg_attr(
-    target_arch = "aarch64",
-    expect(
-        dead_code,
-        reason = "aarch64 keeps the boot stub's tables until its own arrive"
-    )
-)]
-fn alloc_zeroed_frame(phys_to_virt: impl Fn(u64) -> usize) -> Option<u64> {
+pub fn alloc_zeroed_frame(phys_to_virt: impl Fn(u64) -> usize) -> Option<u64> {
     let frame = FRAMES.lock().as_mut()?.alloc()?;
     // SAFETY: the frame was just taken from the allocator, so nothing else refers to it, and
     // `phys_to_virt` maps usable RAM writable (init_frames's contract).
     unsafe { core::ptr::write_bytes(phys_to_virt(frame) as *mut u8, 0, PAGE_SIZE as usize) };
     Some(frame)
+}
+
+/// Allocates `count` physically contiguous frames; returns the first one's address.
+#[cfg_attr(
+    target_arch = "aarch64",
+    expect(dead_code, reason = "no system image on aarch64 yet")
+)]
+fn alloc_contiguous_frames(count: u64) -> Option<u64> {
+    FRAMES.lock().as_mut()?.alloc_contiguous(count)
+}
+
+/// Copies from physical memory at `phys` into `buf`.
+pub fn read_phys(phys: u64, buf: &mut [u8]) {
+    // SAFETY: callers pass frames of RAM they translated from a partition's page tables (or
+    // own), which the direct/linear map covers; `buf` is kernel memory, distinct from them.
+    unsafe {
+        core::ptr::copy_nonoverlapping(phys_to_virt(phys) as *const u8, buf.as_mut_ptr(), buf.len())
+    }
+}
+
+/// Copies `data` into physical memory at `phys`.
+pub fn write_phys(phys: u64, data: &[u8]) {
+    // SAFETY: as for `read_phys`; the destination frames belong to a partition (or the caller)
+    // and no Rust reference points into them.
+    unsafe {
+        core::ptr::copy_nonoverlapping(data.as_ptr(), phys_to_virt(phys) as *mut u8, data.len())
+    }
+}
+
+/// Zeroes the 4 KiB frame at `phys`.
+pub fn zero_phys_page(phys: u64) {
+    // SAFETY: as for `write_phys`.
+    unsafe {
+        core::ptr::write_bytes(
+            phys_to_virt(phys & !(PAGE_SIZE - 1)) as *mut u8,
+            0,
+            PAGE_SIZE as usize,
+        )
+    }
 }
 
 /// Frames still free.

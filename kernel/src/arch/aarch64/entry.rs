@@ -127,6 +127,7 @@ extern "C" fn aarch64_entry(dtb_phys: u64) -> ! {
         firmware: "device tree",
         memory,
         cmdline,
+        image: None,
         free_frames: crate::arch::free_frames(),
         heap,
     })

@@ -7,8 +7,9 @@
 
 use aarch64_cpu::registers::{ESR_EL1, FAR_EL1, Readable, VBAR_EL1, Writeable};
 
-use super::gic;
+use super::{gic, time};
 use crate::arch::{ExitStatus, power_off};
+use crate::exec::{Fault, FaultKind};
 
 core::arch::global_asm!(
     r#"
@@ -59,11 +60,13 @@ exception_common:
     mrs     x1, elr_el1
     stp     x30, x1, [sp, #240]
     mrs     x1, spsr_el1
-    str     x1, [sp, #256]
+    mrs     x2, sp_el0
+    stp     x1, x2, [sp, #256]
     mov     x1, sp
     bl      exception_entry
-    ldr     x1, [sp, #256]
+    ldp     x1, x2, [sp, #256]
     msr     spsr_el1, x1
+    msr     sp_el0, x2
     ldp     x30, x1, [sp, #240]
     msr     elr_el1, x1
     ldp     x0, x1, [sp, #0]
@@ -88,10 +91,82 @@ exception_common:
 
 /// The registers saved on exception entry, in the layout the assembly above writes.
 #[repr(C)]
+#[derive(Clone, Copy, Debug)]
 pub struct TrapFrame {
     pub x: [u64; 31],
     pub elr: u64,
     pub spsr: u64,
+    /// The user stack pointer.
+    pub sp_el0: u64,
+}
+
+unsafe extern "C" {
+    safe static idle_loop: u8;
+}
+
+core::arch::global_asm!(
+    ".global idle_loop",
+    "idle_loop:",
+    "    msr daifclr, #2",
+    "    wfi",
+    "    b idle_loop"
+);
+
+/// SPSR for EL0t (user mode) with every exception unmasked.
+const SPSR_EL0T: u64 = 0;
+/// SPSR for EL1h (kernel, own stack) with IRQs unmasked.
+const SPSR_EL1H: u64 = 0b0101;
+
+impl TrapFrame {
+    /// A frame that starts a partition's thread at `entry` with stack `stack_top` at EL0.
+    pub fn user(entry: u64, stack_top: u64) -> Self {
+        TrapFrame {
+            x: [0; 31],
+            elr: entry,
+            spsr: SPSR_EL0T,
+            sp_el0: stack_top,
+        }
+    }
+
+    /// A frame that runs the kernel's idle loop until the next interrupt.
+    pub fn idle() -> Self {
+        TrapFrame {
+            x: [0; 31],
+            elr: core::ptr::addr_of!(idle_loop) as u64,
+            spsr: SPSR_EL1H,
+            sp_el0: 0,
+        }
+    }
+
+    /// Whether the exception came from EL0.
+    pub fn is_from_user(&self) -> bool {
+        self.spsr & 0b1111 == 0
+    }
+
+    /// The syscall number (x8) and its arguments (x0-x4).
+    pub fn syscall(&self) -> (usize, [usize; 5]) {
+        let x = &self.x;
+        (
+            x[8] as usize,
+            [
+                x[0] as usize,
+                x[1] as usize,
+                x[2] as usize,
+                x[3] as usize,
+                x[4] as usize,
+            ],
+        )
+    }
+
+    /// Sets the syscall's result.
+    pub fn set_return(&mut self, value: usize) {
+        self.x[0] = value as u64;
+    }
+
+    /// The program counter where the exception happened.
+    pub fn pc(&self) -> u64 {
+        self.elr
+    }
 }
 
 const KINDS: [&str; 4] = ["synchronous exception", "IRQ", "FIQ", "SError"];
@@ -111,12 +186,37 @@ pub fn init() {
 extern "C" fn exception_entry(vector: u64, frame: &mut TrapFrame) {
     let kind = (vector % 4) as usize;
     if kind == 1 {
-        gic::handle_irq();
+        if gic::handle_irq() == Some(time::TIMER_INTID) {
+            crate::exec::on_tick(frame);
+        }
         return;
     }
-    let from_user = vector >= 8;
+    let from_user = frame.is_from_user();
     let esr = ESR_EL1.get();
     let far = FAR_EL1.get();
+    if from_user && kind == 0 {
+        let class = (esr >> 26) & 0x3f;
+        if class == 0x15 {
+            crate::exec::on_syscall(frame);
+            return;
+        }
+        let (kind, address) = match class {
+            0x20 | 0x21 | 0x24 | 0x25 => (FaultKind::PageFault, Some(far)),
+            0x00 => (FaultKind::InvalidOpcode, None),
+            0x22 | 0x26 => (FaultKind::Alignment, Some(far)),
+            0x3c => (FaultKind::Breakpoint, None),
+            other => (FaultKind::Other(other), None),
+        };
+        crate::exec::on_user_fault(
+            frame,
+            Fault {
+                kind,
+                pc: frame.elr,
+                address,
+            },
+        );
+        return;
+    }
     let mode = if from_user { "user" } else { "kernel" };
     let what = if kind == 0 {
         describe(esr)

@@ -52,15 +52,16 @@ pub fn enable(intid: u32) {
     );
 }
 
-/// Acknowledges, dispatches and ends the pending IRQ.
-pub fn handle_irq() {
+/// Acknowledges, dispatches and ends the pending IRQ; returns its INTID (none if spurious).
+pub fn handle_irq() -> Option<u32> {
     let iar = read(&CPU_INTERFACE, GICC_IAR);
     let intid = iar & 0x3ff;
     if intid >= SPECIAL_INTID {
-        return;
+        return None;
     }
     if intid == time::TIMER_INTID {
         time::on_tick();
     }
     write(&CPU_INTERFACE, GICC_EOIR, iar);
+    Some(intid)
 }

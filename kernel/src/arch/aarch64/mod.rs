@@ -7,8 +7,11 @@ pub mod cpu;
 mod entry;
 mod exceptions;
 mod gic;
+pub mod mm;
 pub mod selftest;
 pub mod time;
+
+pub use exceptions::TrapFrame;
 
 use core::sync::atomic::{AtomicU8, Ordering};
 

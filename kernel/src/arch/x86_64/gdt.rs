@@ -17,41 +17,46 @@ pub const DOUBLE_FAULT_IST: u16 = 0;
 pub const NMI_IST: u16 = 1;
 
 const PAGE: usize = 4096;
-const IST_STACK_SIZE: usize = 4 * PAGE;
 
-/// A stack preceded by one guard page, which the kernel's page tables leave unmapped so that
-/// an overflow faults instead of corrupting what lies below.
+/// A stack of `SIZE` bytes preceded by one guard page, which the kernel's page tables leave
+/// unmapped so that an overflow faults instead of corrupting what lies below.
 #[repr(C, align(4096))]
-struct GuardedStack(UnsafeCell<[u8; PAGE + IST_STACK_SIZE]>);
+pub struct GuardedStack<const SIZE: usize>(UnsafeCell<([u8; PAGE], [u8; SIZE])>);
 
-// SAFETY: the CPU is the only writer of an IST stack (it pushes frames there on an
-// exception); Rust code only takes the stack's address.
-unsafe impl Sync for GuardedStack {}
+// SAFETY: the CPU (pushing frames) and code running on the stack are its only users; other
+// Rust code only takes its address.
+unsafe impl<const SIZE: usize> Sync for GuardedStack<SIZE> {}
 
-impl GuardedStack {
-    const fn new() -> Self {
-        Self(UnsafeCell::new([0; PAGE + IST_STACK_SIZE]))
+impl<const SIZE: usize> GuardedStack<SIZE> {
+    pub const fn new() -> Self {
+        Self(UnsafeCell::new(([0; PAGE], [0; SIZE])))
     }
-    fn guard_page(&self) -> u64 {
+    /// The address of the unmapped page below the stack.
+    pub fn guard_page(&self) -> u64 {
         self.0.get() as u64
     }
-    fn top(&self) -> VirtAddr {
-        VirtAddr::new(self.0.get() as u64 + (PAGE + IST_STACK_SIZE) as u64)
+    /// The initial stack pointer: one past the highest byte.
+    pub fn top(&self) -> VirtAddr {
+        VirtAddr::new(self.0.get() as u64 + (PAGE + SIZE) as u64)
     }
 }
 
-static DOUBLE_FAULT_STACK: GuardedStack = GuardedStack::new();
-static NMI_STACK: GuardedStack = GuardedStack::new();
+static DOUBLE_FAULT_STACK: GuardedStack<{ 4 * PAGE }> = GuardedStack::new();
+static NMI_STACK: GuardedStack<{ 4 * PAGE }> = GuardedStack::new();
 
 /// Virtual addresses of pages the page tables must leave unmapped.
-pub fn guard_pages() -> [u64; 2] {
-    [DOUBLE_FAULT_STACK.guard_page(), NMI_STACK.guard_page()]
+pub fn guard_pages() -> [u64; 4] {
+    let (trap, idle) = super::trap::guard_pages();
+    [
+        DOUBLE_FAULT_STACK.guard_page(),
+        NMI_STACK.guard_page(),
+        trap,
+        idle,
+    ]
 }
 
 /// Segment selectors, in the order SYSCALL/SYSRET need (user data right before user code).
-/// The user segments are unused until partitions run in user mode.
 #[derive(Debug)]
-#[allow(dead_code)]
 pub struct Selectors {
     pub kernel_code: SegmentSelector,
     pub kernel_data: SegmentSelector,
@@ -61,7 +66,20 @@ pub struct Selectors {
 }
 
 static TSS: Once<TaskStateSegment> = Once::new();
+/// The stack the CPU switches to when an interrupt or exception arrives in user mode; set by
+/// `set_kernel_stack` before the TSS is built.
+static KERNEL_STACK: Once<VirtAddr> = Once::new();
 static GDT: Once<(GlobalDescriptorTable, Selectors)> = Once::new();
+
+/// Records the stack for entries from user mode (TSS.RSP0); must precede [`init`].
+pub fn set_kernel_stack(top: VirtAddr) {
+    KERNEL_STACK.call_once(|| top);
+}
+
+/// The segment selectors, once [`init`] has run.
+pub fn selectors() -> &'static Selectors {
+    &GDT.get().expect("GDT initialised at boot").1
+}
 
 /// Loads the GDT and TSS and reloads every segment register. Called once, early at boot.
 pub fn init() {
@@ -69,6 +87,8 @@ pub fn init() {
         let mut tss = TaskStateSegment::new();
         tss.interrupt_stack_table[DOUBLE_FAULT_IST as usize] = DOUBLE_FAULT_STACK.top();
         tss.interrupt_stack_table[NMI_IST as usize] = NMI_STACK.top();
+        tss.privilege_stack_table[0] =
+            *KERNEL_STACK.get().expect("kernel stack set before the GDT");
         tss
     });
     let (gdt, sel) = GDT.call_once(|| {

@@ -8,12 +8,16 @@ pub mod cpu;
 mod entry;
 mod gdt;
 mod idt;
+pub mod mm;
 mod paging;
 mod pic;
 mod pit;
 pub mod selftest;
 pub mod time;
+mod trap;
 
+pub use paging::phys_to_virt;
+pub use trap::TrapFrame;
 use x86_64::instructions::port::Port;
 
 use super::ExitStatus;

@@ -19,6 +19,8 @@ use x86_64::structures::paging::{
 };
 use x86_64::{PhysAddr, VirtAddr};
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use super::gdt;
 
 /// Where all physical memory is mapped; the boot loader is asked for the same offset, so
@@ -27,6 +29,29 @@ pub const PHYS_OFFSET: u64 = 0xffff_8000_0000_0000;
 const HUGE: u64 = 2 << 20;
 /// Everything below 4 GiB is mapped even without RAM there: the PCI hole holds the APICs.
 const DIRECT_MAP_MIN_END: u64 = 4 << 30;
+
+/// Physical address of the kernel's level-4 table, which every address space shares the upper
+/// half of.
+static KERNEL_ROOT: AtomicU64 = AtomicU64::new(0);
+
+/// The kernel's level-4 table (zero before `init`).
+pub fn kernel_root() -> u64 {
+    KERNEL_ROOT.load(Ordering::Relaxed)
+}
+
+/// A mapper for the level-4 table at `root`, for the address-space code.
+///
+/// # Safety
+/// As for `mapper`.
+pub unsafe fn mapper_for(root: u64) -> OffsetPageTable<'static> {
+    // SAFETY: forwarded to the caller.
+    unsafe { mapper(root) }
+}
+
+/// Allocates page-table frames for the address-space code.
+pub fn table_frames() -> impl X86FrameAllocator<Size4KiB> {
+    TableFrames
+}
 
 /// The virtual address of physical address `phys` in the direct map.
 pub fn phys_to_virt(phys: u64) -> usize {
@@ -100,6 +125,7 @@ pub fn init(memory: &[PhysRegion], image: &KernelImage) {
         let frame = PhysFrame::containing_address(PhysAddr::new(root));
         Cr3::write(frame, Cr3::read().1);
     }
+    KERNEL_ROOT.store(root, Ordering::Relaxed);
 }
 
 fn is_ram(memory: &[PhysRegion], start: u64, end: u64) -> bool {

@@ -1,0 +1,187 @@
+//! The system-call ABI between the Bulkhead kernel and partitions.
+//!
+//! Calling convention. x86_64: `syscall` with the number in `rax` and arguments in `rdi`,
+//! `rsi`, `rdx`, `r10`, `r8`; the result comes back in `rax` (and a second value in `rdx`);
+//! `rcx` and `r11` are clobbered. aarch64: `svc #0` with the number in `x8` and arguments in
+//! `x0`-`x4`; results in `x0` and `x1`.
+//!
+//! Every syscall returns one word: a value `< ERROR_BASE`, or an encoded [`SysError`]. Like
+//! Hubris's kernel errors, each error says whose fault it is: the caller's (a bad argument it
+//! could have known was bad) or the system's state (a peer that is not there).
+#![no_std]
+#![forbid(unsafe_code)]
+
+/// System call numbers.
+#[repr(usize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sysno {
+    /// `log_write(ptr, len)`: writes bytes to the kernel log under the partition's name.
+    LogWrite = 0,
+    /// `yield()`: gives up the rest of this turn to threads of equal priority.
+    Yield = 1,
+    /// `sleep_until(ns)`: blocks until the monotonic clock reaches `ns`.
+    SleepUntil = 2,
+    /// `time_now() -> ns`: nanoseconds since boot.
+    TimeNow = 3,
+    /// `partition_info(ptr, len) -> bytes written`: fills a [`PartitionInfo`].
+    PartitionInfo = 4,
+    /// `exit(code)`: ends the partition; its health policy decides what follows.
+    Exit = 5,
+}
+
+impl Sysno {
+    /// Decodes a syscall number; `None` for numbers the kernel does not know.
+    pub fn from_usize(n: usize) -> Option<Sysno> {
+        Some(match n {
+            0 => Sysno::LogWrite,
+            1 => Sysno::Yield,
+            2 => Sysno::SleepUntil,
+            3 => Sysno::TimeNow,
+            4 => Sysno::PartitionInfo,
+            5 => Sysno::Exit,
+            _ => return None,
+        })
+    }
+}
+
+/// Return values at or above this are errors.
+pub const ERROR_BASE: usize = usize::MAX - 0xffff;
+
+/// Why a system call failed.
+#[repr(usize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SysError {
+    /// The caller's fault: no such system call.
+    UnknownSyscall = 1,
+    /// The caller's fault: a pointer or length names memory the partition may not access
+    /// (unmapped, kernel, another partition's, misaligned, wrapping).
+    BadPointer = 2,
+    /// The caller's fault: an argument is out of range.
+    BadArgument = 3,
+    /// The caller's fault: the object exists but was not granted to this partition.
+    NotGranted = 4,
+    /// The system's state: the peer restarted since the caller last used it.
+    PeerRestarted = 5,
+    /// The system's state: the peer is stopped.
+    PeerStopped = 6,
+}
+
+impl SysError {
+    /// Whether the error is the caller's own fault (as opposed to the system's state).
+    pub fn is_callers_fault(self) -> bool {
+        matches!(
+            self,
+            SysError::UnknownSyscall
+                | SysError::BadPointer
+                | SysError::BadArgument
+                | SysError::NotGranted
+        )
+    }
+
+    /// The word the kernel returns for this error.
+    pub fn encode(self) -> usize {
+        ERROR_BASE + self as usize
+    }
+
+    /// Decodes a syscall's return word.
+    pub fn decode(word: usize) -> Result<usize, SysError> {
+        if word < ERROR_BASE {
+            return Ok(word);
+        }
+        Err(match word - ERROR_BASE {
+            1 => SysError::UnknownSyscall,
+            2 => SysError::BadPointer,
+            3 => SysError::BadArgument,
+            4 => SysError::NotGranted,
+            5 => SysError::PeerRestarted,
+            _ => SysError::PeerStopped,
+        })
+    }
+}
+
+/// What `partition_info` reports, in a fixed little-endian layout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PartitionInfo {
+    /// Index of the partition in the system description.
+    pub id: u32,
+    /// Restarts so far (0 at first start).
+    pub generation: u32,
+    /// Memory budget in bytes.
+    pub memory_bytes: u64,
+}
+
+impl PartitionInfo {
+    /// Encoded size in bytes.
+    pub const SIZE: usize = 16;
+
+    /// Encodes into the wire layout.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut b = [0; Self::SIZE];
+        b[0..4].copy_from_slice(&self.id.to_le_bytes());
+        b[4..8].copy_from_slice(&self.generation.to_le_bytes());
+        b[8..16].copy_from_slice(&self.memory_bytes.to_le_bytes());
+        b
+    }
+
+    /// Decodes from the wire layout.
+    pub fn from_bytes(b: &[u8; Self::SIZE]) -> Self {
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let mut m = [0; 8];
+        m.copy_from_slice(&b[8..16]);
+        Self {
+            id: u32_at(0),
+            generation: u32_at(4),
+            memory_bytes: u64::from_le_bytes(m),
+        }
+    }
+}
+
+/// Lowest user virtual address a partition's program may be linked at.
+pub const USER_BASE: u64 = 0x40_0000;
+/// One past the highest user virtual address (kept clear of the x86_64 canonical boundary, so
+/// a `syscall` can never return to a non-canonical address).
+pub const USER_TOP: u64 = 0x7fff_0000_0000;
+/// Top of the main thread's stack; a guard page lies below its lowest page.
+pub const USER_STACK_TOP: u64 = 0x7ff0_0000_0000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_round_trip_and_never_collide_with_values() {
+        for e in [
+            SysError::UnknownSyscall,
+            SysError::BadPointer,
+            SysError::BadArgument,
+            SysError::NotGranted,
+            SysError::PeerRestarted,
+            SysError::PeerStopped,
+        ] {
+            assert_eq!(SysError::decode(e.encode()), Err(e));
+        }
+        assert_eq!(SysError::decode(ERROR_BASE - 1), Ok(ERROR_BASE - 1));
+        assert!(SysError::BadPointer.is_callers_fault());
+        assert!(!SysError::PeerRestarted.is_callers_fault());
+    }
+
+    #[test]
+    fn syscall_numbers_round_trip() {
+        for n in 0..6 {
+            assert_eq!(Sysno::from_usize(n).map(|s| s as usize), Some(n));
+        }
+        assert_eq!(Sysno::from_usize(6), None);
+    }
+
+    #[test]
+    fn partition_info_layout() {
+        let info = PartitionInfo {
+            id: 3,
+            generation: 7,
+            memory_bytes: 1 << 20,
+        };
+        let bytes = info.to_bytes();
+        assert_eq!(&bytes[..4], &[3, 0, 0, 0]);
+        assert_eq!(PartitionInfo::from_bytes(&bytes), info);
+    }
+}

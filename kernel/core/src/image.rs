@@ -1,0 +1,445 @@
+//! The static system image: what the kernel creates at boot, generated from a system
+//! description by `cargo xtask image`.
+//!
+//! Layout (little-endian; every offset from the start of the image):
+//!
+//! | at | size | field |
+//! | --- | --- | --- |
+//! | 0 | 8 | magic `BHIMAGE1` |
+//! | 8 | 4 | total size |
+//! | 12 | 2 | partition count |
+//! | 14 | 2 | window count |
+//! | 16 | 8 | major frame, ns |
+//! | 24 | 4 | offset of the partition table ([`PARTITION_RECORD_SIZE`]-byte records) |
+//! | 28 | 4 | offset of the window table ([`WINDOW_RECORD_SIZE`]-byte records) |
+//! | 32 | 4 | offset of the kernel command line |
+//! | 36 | 4 | length of the kernel command line |
+//! | 40 | 24 | reserved, zero |
+//!
+//! Partition record: name (32 bytes, UTF-8, NUL-padded), ELF offset (4), ELF length (4),
+//! memory budget (8), main-thread stack bytes (4), main-thread priority (1), health policy (1:
+//! 0 stop, 1 restart, 2 halt), flags (1: bit 0 background set), pad (1), max restarts (4),
+//! pad (4), restart period ns (8), reserved (24). Window record: partition index (4), pad (4),
+//! offset ns (8), length ns (8). ELF files follow, each 8-byte aligned.
+//!
+//! The reader checks every offset and length against the image, so a corrupt image is an
+//! error at boot, never a fault.
+
+/// The image's first eight bytes.
+pub const MAGIC: [u8; 8] = *b"BHIMAGE1";
+/// Size of the header.
+pub const HEADER_SIZE: usize = 64;
+/// Size of a partition record.
+pub const PARTITION_RECORD_SIZE: usize = 96;
+/// Size of a window record.
+pub const WINDOW_RECORD_SIZE: usize = 24;
+/// Longest partition name.
+pub const NAME_LEN: usize = 32;
+
+/// What happens to a partition that faults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthPolicy {
+    Stop,
+    Restart { max_restarts: u32, period_ns: u64 },
+    Halt,
+}
+
+/// Why an image was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageError {
+    TooShort,
+    BadMagic,
+    /// The header's total size disagrees with the bytes given.
+    BadSize,
+    /// A table or the command line lies outside the image.
+    TableOutOfBounds,
+    /// A partition record is malformed (its index given).
+    BadPartition(usize),
+    /// A window record is malformed (its index given).
+    BadWindow(usize),
+}
+
+/// One partition as the image describes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionRecord<'a> {
+    pub name: &'a str,
+    pub elf: &'a [u8],
+    pub memory_bytes: u64,
+    pub stack_bytes: u32,
+    pub priority: u8,
+    pub policy: HealthPolicy,
+    pub background: bool,
+}
+
+/// One window of the cyclic schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowRecord {
+    pub partition: u32,
+    pub offset_ns: u64,
+    pub length_ns: u64,
+}
+
+/// A validated system image.
+#[derive(Clone, Copy, Debug)]
+pub struct SystemImage<'a> {
+    bytes: &'a [u8],
+    partition_count: usize,
+    window_count: usize,
+    partitions_at: usize,
+    windows_at: usize,
+    major_frame_ns: u64,
+    cmdline: &'a str,
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// `bytes[at..at+len]` if it lies inside `bytes`.
+fn range(bytes: &[u8], at: usize, len: usize) -> Option<&[u8]> {
+    bytes.get(at..at.checked_add(len)?)
+}
+
+impl<'a> SystemImage<'a> {
+    /// Whether `bytes` starts like a system image (to tell it from other boot payloads).
+    pub fn is_image(bytes: &[u8]) -> bool {
+        bytes.starts_with(&MAGIC)
+    }
+
+    /// Validates the header, the tables and every record.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, ImageError> {
+        if bytes.len() < HEADER_SIZE {
+            return Err(ImageError::TooShort);
+        }
+        if bytes[..8] != MAGIC {
+            return Err(ImageError::BadMagic);
+        }
+        let total = u32_at(bytes, 8) as usize;
+        if total > bytes.len() || total < HEADER_SIZE {
+            return Err(ImageError::BadSize);
+        }
+        let bytes = &bytes[..total];
+        let partition_count = u16_at(bytes, 12) as usize;
+        let window_count = u16_at(bytes, 14) as usize;
+        let partitions_at = u32_at(bytes, 24) as usize;
+        let windows_at = u32_at(bytes, 28) as usize;
+        range(
+            bytes,
+            partitions_at,
+            partition_count * PARTITION_RECORD_SIZE,
+        )
+        .ok_or(ImageError::TableOutOfBounds)?;
+        range(bytes, windows_at, window_count * WINDOW_RECORD_SIZE)
+            .ok_or(ImageError::TableOutOfBounds)?;
+        let cmdline = range(
+            bytes,
+            u32_at(bytes, 32) as usize,
+            u32_at(bytes, 36) as usize,
+        )
+        .ok_or(ImageError::TableOutOfBounds)?;
+        let cmdline = core::str::from_utf8(cmdline).map_err(|_| ImageError::TableOutOfBounds)?;
+        let image = Self {
+            bytes,
+            partition_count,
+            window_count,
+            partitions_at,
+            windows_at,
+            major_frame_ns: u64_at(bytes, 16),
+            cmdline,
+        };
+        for i in 0..partition_count {
+            image.partition(i)?;
+        }
+        for i in 0..window_count {
+            image.window(i)?;
+        }
+        Ok(image)
+    }
+
+    /// The kernel command line carried by the image.
+    pub fn cmdline(&self) -> &'a str {
+        self.cmdline
+    }
+
+    /// The length of the cyclic schedule.
+    pub fn major_frame_ns(&self) -> u64 {
+        self.major_frame_ns
+    }
+
+    /// Number of partitions.
+    pub fn partition_count(&self) -> usize {
+        self.partition_count
+    }
+
+    /// Number of windows.
+    pub fn window_count(&self) -> usize {
+        self.window_count
+    }
+
+    /// Partition `index`.
+    pub fn partition(&self, index: usize) -> Result<PartitionRecord<'a>, ImageError> {
+        let bad = ImageError::BadPartition(index);
+        if index >= self.partition_count {
+            return Err(bad);
+        }
+        let r = &self.bytes[self.partitions_at + index * PARTITION_RECORD_SIZE..]
+            [..PARTITION_RECORD_SIZE];
+        let name_len = r[..NAME_LEN]
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(NAME_LEN);
+        let name = core::str::from_utf8(&r[..name_len]).map_err(|_| bad)?;
+        let elf = range(self.bytes, u32_at(r, 32) as usize, u32_at(r, 36) as usize).ok_or(bad)?;
+        let policy = match r[53] {
+            0 => HealthPolicy::Stop,
+            1 => HealthPolicy::Restart {
+                max_restarts: u32_at(r, 56),
+                period_ns: u64_at(r, 64),
+            },
+            2 => HealthPolicy::Halt,
+            _ => return Err(bad),
+        };
+        if name.is_empty() {
+            return Err(bad);
+        }
+        Ok(PartitionRecord {
+            name,
+            elf,
+            memory_bytes: u64_at(r, 40),
+            stack_bytes: u32_at(r, 48),
+            priority: r[52],
+            policy,
+            background: r[54] & 1 != 0,
+        })
+    }
+
+    /// Window `index`; its partition index is checked against the partition table.
+    pub fn window(&self, index: usize) -> Result<WindowRecord, ImageError> {
+        if index >= self.window_count {
+            return Err(ImageError::BadWindow(index));
+        }
+        let r = &self.bytes[self.windows_at + index * WINDOW_RECORD_SIZE..][..WINDOW_RECORD_SIZE];
+        let w = WindowRecord {
+            partition: u32_at(r, 0),
+            offset_ns: u64_at(r, 8),
+            length_ns: u64_at(r, 16),
+        };
+        if w.partition as usize >= self.partition_count {
+            return Err(ImageError::BadWindow(index));
+        }
+        Ok(w)
+    }
+}
+
+/// Builds images (host side).
+#[cfg(feature = "alloc")]
+pub mod builder {
+    use alloc::vec::Vec;
+
+    use super::*;
+
+    /// A partition to put in an image.
+    #[derive(Clone, Debug)]
+    pub struct PartitionSpec {
+        pub name: alloc::string::String,
+        pub elf: Vec<u8>,
+        pub memory_bytes: u64,
+        pub stack_bytes: u32,
+        pub priority: u8,
+        pub policy: HealthPolicy,
+        pub background: bool,
+    }
+
+    /// Lays out an image with the given command line, schedule and partitions.
+    pub fn build(
+        cmdline: &str,
+        major_frame_ns: u64,
+        partitions: &[PartitionSpec],
+        windows: &[WindowRecord],
+    ) -> Vec<u8> {
+        let partitions_at = HEADER_SIZE;
+        let windows_at = partitions_at + partitions.len() * PARTITION_RECORD_SIZE;
+        let cmdline_at = windows_at + windows.len() * WINDOW_RECORD_SIZE;
+        let mut out = alloc::vec![0; (cmdline_at + cmdline.len()).next_multiple_of(8)];
+        out[cmdline_at..cmdline_at + cmdline.len()].copy_from_slice(cmdline.as_bytes());
+        let mut elf_at = Vec::new();
+        for p in partitions {
+            elf_at.push(out.len());
+            out.extend_from_slice(&p.elf);
+            out.resize(out.len().next_multiple_of(8), 0);
+        }
+        let put = |out: &mut Vec<u8>, at: usize, bytes: &[u8]| {
+            out[at..at + bytes.len()].copy_from_slice(bytes)
+        };
+        put(&mut out, 0, &MAGIC);
+        let total = out.len() as u32;
+        put(&mut out, 8, &total.to_le_bytes());
+        put(&mut out, 12, &(partitions.len() as u16).to_le_bytes());
+        put(&mut out, 14, &(windows.len() as u16).to_le_bytes());
+        put(&mut out, 16, &major_frame_ns.to_le_bytes());
+        put(&mut out, 24, &(partitions_at as u32).to_le_bytes());
+        put(&mut out, 28, &(windows_at as u32).to_le_bytes());
+        put(&mut out, 32, &(cmdline_at as u32).to_le_bytes());
+        put(&mut out, 36, &(cmdline.len() as u32).to_le_bytes());
+        for (i, p) in partitions.iter().enumerate() {
+            let at = partitions_at + i * PARTITION_RECORD_SIZE;
+            let name = p.name.as_bytes();
+            put(&mut out, at, &name[..name.len().min(NAME_LEN)]);
+            put(&mut out, at + 32, &(elf_at[i] as u32).to_le_bytes());
+            put(&mut out, at + 36, &(p.elf.len() as u32).to_le_bytes());
+            put(&mut out, at + 40, &p.memory_bytes.to_le_bytes());
+            put(&mut out, at + 48, &p.stack_bytes.to_le_bytes());
+            let (policy, max, period) = match p.policy {
+                HealthPolicy::Stop => (0u8, 0u32, 0u64),
+                HealthPolicy::Restart {
+                    max_restarts,
+                    period_ns,
+                } => (1, max_restarts, period_ns),
+                HealthPolicy::Halt => (2, 0, 0),
+            };
+            put(&mut out, at + 52, &[p.priority, policy, p.background as u8]);
+            put(&mut out, at + 56, &max.to_le_bytes());
+            put(&mut out, at + 64, &period.to_le_bytes());
+        }
+        for (i, w) in windows.iter().enumerate() {
+            let at = windows_at + i * WINDOW_RECORD_SIZE;
+            put(&mut out, at, &w.partition.to_le_bytes());
+            put(&mut out, at + 8, &w.offset_ns.to_le_bytes());
+            put(&mut out, at + 16, &w.length_ns.to_le_bytes());
+        }
+        out
+    }
+}
+
+#[cfg(all(test, feature = "alloc"))]
+mod tests {
+    use super::builder::{PartitionSpec, build};
+    use super::*;
+    use std::vec;
+
+    fn sample() -> std::vec::Vec<u8> {
+        let parts = [
+            PartitionSpec {
+                name: "alpha".into(),
+                elf: vec![0x7f, b'E', b'L', b'F', 1, 2, 3],
+                memory_bytes: 1 << 20,
+                stack_bytes: 16384,
+                priority: 10,
+                policy: HealthPolicy::Restart {
+                    max_restarts: 5,
+                    period_ns: 1_000_000_000,
+                },
+                background: false,
+            },
+            PartitionSpec {
+                name: "beta".into(),
+                elf: vec![9; 20],
+                memory_bytes: 2 << 20,
+                stack_bytes: 8192,
+                priority: 3,
+                policy: HealthPolicy::Halt,
+                background: true,
+            },
+        ];
+        let windows = [WindowRecord {
+            partition: 0,
+            offset_ns: 0,
+            length_ns: 5_000_000,
+        }];
+        build("log=debug exit", 10_000_000, &parts, &windows)
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = sample();
+        let img = SystemImage::parse(&bytes).unwrap();
+        assert_eq!(img.cmdline(), "log=debug exit");
+        assert_eq!(img.major_frame_ns(), 10_000_000);
+        assert_eq!(img.partition_count(), 2);
+        let a = img.partition(0).unwrap();
+        assert_eq!(
+            (
+                a.name,
+                a.elf.len(),
+                a.memory_bytes,
+                a.stack_bytes,
+                a.priority
+            ),
+            ("alpha", 7, 1 << 20, 16384, 10)
+        );
+        assert_eq!(
+            a.policy,
+            HealthPolicy::Restart {
+                max_restarts: 5,
+                period_ns: 1_000_000_000
+            }
+        );
+        let b = img.partition(1).unwrap();
+        assert!(b.background && b.policy == HealthPolicy::Halt && b.elf == [9; 20]);
+        assert_eq!(img.window(0).unwrap().length_ns, 5_000_000);
+        assert_eq!(img.partition(2), Err(ImageError::BadPartition(2)));
+    }
+
+    #[test]
+    fn rejects_corruption() {
+        let good = sample();
+        assert_eq!(
+            SystemImage::parse(&good[..10]).unwrap_err(),
+            ImageError::TooShort
+        );
+        let mut b = good.clone();
+        b[0] = b'X';
+        assert_eq!(SystemImage::parse(&b).unwrap_err(), ImageError::BadMagic);
+        let mut b = good.clone();
+        b[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(SystemImage::parse(&b).unwrap_err(), ImageError::BadSize);
+        let mut b = good.clone();
+        b[12..14].copy_from_slice(&1000u16.to_le_bytes());
+        assert_eq!(
+            SystemImage::parse(&b).unwrap_err(),
+            ImageError::TableOutOfBounds
+        );
+        let mut b = good.clone();
+        b[HEADER_SIZE + 36..HEADER_SIZE + 40].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(
+            SystemImage::parse(&b).unwrap_err(),
+            ImageError::BadPartition(0)
+        );
+        let mut b = good.clone();
+        let w = HEADER_SIZE + 2 * PARTITION_RECORD_SIZE;
+        b[w..w + 4].copy_from_slice(&7u32.to_le_bytes());
+        assert_eq!(
+            SystemImage::parse(&b).unwrap_err(),
+            ImageError::BadWindow(0)
+        );
+    }
+
+    #[test]
+    fn mutations_never_panic() {
+        let good = sample();
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        for _ in 0..20_000 {
+            let mut b = good.clone();
+            for _ in 0..3 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let i = (seed % b.len() as u64) as usize;
+                b[i] = (seed >> 24) as u8;
+            }
+            if let Ok(img) = SystemImage::parse(&b) {
+                for i in 0..img.partition_count() {
+                    assert!(img.partition(i).is_ok(), "parse validated every record");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Access to partition memory from the kernel, through checked user pointers.
+//!
+//! Like Hubris's `USlice`, a [`UserSlice`] is only an allegation made by a partition: an
+//! address and a length. It becomes usable only by [`copy_in`]/[`copy_out`], which check
+//! every page it spans against the partition's own page tables (present, user-accessible and,
+//! for writes, writable), reject lengths that wrap or reach the kernel half, and then copy
+//! through the kernel's direct map. A bad pointer is the caller's fault: `BadPointer`.
+
+use abi::{SysError, USER_TOP};
+use kcore::mem::PAGE_SIZE;
+
+use crate::arch::mm::AddressSpace;
+
+/// A partition's claim that `len` bytes at `addr` are its own.
+#[derive(Clone, Copy, Debug)]
+pub struct UserSlice {
+    pub addr: u64,
+    pub len: usize,
+}
+
+impl UserSlice {
+    /// The claim a syscall's pointer and length arguments make.
+    pub fn new(addr: usize, len: usize) -> Self {
+        Self {
+            addr: addr as u64,
+            len,
+        }
+    }
+
+    /// Checks the range arithmetic alone: no wrap, entirely below the user top.
+    fn end(&self) -> Result<u64, SysError> {
+        let end = self
+            .addr
+            .checked_add(self.len as u64)
+            .ok_or(SysError::BadPointer)?;
+        if end > USER_TOP {
+            return Err(SysError::BadPointer);
+        }
+        Ok(end)
+    }
+}
+
+/// Visits the physical pieces of `slice` after checking all of it; `f(phys, offset, len)`.
+fn for_each_piece(
+    space: &AddressSpace,
+    slice: UserSlice,
+    write: bool,
+    mut f: impl FnMut(u64, usize, usize),
+) -> Result<(), SysError> {
+    let end = slice.end()?;
+    // Check every page before touching any, so a failure copies nothing.
+    let mut page = slice.addr & !(PAGE_SIZE - 1);
+    while page < end {
+        let (_, perm) = space.translate(page).ok_or(SysError::BadPointer)?;
+        if write && !perm.write {
+            return Err(SysError::BadPointer);
+        }
+        page += PAGE_SIZE;
+    }
+    let mut at = slice.addr;
+    while at < end {
+        let in_page = (PAGE_SIZE - at % PAGE_SIZE).min(end - at) as usize;
+        let (phys, _) = space.translate(at).ok_or(SysError::BadPointer)?;
+        f(phys, (at - slice.addr) as usize, in_page);
+        at += in_page as u64;
+    }
+    Ok(())
+}
+
+/// Copies `slice` (at most `buf.len()` bytes of it) into `buf`; returns the bytes copied.
+pub fn copy_in(space: &AddressSpace, slice: UserSlice, buf: &mut [u8]) -> Result<usize, SysError> {
+    let slice = UserSlice {
+        len: slice.len.min(buf.len()),
+        ..slice
+    };
+    for_each_piece(space, slice, false, |phys, offset, len| {
+        crate::arch::read_phys(phys, &mut buf[offset..offset + len]);
+    })?;
+    Ok(slice.len)
+}
+
+/// Copies `data` into the partition's memory at `slice` (which must be at least as long).
+pub fn copy_out(space: &AddressSpace, slice: UserSlice, data: &[u8]) -> Result<(), SysError> {
+    if slice.len < data.len() {
+        return Err(SysError::BadArgument);
+    }
+    let slice = UserSlice {
+        len: data.len(),
+        ..slice
+    };
+    for_each_piece(space, slice, true, |phys, offset, len| {
+        crate::arch::write_phys(phys, &data[offset..offset + len]);
+    })
+}

@@ -1,0 +1,161 @@
+//! From a system description to a system image: validate, build every program, lay out.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use kcore::image::builder::{PartitionSpec, build};
+use kcore::image::{HealthPolicy, WindowRecord};
+use sysdesc::{Programs, System};
+
+use crate::{Arch, build as cargo_build};
+
+/// Crates under these folders whose manifest has a binary are programs a description may name.
+const PROGRAM_DIRS: [&str; 2] = ["partitions", "servers"];
+
+/// Names of the programs that can be built: crates with a `src/main.rs`.
+pub fn available_programs() -> Vec<String> {
+    let mut names = Vec::new();
+    for dir in PROGRAM_DIRS {
+        let Ok(entries) = fs::read_dir(cargo_build::root().join(dir)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.path().join("src/main.rs").exists() {
+                names.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    names.sort();
+    names
+}
+
+/// Resolves `name` (a file, or a name in systems/) to a description path.
+pub fn description_path(name: &str) -> PathBuf {
+    let given = Path::new(name);
+    if given.exists() {
+        return given.to_path_buf();
+    }
+    cargo_build::root()
+        .join("systems")
+        .join(format!("{name}.toml"))
+}
+
+/// Loads and validates a description; errors are printed with file, line and column.
+pub fn load(path: &Path) -> Result<System> {
+    match sysdesc::load(path, &Programs::known(available_programs())) {
+        Ok(system) => Ok(system),
+        Err(report) => {
+            report.eprint();
+            bail!(
+                "{} is not a valid system description; no image was built",
+                path.display()
+            )
+        }
+    }
+}
+
+/// Builds a partition program for `arch` and returns its ELF path. Programs are linked at the
+/// fixed user address with the runtime's linker script, without position independence, in a
+/// target directory of their own so their flags never invalidate the kernel's build.
+pub fn build_program(name: &str, arch: Arch) -> Result<PathBuf> {
+    let root = cargo_build::root();
+    let script = root.join("partitions/runtime/link.ld");
+    let flags = format!(
+        "-C relocation-model=static -C strip=debuginfo -C link-arg=-T{}",
+        script.display()
+    );
+    let target_dir = root.join("target/partitions");
+    let status = cargo_build::cargo()
+        .current_dir(&root)
+        .env("RUSTFLAGS", flags)
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .args(["build", "--quiet", "--release", "--package", name])
+        .args(partition_target_args(arch))
+        .status()
+        .context("running cargo build for a partition")?;
+    if !status.success() {
+        bail!("building program {name} for {} failed", arch.name());
+    }
+    Ok(target_dir
+        .join(partition_target(arch))
+        .join("release")
+        .join(name))
+}
+
+/// Partitions use the hard-float aarch64 target: FP/SIMD state is theirs to use.
+fn partition_target(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => "x86_64-unknown-none",
+        Arch::Aarch64 => "aarch64-unknown-none",
+    }
+}
+
+fn partition_target_args(arch: Arch) -> Vec<&'static str> {
+    let mut args = vec!["--target", partition_target(arch)];
+    if arch == Arch::Aarch64 {
+        args.extend([
+            "-Zbuild-std=core,alloc",
+            "-Zbuild-std-features=compiler-builtins-mem",
+        ]);
+    }
+    args
+}
+
+/// Builds the system image for `system` on `arch` with kernel command line `cmdline`.
+pub fn image(system: &System, arch: Arch, cmdline: &str) -> Result<Vec<u8>> {
+    let mut specs = Vec::new();
+    for p in &system.partitions {
+        let elf = build_program(&p.program, arch)?;
+        let elf = fs::read(&elf).with_context(|| format!("reading {}", elf.display()))?;
+        let main = p
+            .threads
+            .first()
+            .context("a partition has at least one thread")?;
+        specs.push(PartitionSpec {
+            name: p.name.clone(),
+            elf,
+            memory_bytes: p.memory,
+            stack_bytes: u32::try_from(main.stack).context("stack size")?,
+            priority: main.priority,
+            policy: match p.health {
+                sysdesc::HealthPolicy::Stop => HealthPolicy::Stop,
+                sysdesc::HealthPolicy::Halt => HealthPolicy::Halt,
+                sysdesc::HealthPolicy::Restart {
+                    max_restarts,
+                    period_ns,
+                } => HealthPolicy::Restart {
+                    max_restarts,
+                    period_ns,
+                },
+            },
+            background: p.background
+                || system
+                    .schedule
+                    .background
+                    .iter()
+                    .any(|b| system.partitions[b.0].name == p.name),
+        });
+    }
+    let windows: Vec<WindowRecord> = system
+        .schedule
+        .windows
+        .iter()
+        .map(|w| WindowRecord {
+            partition: w.partition.0 as u32,
+            offset_ns: w.offset_ns,
+            length_ns: w.length_ns,
+        })
+        .collect();
+    Ok(build(
+        cmdline,
+        system.schedule.major_frame_ns,
+        &specs,
+        &windows,
+    ))
+}
+
+/// A system image with no partitions, only a command line (the kernel's self-tests).
+pub fn empty_image(cmdline: &str) -> Vec<u8> {
+    build(cmdline, 1, &[], &[])
+}
