@@ -603,3 +603,61 @@ fn pci_capability_walk_rejects_non_virtio() {
     assert_eq!(pci::device_type(0x1001, 2), Some(2));
     assert_eq!(pci::device_type(0x2000, 2), None);
 }
+
+#[test]
+fn pci_probe_prefers_modern_and_falls_back_to_legacy() {
+    let map = |core: &Core| {
+        let core = core.clone();
+        move |window: &pci::CapabilityWindow| {
+            let kind = match window.offset {
+                0 => Window::Common,
+                0x1000 => Window::Notify,
+                0x2000 => Window::Isr,
+                _ => Window::Device,
+            };
+            Ok(SimRegisters::new(&core, kind))
+        }
+    };
+    // Modern capabilities present: the modern interface, VERSION_1 negotiated.
+    let core = self::core(block_features().0, 8);
+    let mut config = SimRegisters::new(&core, Window::PciConfig);
+    let legacy_core = core.clone();
+    let mut transport = pci::PciTransport::probe(
+        &mut config,
+        map(&core),
+        || Ok(SimRegisters::new(&legacy_core, Window::LegacyIo)),
+        false,
+    )
+    .unwrap();
+    assert!(matches!(transport, pci::PciTransport::Modern(_)));
+    assert_eq!(transport.device_type(), id::BLOCK);
+    assert!(drive_block(&mut transport, &core, block_features()).has(bits::VERSION_1));
+
+    // A transitional block device (0x1001, subsystem 2) without capabilities: legacy I/O BAR.
+    let offered = Features::from_bits(&[bits::EVENT_IDX]);
+    let core = self::core(offered.0, 8);
+    let mut config = SimRegisters::new(&core, Window::PciConfig);
+    config.pci_config[2..4].copy_from_slice(&0x1001u16.to_le_bytes());
+    config.pci_config[0x2e..0x30].copy_from_slice(&2u16.to_le_bytes());
+    config.pci_config[6] = 0; // no capability list
+    let legacy_core = core.clone();
+    let mut transport = pci::PciTransport::probe(
+        &mut config,
+        map(&core),
+        || Ok(SimRegisters::new(&legacy_core, Window::LegacyIo)),
+        false,
+    )
+    .unwrap();
+    assert!(transport.is_legacy());
+    assert_eq!(
+        drive_block(&mut transport, &core, block_features()),
+        offered
+    );
+
+    // A modern-only ID without capabilities is not a usable device.
+    let mut config = SimRegisters::new(&core, Window::PciConfig);
+    config.pci_config[6] = 0;
+    let result =
+        pci::PciTransport::probe(&mut config, map(&core), || panic!("no legacy BAR"), false);
+    assert!(matches!(result, Err(Error::NoDevice)));
+}

@@ -493,3 +493,110 @@ impl<R: RegisterAccess> Transport for PciLegacyTransport<R> {
         Ok(())
     }
 }
+
+/// Either PCI interface, chosen by [`PciTransport::probe`].
+#[derive(Debug)]
+pub enum PciTransport<R> {
+    /// The capability-based interface (VirtIO 1.x).
+    Modern(PciModernTransport<R>),
+    /// The legacy I/O BAR of a transitional device.
+    Legacy(PciLegacyTransport<R>),
+}
+
+const PCI_DEVICE_ID: usize = 0x02;
+const PCI_SUBSYSTEM_ID: usize = 0x2e;
+
+impl<R: RegisterAccess> PciTransport<R> {
+    /// Uses the modern interface when the function has the VirtIO capabilities, and falls back
+    /// to the legacy I/O BAR (`legacy_io`) for a transitional device without them
+    /// (§4.1.2.3, §4.1.4.10). `map` maps a capability's window, as for
+    /// [`PciModernTransport::new`].
+    pub fn probe(
+        config: &mut impl RegisterAccess,
+        map: impl FnMut(&CapabilityWindow) -> Result<R>,
+        legacy_io: impl FnOnce() -> Result<R>,
+        msix_enabled: bool,
+    ) -> Result<Self> {
+        if config.read_u16(0) != VENDOR_ID {
+            return Err(Error::NoDevice);
+        }
+        let device_id = config.read_u16(PCI_DEVICE_ID);
+        let device_type =
+            device_type(device_id, config.read_u16(PCI_SUBSYSTEM_ID)).ok_or(Error::NoDevice)?;
+        match VirtioPciCapabilities::find(config) {
+            Ok(capabilities) => Ok(Self::Modern(PciModernTransport::new(
+                device_type,
+                &capabilities,
+                map,
+            )?)),
+            // Only transitional IDs (0x1000..=0x103f) have a legacy interface.
+            Err(Error::NoDevice) if device_id < 0x1040 => Ok(Self::Legacy(
+                PciLegacyTransport::new(device_type, legacy_io()?, msix_enabled),
+            )),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $transport:ident => $call:expr) => {
+        match $self {
+            PciTransport::Modern($transport) => $call,
+            PciTransport::Legacy($transport) => $call,
+        }
+    };
+}
+
+impl<R: RegisterAccess> Transport for PciTransport<R> {
+    fn device_type(&self) -> u32 {
+        delegate!(self, t => t.device_type())
+    }
+    fn is_legacy(&self) -> bool {
+        delegate!(self, t => t.is_legacy())
+    }
+    fn device_features(&mut self) -> Features {
+        delegate!(self, t => t.device_features())
+    }
+    fn set_driver_features(&mut self, features: Features) {
+        delegate!(self, t => t.set_driver_features(features))
+    }
+    fn status(&mut self) -> u8 {
+        delegate!(self, t => t.status())
+    }
+    fn set_status(&mut self, status: u8) {
+        delegate!(self, t => t.set_status(status))
+    }
+    fn max_queue_size(&mut self, queue: u16) -> Result<u16> {
+        delegate!(self, t => t.max_queue_size(queue))
+    }
+    fn enable_queue(&mut self, queue: u16, size: u16, addresses: QueueAddresses) -> Result<()> {
+        delegate!(self, t => t.enable_queue(queue, size, addresses))
+    }
+    fn notify(&mut self, queue: u16) -> Result<()> {
+        delegate!(self, t => t.notify(queue))
+    }
+    fn ack_interrupt(&mut self) -> InterruptStatus {
+        delegate!(self, t => t.ack_interrupt())
+    }
+    fn config_generation(&mut self) -> u32 {
+        delegate!(self, t => t.config_generation())
+    }
+    fn read_config_u8(&mut self, offset: usize) -> Result<u8> {
+        delegate!(self, t => t.read_config_u8(offset))
+    }
+    fn read_config_u16(&mut self, offset: usize) -> Result<u16> {
+        delegate!(self, t => t.read_config_u16(offset))
+    }
+    fn read_config_u32(&mut self, offset: usize) -> Result<u32> {
+        delegate!(self, t => t.read_config_u32(offset))
+    }
+    fn write_config_u8(&mut self, offset: usize, value: u8) -> Result<()> {
+        delegate!(self, t => t.write_config_u8(offset, value))
+    }
+    fn write_config_u16(&mut self, offset: usize, value: u16) -> Result<()> {
+        delegate!(self, t => t.write_config_u16(offset, value))
+    }
+    fn write_config_u32(&mut self, offset: usize, value: u32) -> Result<()> {
+        delegate!(self, t => t.write_config_u32(offset, value))
+    }
+}
