@@ -495,6 +495,8 @@ impl<R: RegisterAccess> Transport for PciLegacyTransport<R> {
 }
 
 /// Either PCI interface, chosen by [`PciTransport::probe`].
+// One long-lived value per device, and boxing would need `alloc`: the size difference is fine.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum PciTransport<R> {
     /// The capability-based interface (VirtIO 1.x).
