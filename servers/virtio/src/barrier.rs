@@ -1,7 +1,7 @@
 //! The three memory barriers the ring protocols need.
 //!
 //! They are SMP-strength fences: sufficient for a peer partition on another core and for
-//! cache-coherent DMA devices when VIRTIO_F_ORDER_PLATFORM is not negotiated (§6.1: without it
+//! cache-coherent DMA devices when VIRTIO_F_ORDER_PLATFORM is not negotiated (§6, ORDER_PLATFORM: without it
 //! "a weaker form of memory barriers is sufficient"). Each call site names the specification
 //! section that requires it.
 

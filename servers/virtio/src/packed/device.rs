@@ -92,9 +92,16 @@ impl<'a> PackedDeviceQueue<'a> {
         &self.area
     }
 
-    fn walk_indirect(&self, descriptor: &Descriptor, flags: u16, chain: &mut Chain) -> Result<()> {
-        // §2.8.19: INDIRECT only if negotiated and never with NEXT; whole descriptors only.
-        if !self.indirect || flags & DESC_F_NEXT != 0 {
+    fn walk_indirect(
+        &self,
+        descriptor: &Descriptor,
+        flags: u16,
+        alone: bool,
+        chain: &mut Chain,
+    ) -> Result<()> {
+        // §2.8.19: INDIRECT only if negotiated, never in a list linked by NEXT; whole
+        // descriptors only.
+        if !self.indirect || flags & DESC_F_NEXT != 0 || !alone {
             return Err(Error::BadIndirectTable);
         }
         let len = descriptor.len as usize;
@@ -111,7 +118,9 @@ impl<'a> PackedDeviceQueue<'a> {
             let offset = table + i * DESC_SIZE;
             let entry = Descriptor::read(memory, offset)?;
             let entry_flags = memory.read_u16(offset + 14)?;
-            if entry_flags & DESC_F_INDIRECT != 0 {
+            // §2.8.19: "The driver MUST NOT set any flags except DESC_F_WRITE within an
+            // indirect descriptor."
+            if entry_flags & !DESC_F_WRITE != 0 {
                 return Err(Error::BadIndirectTable);
             }
             chain.append(
@@ -148,7 +157,7 @@ impl DeviceQueue for PackedDeviceQueue<'_> {
             // §2.8.6: the buffer id is in the last descriptor of the chain.
             chain.set_id(descriptor.id);
             if flags & DESC_F_INDIRECT != 0 {
-                self.walk_indirect(&descriptor, flags, &mut chain)?;
+                self.walk_indirect(&descriptor, flags, slots == 1, &mut chain)?;
                 break;
             }
             chain.append(

@@ -524,6 +524,25 @@ fn packed_device_rejects_malformed_chains() {
         Err(Error::BufferOutsideGrant)
     );
     assert_eq!(
+        packed_pop(indirect, |r| {
+            packed_desc(r, 0, data(0), 4, 0, avail | nx);
+            packed_desc(r, 1, data(64), 16, 0, avail | packed::DESC_F_INDIRECT);
+        }),
+        Err(Error::BadIndirectTable),
+        "§2.8.19: no indirect descriptor in a NEXT-linked list"
+    );
+    assert_eq!(
+        packed_pop(indirect, |r| {
+            let table = slot_offset(0, 0);
+            r.write_u64(table, data(64)).unwrap();
+            r.write_u32(table + 8, 16).unwrap();
+            r.write_u16(table + 14, packed::DESC_F_NEXT).unwrap();
+            packed_desc(r, 0, data(0), 16, 0, avail | packed::DESC_F_INDIRECT);
+        }),
+        Err(Error::BadIndirectTable),
+        "§2.8.19: only WRITE inside an indirect table"
+    );
+    assert_eq!(
         packed_pop(plain, |r| packed_desc(r, 0, data(0), 4, 3, avail)),
         Ok(1)
     );

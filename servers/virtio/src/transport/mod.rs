@@ -99,7 +99,7 @@ pub const MAX_RETRIES: u32 = 1 << 16;
 /// device changing its configuration this often is treated as broken.
 pub const MAX_CONFIG_RETRIES: u32 = 100;
 
-/// Resets the device and waits until it reads back 0 (§2.4.1: "The driver SHOULD consider a
+/// Resets the device and waits until it reads back 0 (§2.4.2: "The driver SHOULD consider a
 /// driver-initiated reset complete when it reads device status as 0").
 pub fn reset<T: Transport + ?Sized>(transport: &mut T) -> Result<()> {
     transport.set_status(0);
@@ -147,7 +147,7 @@ fn negotiate_and_setup<T: Transport + ?Sized>(
     let offered = transport.device_features();
     let legacy = !offered.has(bits::VERSION_1);
     if legacy && !transport.is_legacy() {
-        // §2.2.2 / §4.1.2.2: a modern interface always offers VERSION_1.
+        // §6.2: "A device MUST offer VIRTIO_F_VERSION_1" on a modern interface.
         return Err(Error::FeaturesRejected);
     }
     let mut accepted = offered.intersect(supported);
