@@ -89,6 +89,23 @@ pub fn need_event(event: u16, new: u16, old: u16) -> bool {
 /// by the queue size; an I/O server bounds it further so that parsing needs no allocation.
 pub const MAX_CHAIN_SEGMENTS: usize = 64;
 
+/// Longest chain in bytes (§2.7.5.2: "Drivers MUST NOT add a descriptor chain longer than
+/// 2^32 bytes in total").
+pub const MAX_CHAIN_BYTES: u64 = 1 << 32;
+
+/// Total length of a chain's buffers, refused if it exceeds [`MAX_CHAIN_BYTES`].
+pub(crate) fn chain_bytes(readable: &[Buffer], writable: &[Buffer]) -> Result<u64> {
+    let total: u64 = readable
+        .iter()
+        .chain(writable)
+        .map(|b| u64::from(b.len))
+        .sum();
+    if total > MAX_CHAIN_BYTES {
+        return Err(Error::ChainTooLong);
+    }
+    Ok(total)
+}
+
 /// One validated buffer of a chain, as an offset into the client's granted area.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Segment {
@@ -186,6 +203,10 @@ impl Chain {
         let offset = area.translate(addr, len)?;
         if len == 0 {
             return Ok(());
+        }
+        // §2.7.5.2: no chain is longer than 2^32 bytes in total.
+        if self.readable_len + self.writable_len + u64::from(len) > MAX_CHAIN_BYTES {
+            return Err(Error::ChainTooLong);
         }
         let slot = self
             .segments

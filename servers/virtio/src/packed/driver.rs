@@ -127,6 +127,7 @@ impl<const N: usize> DriverQueue for PackedQueue<'_, N> {
         if total == 0 {
             return Err(Error::EmptyChain);
         }
+        crate::queue::chain_bytes(readable, writable)?;
         let total = u16::try_from(total).map_err(|_| Error::QueueFull)?;
         // §2.7.5.3.1 / §2.8.19: an indirect table is a chain too, so no longer than the queue.
         let pool = self

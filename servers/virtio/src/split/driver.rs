@@ -155,6 +155,7 @@ impl<const N: usize> DriverQueue for SplitQueue<'_, N> {
         if total == 0 {
             return Err(Error::EmptyChain);
         }
+        crate::queue::chain_bytes(readable, writable)?;
         let total = u16::try_from(total).map_err(|_| Error::QueueFull)?;
         let buffers = || {
             readable

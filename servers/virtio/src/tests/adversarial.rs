@@ -619,3 +619,21 @@ fn device_never_writes_outside_writable_buffers() {
         }
     }
 }
+
+#[test]
+fn chains_longer_than_four_gib_are_refused() {
+    for format in FORMATS {
+        let memory = memory();
+        let (mut driver, _) = queue_pair::<8>(&memory, format, features(&[]));
+        let huge = Buffer {
+            addr: data(0),
+            len: u32::MAX,
+        };
+        assert_eq!(
+            driver.submit(&[huge, huge], &[]),
+            Err(Error::ChainTooLong),
+            "{format:?}"
+        );
+        assert_eq!(driver.free_descriptors(), 8);
+    }
+}
