@@ -9,9 +9,12 @@
 use abi::{PartitionInfo, SysError, Sysno, USER_BASE, USER_STACK_TOP};
 use kcore::cmdline::CommandLine;
 use kcore::elf::{EM_AARCH64, EM_X86_64, Elf};
+use kcore::health::{Action, HealthMonitor, Policy};
+pub use kcore::health::{Fault, FaultKind};
 use kcore::image::{HealthPolicy, SystemImage};
 use kcore::log::Level;
 use kcore::mem::PAGE_SIZE;
+use kcore::sched::{PartitionId, Priority, Schedule, Scheduler, ThreadId, Window};
 use spin::Mutex;
 
 use crate::arch::mm::{AddressSpace, MapError};
@@ -24,8 +27,6 @@ pub const MAX_PARTITIONS: usize = 16;
 pub const MAX_WINDOWS: usize = 64;
 /// Longest log record a partition may write in one call.
 const MAX_LOG_RECORD: usize = 256;
-/// Restart times remembered per partition, bounding `max-restarts`.
-const RESTART_HISTORY: usize = 16;
 
 /// Page permissions of a user mapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,102 +35,34 @@ pub struct Perm {
     pub exec: bool,
 }
 
-/// What a partition did wrong.
-#[allow(dead_code, reason = "each architecture raises a subset of these")]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FaultKind {
-    PageFault,
-    GeneralProtection,
-    InvalidOpcode,
-    DivideError,
-    Breakpoint,
-    Alignment,
-    /// The partition exited with a non-zero code.
-    Exit(u64),
-    /// Another exception, by vector or class.
-    Other(u64),
-}
-
-/// A fault of a partition, as the architecture layer reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Fault {
-    pub kind: FaultKind,
-    pub pc: u64,
-    /// The faulting data address, where the CPU reports one.
-    pub address: Option<u64>,
-}
-
-impl core::fmt::Display for FaultKind {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            FaultKind::PageFault => f.write_str("page fault"),
-            FaultKind::GeneralProtection => f.write_str("general protection fault"),
-            FaultKind::InvalidOpcode => f.write_str("invalid opcode"),
-            FaultKind::DivideError => f.write_str("divide error"),
-            FaultKind::Breakpoint => f.write_str("breakpoint"),
-            FaultKind::Alignment => f.write_str("alignment fault"),
-            FaultKind::Exit(code) => write!(f, "exit with code {code}"),
-            FaultKind::Other(v) => write!(f, "exception {v}"),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    Ready,
-    Sleeping {
-        until_ns: u64,
-    },
-    /// Ended by its health policy or by exiting with code 0.
-    Stopped,
-}
+/// Window boundaries and starts later than this count as late: one tick of the 1 kHz timer
+/// that enforces them, plus the kernel's own path.
+const TOLERANCE_NS: u64 = 1_200_000;
 
 struct Partition {
     name: &'static str,
     elf: Elf<'static>,
     memory_bytes: u64,
     stack_bytes: u64,
-    priority: u8,
-    policy: HealthPolicy,
-    background: bool,
     space: AddressSpace,
-    state: State,
-    generation: u32,
+    /// The saved context of its (single) thread.
     context: TrapFrame,
-    restarts: [u64; RESTART_HISTORY],
-    restart_count: usize,
-    /// Time charged to the partition, ns.
-    used_ns: u64,
-    /// Windows of this partition that began while it was ready.
-    windows_started: u64,
-    /// Longest delay from a window's start to the partition running in it, ns.
-    max_start_latency_ns: u64,
-}
-
-#[derive(Clone, Copy, Default)]
-struct Window {
-    partition: usize,
-    offset_ns: u64,
-    length_ns: u64,
 }
 
 struct Exec {
     partitions: [Option<Partition>; MAX_PARTITIONS],
+    names: [&'static str; MAX_PARTITIONS],
     count: usize,
-    windows: [Window; MAX_WINDOWS],
-    window_count: usize,
-    major_frame_ns: u64,
-    epoch_ns: u64,
+    /// One thread per partition for now: thread `i` belongs to partition `i`.
+    sched: Scheduler<MAX_PARTITIONS>,
+    health: HealthMonitor<MAX_PARTITIONS>,
     /// The partition whose context is in the trap frame, or `None` for the idle loop.
     current: Option<usize>,
-    /// When `current` last started running.
-    since_ns: u64,
-    /// Power off (success) once this much time has passed, for bounded test runs.
+    /// Power off (success) once this time has passed, for bounded test runs.
     run_until_ns: Option<u64>,
     /// Power off when every partition has stopped.
     exit_when_done: bool,
-    /// The window instance (major frame number * windows + index) whose start was accounted.
-    last_window_instance: Option<u64>,
+    epoch_ns: u64,
 }
 
 static EXEC: Mutex<Option<Exec>> = Mutex::new(None);
@@ -263,32 +196,38 @@ fn map_fresh_page(p: &mut Partition, page: u64, perm: Perm, reload: bool) -> Res
     })
 }
 
+/// The partition's stored policy, in the health monitor's terms.
+fn policy(p: HealthPolicy) -> Policy {
+    match p {
+        HealthPolicy::Stop => Policy::Stop,
+        HealthPolicy::Halt => Policy::Halt,
+        HealthPolicy::Restart {
+            max_restarts,
+            period_ns,
+        } => Policy::Restart {
+            max_restarts,
+            period_ns,
+        },
+    }
+}
+
 /// Creates every partition of `image` and runs them; never returns.
 pub fn start(image: SystemImage<'static>, cmdline: &CommandLine<'_>) -> ! {
     const NONE: Option<Partition> = None;
     // Ticks would take the EXEC lock; none may arrive until it is set and this code is done.
     arch::cpu::disable_interrupts();
-    let now = arch::time::uptime_ns();
-    let mut exec = Exec {
-        partitions: [NONE; MAX_PARTITIONS],
-        count: 0,
-        windows: [Window::default(); MAX_WINDOWS],
-        window_count: 0,
-        major_frame_ns: image.major_frame_ns().max(1),
-        epoch_ns: now,
-        current: None,
-        since_ns: now,
-        run_until_ns: cmdline
-            .value("run_ms")
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(|ms| now + ms * 1_000_000),
-        exit_when_done: cmdline.flag("exit"),
-        last_window_instance: None,
-    };
-    for i in 0..image.partition_count().min(MAX_PARTITIONS) {
+    let mut partitions = [NONE; MAX_PARTITIONS];
+    let mut names = [""; MAX_PARTITIONS];
+    let mut health = HealthMonitor::<MAX_PARTITIONS>::new();
+    let mut threads = [None; MAX_PARTITIONS];
+    let mut background = [PartitionId(0); MAX_PARTITIONS];
+    let mut background_count = 0;
+    let count = image.partition_count().min(MAX_PARTITIONS);
+    for i in 0..count {
         let Ok(record) = image.partition(i) else {
             continue;
         };
+        names[i] = record.name;
         let elf = match Elf::parse(record.elf, elf_machine()) {
             Ok(elf) => elf,
             Err(e) => {
@@ -311,56 +250,109 @@ pub fn start(image: SystemImage<'static>, cmdline: &CommandLine<'_>) -> ! {
             elf,
             memory_bytes: record.memory_bytes,
             stack_bytes,
-            priority: record.priority,
-            policy: record.policy,
-            background: record.background,
             space,
-            state: State::Ready,
-            generation: 0,
             context: TrapFrame::user(elf.entry(), USER_STACK_TOP),
-            restarts: [0; RESTART_HISTORY],
-            restart_count: 0,
-            used_ns: 0,
-            windows_started: 0,
-            max_start_latency_ns: 0,
         };
-        match load(&mut p, false) {
-            Ok(used) => info!(
-                "partition {}: loaded, {} KiB of {} KiB, entry {:#x}, priority {}{}",
-                p.name,
-                used / 1024,
-                p.memory_bytes / 1024,
-                elf.entry(),
-                p.priority,
-                if p.background { ", background" } else { "" }
-            ),
+        let used = match load(&mut p, false) {
+            Ok(used) => used,
             Err(e) => {
                 error!("partition {}: cannot load: {e}; not started", p.name);
                 continue;
             }
+        };
+        if let Err(e) = health.configure(PartitionId(i as u8), policy(record.policy)) {
+            error!(
+                "partition {}: health policy refused ({e:?}); not started",
+                p.name
+            );
+            continue;
         }
-        exec.partitions[i] = Some(p);
-        exec.count = exec.count.max(i + 1);
+        info!(
+            "partition {}: loaded, {} KiB of {} KiB, entry {:#x}, priority {}{}",
+            p.name,
+            used / 1024,
+            p.memory_bytes / 1024,
+            elf.entry(),
+            record.priority,
+            if record.background {
+                ", background"
+            } else {
+                ""
+            }
+        );
+        if record.background {
+            background[background_count] = PartitionId(i as u8);
+            background_count += 1;
+        }
+        threads[i] =
+            Some(Priority::new(record.priority.min(Priority::MAX.get())).unwrap_or(Priority::MAX));
+        partitions[i] = Some(p);
     }
-    for i in 0..image.window_count().min(MAX_WINDOWS) {
+    let mut windows = [Window {
+        partition: PartitionId(0),
+        offset_ns: 0,
+        length_ns: 0,
+    }; MAX_WINDOWS];
+    let window_count = image.window_count().min(MAX_WINDOWS);
+    for (i, slot) in windows.iter_mut().enumerate().take(window_count) {
         if let Ok(w) = image.window(i) {
-            exec.windows[i] = Window {
-                partition: w.partition as usize,
+            *slot = Window {
+                partition: PartitionId(w.partition as u8),
                 offset_ns: w.offset_ns,
                 length_ns: w.length_ns,
             };
-            exec.window_count = i + 1;
         }
     }
     // Time zero of the schedule is now, after loading, so loading time is no window's lateness.
-    exec.epoch_ns = arch::time::uptime_ns();
-    exec.since_ns = exec.epoch_ns;
-    exec.run_until_ns = exec.run_until_ns.map(|t| t + (exec.epoch_ns - now));
+    let epoch_ns = arch::time::uptime_ns();
+    let schedule = match Schedule::new(
+        image.major_frame_ns(),
+        &windows[..window_count],
+        &background[..background_count],
+        epoch_ns,
+    ) {
+        Ok(schedule) => schedule,
+        Err(e) => {
+            error!("the system image's schedule is invalid: {e:?}");
+            arch::power_off(ExitStatus::Failure);
+        }
+    };
+    let mut sched = Scheduler::<MAX_PARTITIONS>::new(schedule, TOLERANCE_NS);
+    for (i, priority) in threads.iter().enumerate().take(count) {
+        if let Some(priority) = priority {
+            // Thread ids are handed out in order, so thread `i` is partition `i`'s.
+            match sched.add_thread(PartitionId(i as u8), *priority, true) {
+                Ok(id) if id == ThreadId(i as u16) => {}
+                _ => {
+                    error!("partition {}: the scheduler refused its thread", names[i]);
+                    arch::power_off(ExitStatus::Failure);
+                }
+            }
+        } else {
+            // Keep ids aligned with partition numbers: a placeholder that never runs.
+            let _ = sched.add_thread(PartitionId(i as u8), Priority::MAX, false);
+            let _ = sched.stop_partition(PartitionId(i as u8));
+        }
+    }
     info!(
         "schedule: major frame {} us, {} windows; partitions start now",
-        exec.major_frame_ns / 1000,
-        exec.window_count
+        image.major_frame_ns() / 1000,
+        window_count
     );
+    let exec = Exec {
+        partitions,
+        names,
+        count,
+        sched,
+        health,
+        current: None,
+        run_until_ns: cmdline
+            .value("run_ms")
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|ms| epoch_ns + ms * 1_000_000),
+        exit_when_done: cmdline.flag("exit"),
+        epoch_ns,
+    };
     *EXEC.lock() = Some(exec);
     // From here on the kernel runs only in traps: the next tick picks the first partition.
     // (wait_for_interrupt enables interrupts atomically with sleeping.)
@@ -370,91 +362,18 @@ pub fn start(image: SystemImage<'static>, cmdline: &CommandLine<'_>) -> ! {
 }
 
 impl Exec {
-    /// The window active at `now`: (index, start time), if any.
-    fn active_window(&self, now: u64) -> Option<(usize, u64)> {
-        let since_epoch = now.saturating_sub(self.epoch_ns);
-        let frame_start = now - since_epoch % self.major_frame_ns;
-        let t = since_epoch % self.major_frame_ns;
-        self.windows[..self.window_count]
-            .iter()
-            .position(|w| t >= w.offset_ns && t < w.offset_ns + w.length_ns)
-            .map(|i| (i, frame_start + self.windows[i].offset_ns))
-    }
-
-    /// The partition owning the window active at `now`, if any.
-    fn window_owner(&self, now: u64) -> Option<usize> {
-        self.active_window(now)
-            .map(|(i, _)| self.windows[i].partition)
-    }
-
-    /// Records when the owner of a newly begun window first runs in it.
-    fn account_window_start(&mut self, now: u64) {
-        let Some((index, start)) = self.active_window(now) else {
-            return;
-        };
-        let frame = now.saturating_sub(self.epoch_ns) / self.major_frame_ns;
-        let instance = frame * MAX_WINDOWS as u64 + index as u64;
-        if self.last_window_instance == Some(instance) {
-            return;
-        }
-        let owner = self.windows[index].partition;
-        if self.current != Some(owner) {
-            return;
-        }
-        self.last_window_instance = Some(instance);
-        if let Some(p) = self.partitions[owner].as_mut() {
-            p.windows_started += 1;
-            p.max_start_latency_ns = p.max_start_latency_ns.max(now - start);
-        }
-    }
-
-    /// The highest-priority ready partition allowed to run at `now`: the window's owner or a
-    /// background partition; among equals, the one after `current` (round robin).
-    fn pick(&self, now: u64) -> Option<usize> {
-        let owner = self.window_owner(now);
-        let start = self.current.map_or(0, |c| c + 1);
-        let mut best: Option<(u8, usize)> = None;
-        for k in 0..self.count {
-            let i = (start + k) % self.count.max(1);
-            let Some(p) = &self.partitions[i] else {
-                continue;
-            };
-            if p.state != State::Ready || !(Some(i) == owner || p.background) {
-                continue;
-            }
-            if best.is_none_or(|(prio, _)| p.priority > prio) {
-                best = Some((p.priority, i));
-            }
-        }
-        best.map(|(_, i)| i)
-    }
-
-    fn wake_sleepers(&mut self, now: u64) {
-        for p in self.partitions[..self.count].iter_mut().flatten() {
-            if let State::Sleeping { until_ns } = p.state
-                && until_ns <= now
-            {
-                p.state = State::Ready;
-                p.context.set_return(0);
-            }
-        }
-    }
-
-    /// Saves the trap frame into the current partition, picks who runs next and loads its
-    /// context (or the idle loop's) into the frame.
-    fn switch(&mut self, frame: &mut TrapFrame, now: u64) {
+    /// Saves the trap frame into the current partition (unless `keep_current` is false: it
+    /// faulted and its context was reset), asks the scheduler who runs next and loads that
+    /// context, or the idle loop's, into the frame.
+    fn switch(&mut self, frame: &mut TrapFrame, now: u64, keep_current: bool) {
         if let Some(c) = self.current
+            && keep_current
             && let Some(p) = &mut self.partitions[c]
         {
-            p.used_ns += now.saturating_sub(self.since_ns);
-            if p.state == State::Ready || matches!(p.state, State::Sleeping { .. }) {
-                p.context = *frame;
-            }
+            p.context = *frame;
         }
-        self.wake_sleepers(now);
-        self.since_ns = now;
-        self.current = self.pick(now);
-        self.account_window_start(now);
+        let dispatch = self.sched.dispatch(now);
+        self.current = dispatch.thread.map(|t| t.0 as usize);
         match self.current.and_then(|c| self.partitions[c].as_ref()) {
             Some(p) => {
                 p.space.activate();
@@ -464,22 +383,8 @@ impl Exec {
         }
     }
 
-    /// Charges the current partition for its time and forgets the trap frame's contents, which
-    /// must not be saved (the partition faulted: its context was reset or it is stopped).
-    fn discard_current(&mut self, now: u64) {
-        if let Some(c) = self.current.take()
-            && let Some(p) = &mut self.partitions[c]
-        {
-            p.used_ns += now.saturating_sub(self.since_ns);
-        }
-        self.since_ns = now;
-    }
-
     fn all_stopped(&self) -> bool {
-        self.partitions[..self.count]
-            .iter()
-            .flatten()
-            .all(|p| p.state == State::Stopped)
+        (0..self.count).all(|i| self.sched.is_stopped(PartitionId(i as u8)))
     }
 }
 
@@ -489,7 +394,7 @@ fn with_exec(f: impl FnOnce(&mut Exec)) {
     }
 }
 
-/// The timer tick: wake sleepers, enforce windows, maybe switch.
+/// The timer tick: the scheduler wakes sleepers, enforces windows and may switch.
 pub fn on_tick(frame: &mut TrapFrame) {
     with_exec(|exec| {
         let now = arch::time::uptime_ns();
@@ -501,22 +406,34 @@ pub fn on_tick(frame: &mut TrapFrame) {
             );
             arch::power_off(ExitStatus::Success);
         }
-        exec.switch(frame, now);
+        exec.switch(frame, now, true);
     });
 }
 
-/// Prints each partition's state, generation and time used.
+/// Prints the scheduler's accounting table and each partition's health.
 fn report(exec: &Exec) {
-    for p in exec.partitions[..exec.count].iter().flatten() {
-        info!(
-            "partition {}: {:?}, generation {}, {} us used, {} windows started, max start latency {} us",
-            p.name,
-            p.state,
-            p.generation,
-            p.used_ns / 1000,
-            p.windows_started,
-            p.max_start_latency_ns / 1000
-        );
+    let table = exec.sched.report(&exec.names[..exec.count]);
+    crate::klog::raw(format_args!("{table}"));
+    for i in 0..exec.count {
+        let id = PartitionId(i as u8);
+        if let (Some(state), Some(generation)) = (exec.health.state(id), exec.health.generation(id))
+        {
+            // A partition that exited is stopped as far as the scheduler is concerned, while the
+            // health monitor, which only sees faults, still calls it running.
+            let state = if exec.sched.is_stopped(id) {
+                "Stopped"
+            } else {
+                if state == kcore::health::PartitionState::Running {
+                    "Running"
+                } else {
+                    "Restarting"
+                }
+            };
+            info!(
+                "partition {}: {state}, generation {generation}",
+                exec.names[i]
+            );
+        }
     }
 }
 
@@ -526,7 +443,10 @@ pub fn on_syscall(frame: &mut TrapFrame) {
         let Some(current) = exec.current else { return };
         let (number, args) = frame.syscall();
         let now = arch::time::uptime_ns();
+        let id = PartitionId(current as u8);
+        let thread = ThreadId(current as u16);
         let mut reschedule = false;
+        let generation = exec.health.generation(id).unwrap_or(0);
         let p = exec.partitions[current]
             .as_mut()
             .expect("the current partition exists");
@@ -538,15 +458,14 @@ pub fn on_syscall(frame: &mut TrapFrame) {
                     .inspect(|&n| log_partition(p.name, &buf[..n]))
             }
             Some(Sysno::Yield) => {
+                let _ = exec.sched.yield_now(thread);
                 reschedule = true;
                 Ok(0)
             }
             Some(Sysno::TimeNow) => Ok(now as usize),
             Some(Sysno::SleepUntil) => {
                 if args[0] as u64 > now {
-                    p.state = State::Sleeping {
-                        until_ns: args[0] as u64,
-                    };
+                    let _ = exec.sched.block_until(thread, args[0] as u64);
                     reschedule = true;
                 }
                 Ok(0)
@@ -554,7 +473,7 @@ pub fn on_syscall(frame: &mut TrapFrame) {
             Some(Sysno::PartitionInfo) => {
                 let info = PartitionInfo {
                     id: current as u32,
-                    generation: p.generation,
+                    generation,
                     memory_bytes: p.memory_bytes,
                 };
                 copy_out(&p.space, UserSlice::new(args[0], args[1]), &info.to_bytes())
@@ -564,33 +483,36 @@ pub fn on_syscall(frame: &mut TrapFrame) {
                 let code = args[0] as u64;
                 if code == 0 {
                     info!("partition {}: exited", p.name);
-                    p.state = State::Stopped;
-                    reschedule = true;
-                    Ok(0)
+                    let _ = exec.sched.stop_partition(id);
+                    exec.switch(frame, now, false);
                 } else {
-                    frame.set_return(0);
+                    info!("partition {}: exited with code {code}", p.name);
                     let fault = Fault {
-                        kind: FaultKind::Exit(code),
+                        kind: FaultKind::Other(code as u32),
                         pc: frame.pc(),
                         address: None,
                     };
                     handle_fault(exec, current, fault, now);
-                    exec.discard_current(now);
-                    exec.switch(frame, now);
-                    return;
+                    exec.switch(frame, now, false);
                 }
+                check_all_stopped(exec);
+                return;
             }
         };
         frame.set_return(result.unwrap_or_else(SysError::encode));
         if reschedule {
-            exec.switch(frame, now);
-        }
-        if exec.exit_when_done && exec.all_stopped() {
-            report(exec);
-            info!("every partition has ended; powering off");
-            arch::power_off(ExitStatus::Success);
+            exec.switch(frame, now, true);
         }
     });
+}
+
+/// With `exit` on the command line, powers off once no partition is left.
+fn check_all_stopped(exec: &Exec) {
+    if exec.exit_when_done && exec.all_stopped() {
+        report(exec);
+        info!("every partition has ended; powering off");
+        arch::power_off(ExitStatus::Success);
+    }
 }
 
 fn log_partition(name: &str, bytes: &[u8]) {
@@ -616,74 +538,39 @@ pub fn on_user_fault(frame: &mut TrapFrame, fault: Fault) {
         if let Some(current) = exec.current {
             handle_fault(exec, current, fault, now);
         }
-        exec.discard_current(now);
-        exec.switch(frame, now);
+        exec.switch(frame, now, false);
+        check_all_stopped(exec);
     });
 }
 
+/// Applies the health monitor's decision about a fault of partition `index`.
 fn handle_fault(exec: &mut Exec, index: usize, fault: Fault, now: u64) {
-    let Some(p) = exec.partitions[index].as_mut() else {
-        return;
-    };
-    match fault.address {
-        Some(addr) => error!(
-            "health: partition {}: {} at address {addr:#x} (pc {:#x})",
-            p.name, fault.kind, fault.pc
-        ),
-        None => error!(
-            "health: partition {}: {} (pc {:#x})",
-            p.name, fault.kind, fault.pc
-        ),
-    }
-    match p.policy {
-        HealthPolicy::Halt => {
-            error!(
-                "health: partition {}'s policy is halt: stopping the system",
-                p.name
-            );
+    let id = PartitionId(index as u8);
+    let action = exec.health.on_fault(id, fault, now);
+    let name = exec.names[index];
+    error!("{}", exec.health.log_line(name, id, fault, action));
+    match action {
+        Action::HaltSystem => {
+            error!("health: partition {name}'s policy is halt: stopping the system");
+            report(exec);
             arch::power_off(ExitStatus::Failure);
         }
-        HealthPolicy::Stop => {
-            p.state = State::Stopped;
-            warn!("health: partition {} stopped (policy stop)", p.name);
+        Action::Stop { .. } => {
+            let _ = exec.sched.stop_partition(id);
         }
-        HealthPolicy::Restart {
-            max_restarts,
-            period_ns,
-        } => {
-            let recent = p.restarts[..p.restart_count.min(RESTART_HISTORY)]
-                .iter()
-                .filter(|&&t| now.saturating_sub(t) < period_ns)
-                .count();
-            if recent >= (max_restarts as usize).min(RESTART_HISTORY) {
-                p.state = State::Stopped;
-                warn!(
-                    "health: partition {} stopped: {} restarts within {} ms is its limit",
-                    p.name,
-                    recent,
-                    period_ns / 1_000_000
-                );
+        Action::Restart { generation } => {
+            let _ = exec.sched.stop_partition(id);
+            let Some(p) = exec.partitions[index].as_mut() else {
                 return;
-            }
-            p.restarts[p.restart_count % RESTART_HISTORY] = now;
-            p.restart_count += 1;
-            p.generation += 1;
+            };
             match load(p, true) {
                 Ok(_) => {
                     p.context = TrapFrame::user(p.elf.entry(), USER_STACK_TOP);
-                    p.state = State::Ready;
-                    info!(
-                        "health: partition {} restarted (generation {})",
-                        p.name, p.generation
-                    );
+                    let _ = exec.sched.restart_partition(id);
+                    exec.health.restarted(id);
+                    info!("health: partition {name} restarted (generation {generation})");
                 }
-                Err(e) => {
-                    p.state = State::Stopped;
-                    error!(
-                        "health: partition {} could not be reloaded ({e}); stopped",
-                        p.name
-                    );
-                }
+                Err(e) => error!("health: partition {name} could not be reloaded ({e}); stopped"),
             }
         }
     }

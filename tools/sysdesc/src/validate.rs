@@ -530,6 +530,18 @@ fn health(ctx: &mut Ctx, h: &Spanned<RawHealth>) -> HealthPolicy {
                     None
                 }
                 Some(m) => match u32::try_from(*m.get_ref()) {
+                    // The kernel's health monitor remembers this many restart times; refuse more here
+                    // rather than have the kernel refuse the partition at boot.
+                    Ok(v) if v as usize > kcore::health::MAX_TRACKED_RESTARTS => {
+                        ctx.error(
+                            m.span(),
+                            format!(
+                                "max-restarts must be at most {} (the health monitor remembers that many restarts)",
+                                kcore::health::MAX_TRACKED_RESTARTS
+                            ),
+                        );
+                        None
+                    }
                     Ok(v) if v > 0 => Some(v),
                     _ => {
                         ctx.error(

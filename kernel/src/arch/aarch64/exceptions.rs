@@ -200,13 +200,8 @@ extern "C" fn exception_entry(vector: u64, frame: &mut TrapFrame) {
             crate::exec::on_syscall(frame);
             return;
         }
-        let (kind, address) = match class {
-            0x20 | 0x21 | 0x24 | 0x25 => (FaultKind::PageFault, Some(far)),
-            0x00 => (FaultKind::InvalidOpcode, None),
-            0x22 | 0x26 => (FaultKind::Alignment, Some(far)),
-            0x3c => (FaultKind::Breakpoint, None),
-            other => (FaultKind::Other(other), None),
-        };
+        let kind = FaultKind::from_aarch64_esr(esr);
+        let address = matches!(class, 0x20 | 0x21 | 0x22 | 0x24 | 0x25 | 0x26).then_some(far);
         crate::exec::on_user_fault(
             frame,
             Fault {

@@ -340,18 +340,6 @@ impl TrapFrame {
     }
 }
 
-fn fault_kind(vector: u64) -> FaultKind {
-    match vector {
-        0 => FaultKind::DivideError,
-        1 | 3 => FaultKind::Breakpoint,
-        6 => FaultKind::InvalidOpcode,
-        13 => FaultKind::GeneralProtection,
-        14 => FaultKind::PageFault,
-        17 => FaultKind::Alignment,
-        v => FaultKind::Other(v),
-    }
-}
-
 fn name(vector: u64) -> &'static str {
     match vector {
         0 => "divide error (#DE)",
@@ -440,7 +428,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         v if frame.is_from_user() => {
             let address = (v == 14).then(Cr2::read_raw);
             let fault = Fault {
-                kind: fault_kind(v),
+                kind: FaultKind::from_x86_64(v as u8, frame.error_code),
                 pc: frame.rip,
                 address,
             };
