@@ -4,6 +4,7 @@
 //! and installs what is missing (see `setup`), so the README's quick-start commands work on a
 //! fresh machine.
 
+mod bench;
 mod build;
 mod image;
 mod lint;
@@ -112,6 +113,8 @@ enum Command {
     },
     /// Check formatting and run clippy (warnings denied) on host and target crates.
     Lint,
+    /// Print performance figures, each compared with a reference measured in the same run.
+    Bench,
 }
 
 fn main() {
@@ -193,6 +196,10 @@ fn run() -> Result<()> {
         Command::Lint => {
             setup::ensure_toolchain()?;
             lint::run()
+        }
+        Command::Bench => {
+            setup::ensure_toolchain()?;
+            bench::run()
         }
     }
 }

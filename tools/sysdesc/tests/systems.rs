@@ -12,6 +12,10 @@ fn systems_dir() -> PathBuf {
 fn programs() -> Programs {
     Programs::known([
         "hello",
+        "counter",
+        "crash-kernel-write",
+        "crash-jump",
+        "spinner",
         "demo-control",
         "demo-storage",
         "demo-logger",
