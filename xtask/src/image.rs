@@ -151,3 +151,30 @@ pub fn raw_image(kernel: &Path) -> Result<PathBuf> {
     }
     Ok(image)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_description_yields_no_image() {
+        let dir = std::env::temp_dir().join(format!("bulkhead-invalid-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("broken.toml");
+        // A window that runs past the major frame.
+        fs::write(
+            &path,
+            "[system]\nname = \"broken\"\narch = [\"x86_64\"]\n\n[partitions.a]\nprogram = \"hello\"\n\
+             memory = \"64 KiB\"\nthreads = [{ name = \"main\", priority = 1 }]\n\n[schedule]\n\
+             major-frame = \"10 ms\"\nwindows = [{ partition = \"a\", length = \"20 ms\" }]\n",
+        )
+        .unwrap();
+        let err = payload(Arch::X86_64, "", Some(path.to_str().unwrap())).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("is not a valid system description; no image was built"),
+            "{err}"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
