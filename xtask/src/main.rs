@@ -54,6 +54,34 @@ pub struct BuildOpts {
     pub debug: bool,
 }
 
+/// What goes into a bootable image; shared by `image` and `run`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ImageOpts {
+    /// System description: a name in systems/ or a path (default: hello on x86_64; none, the
+    /// kernel alone, on aarch64 until partitions run there). `none` means no system.
+    pub system: Option<String>,
+    #[command(flatten)]
+    pub build: BuildOpts,
+    /// Boot through UEFI (OVMF) instead of BIOS (x86_64).
+    #[arg(long)]
+    pub uefi: bool,
+    /// Kernel command line words (e.g. `log=debug`, `test=page_fault`).
+    #[arg(long, default_value = "")]
+    pub cmdline: String,
+}
+
+impl ImageOpts {
+    /// The system to build, after defaults: `None` for the kernel alone.
+    pub fn system(&self) -> Option<&str> {
+        match self.system.as_deref() {
+            Some("none") => None,
+            Some(name) => Some(name),
+            None if self.build.arch == Arch::X86_64 => Some("hello"),
+            None => None,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Install what is missing: QEMU and OVMF (through apt-get) and the toolchain's components.
@@ -63,35 +91,18 @@ enum Command {
         #[command(flatten)]
         build: BuildOpts,
     },
-    /// Build a bootable image: a BIOS (or UEFI) disk image on x86_64, the kernel ELF on aarch64.
+    /// Build a bootable image: a BIOS (or UEFI) disk image on x86_64, a raw Image on aarch64.
     Image {
-        /// System description: a name in systems/ or a path; none for a kernel-only image.
-        system: Option<String>,
         #[command(flatten)]
-        build: BuildOpts,
-        /// Build a UEFI disk image instead of a BIOS one (x86_64).
-        #[arg(long)]
-        uefi: bool,
-        /// Kernel command line baked into the image.
-        #[arg(long, default_value = "")]
-        cmdline: String,
+        image: ImageOpts,
     },
     /// Build and boot the system in QEMU (TCG) with the serial console on this terminal.
     ///
     /// When standard output is not a terminal, the kernel is asked to power off once the boot
     /// demonstration is done, and the exit status says whether it succeeded.
     Run {
-        /// System description: a name in systems/ or a path (default: hello on x86_64; none,
-        /// the kernel alone, on aarch64 until partitions run there). `none` boots no system.
-        system: Option<String>,
         #[command(flatten)]
-        build: BuildOpts,
-        /// Boot through UEFI (OVMF) instead of BIOS (x86_64).
-        #[arg(long)]
-        uefi: bool,
-        /// Extra kernel command line words (e.g. `log=debug`, `test=page_fault`).
-        #[arg(long, default_value = "")]
-        cmdline: String,
+        image: ImageOpts,
         /// Give up after this many seconds when not on a terminal.
         #[arg(long, default_value_t = 120)]
         timeout: u64,
@@ -136,47 +147,21 @@ fn run() -> Result<()> {
             println!("{}", kernel.display());
             Ok(())
         }
-        Command::Image {
-            system,
-            build,
-            uefi,
-            cmdline,
-        } => {
+        Command::Image { image } => {
             setup::ensure_toolchain()?;
-            let boot = image::bootable(&build, uefi, &cmdline, system.as_deref())?;
+            let boot = image::bootable(&image.build, image.uefi, &image.cmdline, image.system())?;
             println!("{}", boot.path().display());
             Ok(())
         }
         Command::Run {
-            system,
-            build,
-            uefi,
-            cmdline,
+            image,
             timeout,
             qemu_args,
         } => {
             setup::ensure_toolchain()?;
             setup::ensure_qemu()?;
             let interactive = std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
-            let default = if build.arch == Arch::X86_64 {
-                Some("hello")
-            } else {
-                None
-            };
-            let system = match system.as_deref() {
-                Some("none") => None,
-                Some(name) => Some(name),
-                None => default,
-            };
-            qemu::run(
-                &build,
-                system,
-                uefi,
-                &cmdline,
-                interactive,
-                timeout,
-                &qemu_args,
-            )
+            qemu::run(&image, interactive, timeout, &qemu_args)
         }
         Command::Test {
             host_only,

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::image::{self, Bootable};
 use crate::setup::OVMF;
-use crate::{Arch, BuildOpts};
+use crate::{Arch, ImageOpts};
 
 /// Exit status `2v+1` that QEMU's isa-debug-exit gives for the kernel's success value 0x10.
 const X86_EXIT_SUCCESS: i32 = 33;
@@ -94,14 +94,17 @@ pub fn command(arch: Arch, bootable: &Bootable, interactive: bool) -> Command {
 /// Builds the image and boots it. Interactive: until the user quits QEMU (Ctrl-A X).
 /// Otherwise: the kernel powers off after its demonstration and the exit status says how it went.
 pub fn run(
-    opts: &BuildOpts,
-    system: Option<&str>,
-    uefi: bool,
-    cmdline: &str,
+    image_opts: &ImageOpts,
     interactive: bool,
     timeout: u64,
     extra: &[String],
 ) -> Result<()> {
+    let (opts, uefi, cmdline, system) = (
+        &image_opts.build,
+        image_opts.uefi,
+        image_opts.cmdline.as_str(),
+        image_opts.system(),
+    );
     if uefi && opts.arch != Arch::X86_64 {
         bail!("--uefi applies to x86_64 only (aarch64 boots the kernel ELF directly)");
     }
