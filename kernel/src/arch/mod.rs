@@ -3,7 +3,9 @@
 //! Each architecture module provides the same items, which the portable kernel uses:
 //! - `console::{init, with_locked, emergency_writer}`: the serial console.
 //! - `cpu::{enable_interrupts, disable_interrupts, wait_for_interrupt}`.
-//! - `time::{init, uptime_ns, ticks}`: the calibrated counter and the periodic tick.
+//! - `time::{init, uptime_ns, ticks, set_deadline}`: the calibrated counter, the periodic tick,
+//!   and the one-shot deadline that replaces it once partitions run.
+//! - `mm::AddressSpace` and `TrapFrame`: partition address spaces and saved contexts.
 //! - `selftest::{read_unmapped, invalid_opcode}`: deliberate faults for the test suite.
 //! - `power_off(ExitStatus)`: stop the machine, telling QEMU how it went.
 //!

@@ -1,7 +1,7 @@
 //! Time on aarch64: the generic timer's physical counter (CNTPCT_EL0) for time stamps and the
 //! EL1 physical timer, reprogrammed from its own compare value each tick so ticks never drift.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use aarch64_cpu::registers::{
     CNTFRQ_EL0, CNTP_CTL_EL0, CNTP_CVAL_EL0, CNTPCT_EL0, Readable, Writeable,
@@ -19,6 +19,8 @@ pub const TIMER_INTID: u32 = 30;
 static TICKS: AtomicU64 = AtomicU64::new(0);
 static BOOT_COUNT: AtomicU64 = AtomicU64::new(0);
 static PERIOD: AtomicU64 = AtomicU64::new(0);
+/// Set once the scheduler programs deadlines itself; the tick then stops re-arming.
+static ONE_SHOT: AtomicBool = AtomicBool::new(false);
 
 /// Marks time zero. Called first thing at boot.
 pub fn mark_boot() {
@@ -47,8 +49,25 @@ pub fn init() -> TimerInfo {
 /// Called by the GIC dispatcher on the timer's interrupt.
 pub fn on_tick() {
     TICKS.fetch_add(1, Ordering::Relaxed);
+    if ONE_SHOT.load(Ordering::Relaxed) {
+        // The handler that follows programs the next deadline; until then keep the
+        // level-triggered timer quiet.
+        CNTP_CVAL_EL0.set(u64::MAX);
+        return;
+    }
     let next = CNTP_CVAL_EL0.get() + PERIOD.load(Ordering::Relaxed);
     CNTP_CVAL_EL0.set(next);
+}
+
+/// Replaces the periodic tick by one interrupt at `deadline_ns` (uptime), or as soon as
+/// possible if that has passed; each call re-arms it.
+pub fn set_deadline(deadline_ns: u64) {
+    ONE_SHOT.store(true, Ordering::Relaxed);
+    let hz = CNTFRQ_EL0.get();
+    let at = BOOT_COUNT
+        .load(Ordering::Relaxed)
+        .saturating_add(kcore::time::ns_to_ticks(deadline_ns, hz));
+    CNTP_CVAL_EL0.set(at);
 }
 
 /// Nanoseconds since boot.

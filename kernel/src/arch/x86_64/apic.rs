@@ -58,6 +58,12 @@ pub fn start_periodic(period: u32) {
     write(REG_TIMER_INITIAL, period.max(1));
 }
 
+/// Arms the timer once: one interrupt after `count` timer units, then silence.
+pub fn start_one_shot(count: u32) {
+    write(REG_LVT_TIMER, TIMER_VECTOR as u32);
+    write(REG_TIMER_INITIAL, count.max(1));
+}
+
 /// Signals the end of the interrupt being handled.
 pub fn end_of_interrupt() {
     write(REG_EOI, 0);

@@ -3,7 +3,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use kcore::time::{calibrate, ticks_to_ns};
+use kcore::time::{calibrate, ns_to_ticks, ticks_to_ns};
 
 use super::{apic, pit};
 use crate::boot::TimerInfo;
@@ -16,6 +16,7 @@ const CALIBRATION_PIT_TICKS: u16 = (pit::PIT_HZ / 20) as u16;
 /// Tick interrupts since the timer started; incremented by the timer handler.
 pub static TICKS: AtomicU64 = AtomicU64::new(0);
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
+static APIC_HZ: AtomicU64 = AtomicU64::new(0);
 static BOOT_TSC: AtomicU64 = AtomicU64::new(0);
 
 /// Reads the time-stamp counter.
@@ -53,6 +54,7 @@ pub fn init() -> TimerInfo {
     let apic_hz = calibrate(apic_units as u64, CALIBRATION_PIT_TICKS as u64, pit::PIT_HZ)
         .expect("APIC timer did not count during calibration");
     TSC_HZ.store(tsc_hz, Ordering::Relaxed);
+    APIC_HZ.store(apic_hz, Ordering::Relaxed);
     apic::start_periodic(u32::try_from(apic_hz / TICK_HZ).unwrap_or(u32::MAX));
     TimerInfo {
         counter: "TSC",
@@ -62,6 +64,15 @@ pub fn init() -> TimerInfo {
         tick_source_hz: apic_hz,
         tick_hz: TICK_HZ,
     }
+}
+
+/// Replaces the periodic tick by one interrupt at `deadline_ns` (uptime), or as soon as
+/// possible if that has passed; each call re-arms it. The scheduler calls this with its next
+/// event, so window boundaries are met to the timer's resolution instead of the next tick.
+pub fn set_deadline(deadline_ns: u64) {
+    let delta = deadline_ns.saturating_sub(uptime_ns());
+    let units = ns_to_ticks(delta, APIC_HZ.load(Ordering::Relaxed));
+    apic::start_one_shot(u32::try_from(units).unwrap_or(u32::MAX));
 }
 
 /// Nanoseconds since boot; zero until the TSC is calibrated.
