@@ -314,6 +314,17 @@ impl<'a> Node<'a> {
         Some((read(&v[..ac * 4]), read(&v[ac * 4..])))
     }
 
+    /// Property `name` read as one big-endian number of one or two cells (4 or 8 bytes), as
+    /// `/chosen`'s `linux,initrd-start` and `linux,initrd-end` are written.
+    pub fn property_u64(&self, name: &str) -> Option<u64> {
+        let v = self.property(name)?;
+        match v.len() {
+            4 => be32(v, 0).map(u64::from),
+            8 => Some(((be32(v, 0)? as u64) << 32) | be32(v, 4)? as u64),
+            _ => None,
+        }
+    }
+
     /// The `index`-th 32-bit cell of property `name`.
     pub fn cell(&self, name: &str, index: usize) -> Option<u32> {
         be32(self.property(name)?, index.checked_mul(4)?)
@@ -357,6 +368,38 @@ mod tests {
         );
         assert!(fdt.find_path("/nonexistent").is_none());
         assert!(fdt.find_path("/").is_some());
+    }
+
+    /// QEMU 7.2 `-M virt,gic-version=3 -cpu cortex-a72 -m 512M -initrd FILE -append "exit"`
+    /// (a 5000-byte initrd), packed with dtc.
+    const VIRT_GICV3_INITRD: &[u8] = include_bytes!("../tests/data/qemu-virt-gicv3-initrd.dtb");
+
+    #[test]
+    fn reads_initrd_and_gicv3() {
+        let fdt = Fdt::new(VIRT_GICV3_INITRD).unwrap();
+        let chosen = fdt.find_path("/chosen").unwrap();
+        assert_eq!(chosen.property_u64("linux,initrd-start"), Some(0x4800_0000));
+        assert_eq!(
+            chosen.property_u64("linux,initrd-end"),
+            Some(0x4800_0000 + 5000)
+        );
+        // Two cells: kaslr-seed; other lengths are refused.
+        assert!(chosen.property_u64("kaslr-seed").is_some());
+        assert_eq!(chosen.property_u64("rng-seed"), None);
+        assert_eq!(chosen.property_u64("bootargs"), None);
+        assert!(fdt.find_compatible("arm,cortex-a15-gic").is_none());
+        let gic = fdt.find_compatible("arm,gic-v3").unwrap();
+        assert_eq!(gic.reg(0), Some((0x0800_0000, 0x10000)));
+        assert_eq!(gic.reg(1), Some((0x080a_0000, 0xf6_0000)));
+        // The tree without an initrd has none.
+        let plain = Fdt::new(VIRT).unwrap();
+        assert_eq!(
+            plain
+                .find_path("/chosen")
+                .unwrap()
+                .property_u64("linux,initrd-start"),
+            None
+        );
     }
 
     #[test]

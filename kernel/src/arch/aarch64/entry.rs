@@ -3,14 +3,15 @@
 
 use core::sync::atomic::Ordering;
 
-use aarch64_cpu::registers::{ReadWriteable, TCR_EL1};
+use aarch64_cpu::registers::{CPACR_EL1, ReadWriteable, TCR_EL1, Writeable};
 use kcore::cmdline::CommandLine;
 use kcore::fdt::{self, Fdt};
+use kcore::image::SystemImage;
 use kcore::mem::{PhysRegion, RegionKind, carve};
 use spin::Once;
 
 use super::{
-    LINEAR_MAP_END, POWER_METHOD, PowerMethod, console, exceptions, gic, phys_to_virt, time,
+    LINEAR_MAP_END, POWER_METHOD, PowerMethod, console, exceptions, gic, paging, phys_to_virt, time,
 };
 use crate::arch::{ExitStatus, power_off};
 use crate::boot::{BootInfo, kmain};
@@ -67,6 +68,9 @@ extern "C" fn aarch64_entry(dtb_phys: u64) -> ! {
     time::mark_boot();
     console::init();
     exceptions::init();
+    // FP/SIMD stays trapped at EL0 and EL1: the kernel is soft-float and saves no FP state, so
+    // partitions (built soft-float too) must not use it; one that does faults.
+    CPACR_EL1.write(CPACR_EL1::FPEN::TrapEl0El1);
     // The identity map was only needed to turn the MMU on; from now on the lower half faults.
     TCR_EL1.modify(TCR_EL1::EPD0::DisableTTBR0Walks);
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
@@ -75,10 +79,22 @@ extern "C" fn aarch64_entry(dtb_phys: u64) -> ! {
     if let Some((base, _)) = tree.find_compatible("arm,pl011").and_then(|n| n.reg(0)) {
         console::set_base(base);
     }
-    let cmdline = tree
-        .find_path("/chosen")
-        .and_then(|n| n.property_str("bootargs"))
-        .unwrap_or("");
+    let chosen = tree.find_path("/chosen");
+    let initrd = chosen.and_then(|c| {
+        Some((
+            c.property_u64("linux,initrd-start")?,
+            c.property_u64("linux,initrd-end")?,
+        ))
+    });
+    let (image, image_cmdline) = boot_payload(initrd);
+    // Like x86_64, the system image carries the command line; the device tree's bootargs
+    // (QEMU's -append) count when there is no image or its command line is empty.
+    let cmdline = match image_cmdline {
+        Some(line) if !line.is_empty() => line,
+        _ => chosen
+            .and_then(|n| n.property_str("bootargs"))
+            .unwrap_or(""),
+    };
     let cmdline = CommandLine::new(cmdline);
 
     let method = match tree
@@ -115,11 +131,12 @@ extern "C" fn aarch64_entry(dtb_phys: u64) -> ! {
     };
     gic::init(gicd, gicc);
 
-    let (regions, count) = REGIONS.call_once(|| memory_map(&tree, tree_phys));
+    let (regions, count) = REGIONS.call_once(|| memory_map(&tree, tree_phys, initrd));
     let memory = &regions[..*count];
     // SAFETY: the linear map covers physical memory below 4 GiB, writable, and memory_map
     // keeps only usable RAM below that, minus the kernel image and the device tree.
     unsafe { crate::arch::init_frames(memory, phys_to_virt) };
+    paging::init(memory);
     let heap = crate::arch::init_heap(phys_to_virt);
 
     kmain(&BootInfo {
@@ -127,15 +144,51 @@ extern "C" fn aarch64_entry(dtb_phys: u64) -> ! {
         firmware: "device tree",
         memory,
         cmdline,
-        image: None,
+        image,
         free_frames: crate::arch::free_frames(),
         heap,
     })
 }
 
-/// RAM from the device tree's memory nodes, with the kernel image and the tree itself marked
-/// Loaded, clipped to what the linear map covers.
-fn memory_map(tree: &Fdt<'_>, tree_phys: u64) -> ([PhysRegion; MAX_REGIONS], usize) {
+/// The system image `cargo xtask` passes as the initrd (QEMU's `-initrd`; the device tree's
+/// `/chosen` gives its physical range), read in place through the linear map. Returns the
+/// image and its command line, or nothing when there is no initrd or it is not an image.
+fn boot_payload(
+    initrd: Option<(u64, u64)>,
+) -> (Option<SystemImage<'static>>, Option<&'static str>) {
+    let Some((start, end)) = initrd else {
+        return (None, None);
+    };
+    if start >= end || end > LINEAR_MAP_END {
+        warn!("the initrd at {start:#x}..{end:#x} is outside the linear map; ignoring it");
+        return (None, None);
+    }
+    // SAFETY: the range is RAM below LINEAR_MAP_END, so inside the linear map; it is marked
+    // Loaded in the memory map (memory_map), so no frame of it is ever handed out and the
+    // bytes stay unchanged for good.
+    let bytes = unsafe {
+        core::slice::from_raw_parts(phys_to_virt(start) as *const u8, (end - start) as usize)
+    };
+    if !SystemImage::is_image(bytes) {
+        warn!("the initrd is not a system image; booting without partitions");
+        return (None, None);
+    }
+    match SystemImage::parse(bytes) {
+        Ok(image) => (Some(image), Some(image.cmdline())),
+        Err(e) => {
+            warn!("the system image is malformed ({e:?}); booting without partitions");
+            (None, None)
+        }
+    }
+}
+
+/// RAM from the device tree's memory nodes, with the kernel image, the tree itself and the
+/// system image (if any) marked Loaded, clipped to what the linear map covers.
+fn memory_map(
+    tree: &Fdt<'_>,
+    tree_phys: u64,
+    image: Option<(u64, u64)>,
+) -> ([PhysRegion; MAX_REGIONS], usize) {
     let mut ram = [(0u64, 0u64); 8];
     let mut ram_count = 0;
     for node in tree
@@ -159,7 +212,11 @@ fn memory_map(tree: &Fdt<'_>, tree_phys: u64) -> ([PhysRegion; MAX_REGIONS], usi
     );
     let kernel = (start - super::PHYS_OFFSET, end - super::PHYS_OFFSET);
     let tree_size = fdt::total_size(tree_header(tree_phys)).unwrap_or(0) as u64;
-    let used = [kernel, (tree_phys, tree_phys + tree_size)];
+    let used = [
+        kernel,
+        (tree_phys, tree_phys + tree_size),
+        image.unwrap_or_default(),
+    ];
     let mut out = [PhysRegion {
         start: 0,
         end: 0,

@@ -8,6 +8,8 @@ mod entry;
 mod exceptions;
 mod gic;
 pub mod mm;
+mod paging;
+mod pt;
 pub mod selftest;
 pub mod time;
 
