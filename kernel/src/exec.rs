@@ -62,6 +62,8 @@ struct Exec {
     run_until_ns: Option<u64>,
     /// Power off when every partition has stopped.
     exit_when_done: bool,
+    /// Power off when this partition has stopped (`exit_after=NAME`).
+    exit_after: Option<usize>,
     epoch_ns: u64,
 }
 
@@ -353,6 +355,9 @@ pub fn start(image: SystemImage<'static>, cmdline: &CommandLine<'_>) -> ! {
             .and_then(|v| v.parse::<u64>().ok())
             .map(|ms| epoch_ns + ms * 1_000_000),
         exit_when_done: cmdline.flag("exit"),
+        exit_after: cmdline
+            .value("exit_after")
+            .and_then(|name| names[..count].iter().position(|n| *n == name)),
         epoch_ns,
     };
     *EXEC.lock() = Some(exec);
@@ -462,8 +467,11 @@ pub fn on_syscall(frame: &mut TrapFrame) {
             None => Err(SysError::UnknownSyscall),
             Some(Sysno::LogWrite) => {
                 let mut buf = [0u8; MAX_LOG_RECORD];
-                copy_in(&p.space, UserSlice::new(args[0], args[1]), &mut buf)
-                    .inspect(|&n| log_partition(p.name, &buf[..n]))
+                copy_in(&p.space, UserSlice::new(args[0], args[1]), &mut buf).inspect(|&n| {
+                    if n > 0 {
+                        log_partition(p.name, &buf[..n]);
+                    }
+                })
             }
             Some(Sysno::Yield) => {
                 let _ = exec.sched.yield_now(thread);
@@ -514,11 +522,19 @@ pub fn on_syscall(frame: &mut TrapFrame) {
     });
 }
 
-/// With `exit` on the command line, powers off once no partition is left.
+/// With `exit` on the command line, powers off once no partition is left; with
+/// `exit_after=NAME`, once that partition has ended.
 fn check_all_stopped(exec: &Exec) {
     if exec.exit_when_done && exec.all_stopped() {
         report(exec);
         info!("every partition has ended; powering off");
+        arch::power_off(ExitStatus::Success);
+    }
+    if let Some(p) = exec.exit_after
+        && exec.sched.is_stopped(PartitionId(p as u8))
+    {
+        report(exec);
+        info!("partition {} has ended; powering off", exec.names[p]);
         arch::power_off(ExitStatus::Success);
     }
 }

@@ -20,6 +20,8 @@ fn cargo(args: &[&str]) -> Result<()> {
 pub fn run() -> Result<()> {
     cargo(&["fmt", "--all", "--check"])?;
     cargo(&["clippy", "--quiet", "--all-targets", "--", "-D", "warnings"])?;
+    // Partition programs and their runtime are built for the kernel's targets only.
+    let programs = crate::system::available_programs();
     for arch in [Arch::X86_64, Arch::Aarch64] {
         let mut args = vec![
             "clippy",
@@ -28,7 +30,12 @@ pub fn run() -> Result<()> {
             "bulkhead-kernel",
             "--package",
             "bulkhead-virtio",
+            "--package",
+            "bulkhead-rt",
         ];
+        for program in &programs {
+            args.extend(["--package", program.as_str()]);
+        }
         args.extend(build::target_args(arch));
         args.extend(["--", "-D", "warnings"]);
         cargo(&args)?;

@@ -1,0 +1,77 @@
+//! Issues random system calls with random and adversarial arguments, a million by default
+//! (`syscall-fuzz` reads no input: the count is fixed so runs are comparable). It never calls
+//! `exit` or a long sleep; everything else is fair game.
+#![no_std]
+#![no_main]
+
+use abi::Sysno;
+use rt::println;
+use rt::syscall::{raw_syscall, time_now_ns};
+
+rt::entry!(main);
+
+const CALLS: u32 = 1_000_000;
+
+/// Arguments worth trying beside random ones.
+const INTERESTING: [usize; 12] = [
+    0,
+    1,
+    8,
+    4095,
+    4096,
+    0x40_0000,
+    abi::USER_TOP as usize,
+    0x7fff_ffff_ffff,
+    0x8000_0000_0000,
+    0xffff_8000_0000_0000,
+    0xffff_ffff_8000_0000,
+    usize::MAX,
+];
+
+fn main() {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15 ^ time_now_ns();
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut errors = 0u32;
+    for i in 0..CALLS {
+        let r = next();
+        let number = match r % 8 {
+            0 => Sysno::Exit as usize + 1 + (r >> 8) as usize % 64, // unknown
+            1 => Sysno::LogWrite as usize,
+            2 => Sysno::Yield as usize,
+            3 => Sysno::SleepUntil as usize,
+            4 => Sysno::TimeNow as usize,
+            5 => Sysno::PartitionInfo as usize,
+            _ => (r >> 16) as usize, // anything at all
+        };
+        if number == Sysno::Exit as usize {
+            continue;
+        }
+        let mut arg = |k: u64| {
+            let v = next();
+            if v % 3 == 0 {
+                INTERESTING[(v >> 8) as usize % INTERESTING.len()]
+            } else {
+                (v >> (k * 7)) as usize
+            }
+        };
+        let (mut a0, a1) = (arg(1), arg(2));
+        if number == Sysno::SleepUntil as usize {
+            a0 %= time_now_ns() as usize + 1; // never a sleep into the future
+        }
+        if number == Sysno::LogWrite as usize && (0x40_0000..0x7ff0_0000_0000).contains(&a0) {
+            a0 |= 0xffff_0000_0000_0000; // keep the log readable: only invalid pointers
+        }
+        if abi::SysError::decode(raw_syscall(number, a0, a1)).is_err() {
+            errors += 1;
+        }
+        if (i + 1) % 250_000 == 0 {
+            println!("{} calls, {errors} returned errors", i + 1);
+        }
+    }
+    println!("done: {CALLS} calls, {errors} errors, the kernel is still here");
+}
