@@ -6,7 +6,7 @@
 //! visible to the compiler. Each entry ends by leaving some context in the trap frame: the
 //! interrupted thread's, another thread's, or the idle loop's.
 
-use abi::{PartitionInfo, SysError, Sysno, USER_BASE, USER_STACK_TOP};
+use abi::{ObjectKind, PartitionInfo, RecvResult, SysError, Sysno, USER_BASE, USER_STACK_TOP};
 use kcore::cmdline::CommandLine;
 use kcore::elf::{EM_AARCH64, EM_X86_64, Elf};
 use kcore::health::{Action, HealthMonitor, Policy};
@@ -19,12 +19,16 @@ use spin::Mutex;
 
 use crate::arch::mm::{AddressSpace, MapError};
 use crate::arch::{self, ExitStatus, TrapFrame};
-use crate::uaccess::{UserSlice, copy_in, copy_out};
+use crate::uaccess::{UserSlice, check, copy_between, copy_in, copy_out};
 
 /// Most partitions a system may have.
 pub const MAX_PARTITIONS: usize = 16;
 /// Most windows in a major frame.
 pub const MAX_WINDOWS: usize = 64;
+/// Most channels a system may have.
+pub const MAX_CHANNELS: usize = 32;
+/// Most notifications a system may have.
+pub const MAX_NOTIFICATIONS: usize = 64;
 /// Longest log record a partition may write in one call.
 const MAX_LOG_RECORD: usize = 256;
 
@@ -47,10 +51,68 @@ struct Partition {
     space: AddressSpace,
     /// The saved context of its (single) thread.
     context: TrapFrame,
+    /// What its thread is blocked in, if anything.
+    blocked: Blocked,
+    /// Its notification word: bits raised and not yet taken by `wait` or `poll`.
+    notifications: u64,
+}
+
+/// What a partition's thread waits for in the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Blocked {
+    Nothing,
+    /// In `call` on this channel; the reply goes to `reply`.
+    Call {
+        channel: usize,
+        reply: UserSlice,
+    },
+    /// In `recv`; the message goes to `buf`.
+    Recv {
+        buf: UserSlice,
+    },
+    /// In `wait` for any bit of `mask`.
+    Wait {
+        mask: u64,
+    },
+}
+
+/// Where a channel's current call is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CallState {
+    Idle,
+    /// The client called; the server has not received it yet. The message is still in the
+    /// client's memory (it is blocked, so it cannot change it).
+    Pending {
+        message: UserSlice,
+    },
+    /// The server received the call and owes a reply.
+    Serving,
+    /// The client restarted or stopped while its call was served; the reply has nowhere to go.
+    ClientGone(SysError),
+}
+
+struct Channel {
+    name: &'static str,
+    client: usize,
+    server: usize,
+    message_size: usize,
+    state: CallState,
+    /// The server's generation when the client last talked to it: a difference means the
+    /// server restarted since, which the client's next call reports once.
+    server_generation_seen: u32,
+}
+
+struct Notification {
+    name: &'static str,
+    receiver: usize,
+    bit: u8,
+    senders: u64,
 }
 
 struct Exec {
     partitions: [Option<Partition>; MAX_PARTITIONS],
+    channels: [Option<Channel>; MAX_CHANNELS],
+    notifications: [Option<Notification>; MAX_NOTIFICATIONS],
     names: [&'static str; MAX_PARTITIONS],
     count: usize,
     /// One thread per partition for now: thread `i` belongs to partition `i`.
@@ -254,6 +316,8 @@ pub fn start(image: SystemImage<'static>, cmdline: &CommandLine<'_>) -> ! {
             stack_bytes,
             space,
             context: TrapFrame::user(elf.entry(), USER_STACK_TOP),
+            blocked: Blocked::Nothing,
+            notifications: 0,
         };
         let used = match load(&mut p, false) {
             Ok(used) => used,
@@ -343,8 +407,40 @@ pub fn start(image: SystemImage<'static>, cmdline: &CommandLine<'_>) -> ! {
             let _ = sched.stop_partition(PartitionId(i as u8));
         }
     }
+    const NO_CHANNEL: Option<Channel> = None;
+    const NO_NOTIFICATION: Option<Notification> = None;
+    let mut channels = [NO_CHANNEL; MAX_CHANNELS];
+    for (i, slot) in channels.iter_mut().enumerate().take(image.channel_count()) {
+        if let Ok(c) = image.channel(i) {
+            *slot = Some(Channel {
+                name: c.name,
+                client: c.client as usize,
+                server: c.server as usize,
+                message_size: c.message_size as usize,
+                state: CallState::Idle,
+                server_generation_seen: 0,
+            });
+        }
+    }
+    let mut notifications = [NO_NOTIFICATION; MAX_NOTIFICATIONS];
+    for (i, slot) in notifications
+        .iter_mut()
+        .enumerate()
+        .take(image.notification_count())
+    {
+        if let Ok(n) = image.notification(i) {
+            *slot = Some(Notification {
+                name: n.name,
+                receiver: n.receiver as usize,
+                bit: n.bit,
+                senders: n.senders,
+            });
+        }
+    }
     let exec = Exec {
         partitions,
+        channels,
+        notifications,
         names,
         count,
         sched,
@@ -495,11 +591,33 @@ pub fn on_syscall(frame: &mut TrapFrame) {
                 copy_out(&p.space, UserSlice::new(args[0], args[1]), &info.to_bytes())
                     .map(|()| PartitionInfo::SIZE)
             }
+            Some(
+                call @ (Sysno::Call
+                | Sysno::Recv
+                | Sysno::Reply
+                | Sysno::ReplyRecv
+                | Sysno::Notify
+                | Sysno::Wait
+                | Sysno::Poll
+                | Sysno::Lookup),
+            ) => match ipc(exec, current, call, args) {
+                Ipc::Done(result) => result,
+                Ipc::Blocked => {
+                    exec.switch(frame, now, true);
+                    return;
+                }
+                Ipc::DoneSwitch(result) => {
+                    frame.set_return(result.unwrap_or_else(SysError::encode));
+                    exec.switch(frame, now, true);
+                    return;
+                }
+            },
             Some(Sysno::Exit) => {
                 let code = args[0] as u64;
                 if code == 0 {
                     info!("partition {}: exited", p.name);
                     let _ = exec.sched.stop_partition(id);
+                    release_peers(exec, current, SysError::PeerStopped);
                     exec.switch(frame, now, false);
                 } else {
                     info!("partition {}: exited with code {code}", p.name);
@@ -581,15 +699,19 @@ fn handle_fault(exec: &mut Exec, index: usize, fault: Fault, now: u64) {
         }
         Action::Stop { .. } => {
             let _ = exec.sched.stop_partition(id);
+            release_peers(exec, index, SysError::PeerStopped);
         }
         Action::Restart { generation } => {
             let _ = exec.sched.stop_partition(id);
+            release_peers(exec, index, SysError::PeerRestarted);
             let Some(p) = exec.partitions[index].as_mut() else {
                 return;
             };
             match load(p, true) {
                 Ok(_) => {
                     p.context = TrapFrame::user(p.elf.entry(), USER_STACK_TOP);
+                    p.blocked = Blocked::Nothing;
+                    p.notifications = 0;
                     let _ = exec.sched.restart_partition(id);
                     exec.health.restarted(id);
                     info!("health: partition {name} restarted (generation {generation})");
@@ -597,5 +719,307 @@ fn handle_fault(exec: &mut Exec, index: usize, fault: Fault, now: u64) {
                 Err(e) => error!("health: partition {name} could not be reloaded ({e}); stopped"),
             }
         }
+    }
+}
+
+/// What an IPC system call did.
+enum Ipc {
+    /// Finished; the caller continues with this result.
+    Done(Result<usize, SysError>),
+    /// Finished, and another thread became ready: pick again.
+    DoneSwitch(Result<usize, SysError>),
+    /// The caller blocked; its result is set when it wakes.
+    Blocked,
+}
+
+/// The partitions `a` and `b` (distinct, both loaded), for copying between them.
+fn pair(exec: &Exec, a: usize, b: usize) -> Option<(&Partition, &Partition)> {
+    Some((exec.partitions[a].as_ref()?, exec.partitions[b].as_ref()?))
+}
+
+/// Wakes partition `index`'s thread with `result` as its syscall's return value.
+fn wake(exec: &mut Exec, index: usize, result: Result<usize, SysError>) {
+    if let Some(p) = exec.partitions[index].as_mut() {
+        p.context
+            .set_return(result.unwrap_or_else(SysError::encode));
+        p.blocked = Blocked::Nothing;
+    }
+    let _ = exec.sched.make_ready(ThreadId(index as u16));
+}
+
+/// Delivers the pending call on `channel` into the server's `buf`; returns the recv result.
+fn deliver(exec: &mut Exec, channel: usize, buf: UserSlice) -> Result<usize, SysError> {
+    let c = exec.channels[channel]
+        .as_ref()
+        .ok_or(SysError::BadArgument)?;
+    let CallState::Pending { message } = c.state else {
+        return Err(SysError::BadArgument);
+    };
+    let (client, server) = pair(exec, c.client, c.server).ok_or(SysError::PeerStopped)?;
+    // The client's message was checked when it called; the server's buffer when it received.
+    let len = copy_between(&client.space, message, &server.space, buf)?;
+    if let Some(c) = exec.channels[channel].as_mut() {
+        c.state = CallState::Serving;
+    }
+    Ok(RecvResult {
+        channel: channel as u32,
+        len: len as u32,
+    }
+    .encode())
+}
+
+/// A pending call on one of `server`'s channels, lowest channel first.
+fn pending_for(exec: &Exec, server: usize) -> Option<usize> {
+    exec.channels.iter().position(|c| {
+        c.as_ref()
+            .is_some_and(|c| c.server == server && matches!(c.state, CallState::Pending { .. }))
+    })
+}
+
+fn recv(exec: &mut Exec, caller: usize, buf: UserSlice) -> Ipc {
+    if !exec.channels.iter().flatten().any(|c| c.server == caller) {
+        return Ipc::Done(Err(SysError::NotGranted));
+    }
+    let p = exec.partitions[caller].as_mut().expect("the caller exists");
+    if let Err(e) = check(&p.space, buf, true) {
+        return Ipc::Done(Err(e));
+    }
+    if let Some(channel) = pending_for(exec, caller) {
+        return Ipc::Done(deliver(exec, channel, buf));
+    }
+    let p = exec.partitions[caller].as_mut().expect("the caller exists");
+    p.blocked = Blocked::Recv { buf };
+    let _ = exec.sched.block(ThreadId(caller as u16));
+    Ipc::Blocked
+}
+
+fn reply(
+    exec: &mut Exec,
+    caller: usize,
+    channel: usize,
+    message: UserSlice,
+) -> Result<usize, SysError> {
+    let c = exec
+        .channels
+        .get(channel)
+        .and_then(Option::as_ref)
+        .ok_or(SysError::BadArgument)?;
+    if c.server != caller {
+        return Err(SysError::NotGranted);
+    }
+    if message.len > c.message_size {
+        return Err(SysError::BadArgument);
+    }
+    let client = c.client;
+    match c.state {
+        CallState::Serving => {}
+        CallState::ClientGone(e) => {
+            exec.channels[channel]
+                .as_mut()
+                .expect("checked above")
+                .state = CallState::Idle;
+            return Err(e);
+        }
+        _ => return Err(SysError::BadArgument), // no call to answer
+    }
+    let server_space = &exec.partitions[caller]
+        .as_ref()
+        .expect("the caller exists")
+        .space;
+    check(server_space, message, false)?;
+    let Some(Blocked::Call { reply, .. }) = exec.partitions[client].as_ref().map(|p| p.blocked)
+    else {
+        return Err(SysError::PeerStopped);
+    };
+    let (server, client_p) = pair(exec, caller, client).ok_or(SysError::PeerStopped)?;
+    let copied = copy_between(&server.space, message, &client_p.space, reply);
+    exec.channels[channel]
+        .as_mut()
+        .expect("checked above")
+        .state = CallState::Idle;
+    wake(exec, client, copied);
+    Ok(0)
+}
+
+/// The IPC system calls: call/recv/reply on channels, notify/wait/poll, lookup.
+fn ipc(exec: &mut Exec, caller: usize, call: Sysno, a: [usize; 5]) -> Ipc {
+    match call {
+        Sysno::Call => {
+            let (channel, message, reply) =
+                (a[0], UserSlice::new(a[1], a[2]), UserSlice::new(a[3], a[4]));
+            let Some(c) = exec.channels.get(channel).and_then(Option::as_ref) else {
+                return Ipc::Done(Err(SysError::BadArgument));
+            };
+            if c.client != caller {
+                return Ipc::Done(Err(SysError::NotGranted));
+            }
+            if message.len > c.message_size {
+                return Ipc::Done(Err(SysError::BadArgument));
+            }
+            let (server, seen) = (c.server, c.server_generation_seen);
+            let server_id = PartitionId(server as u8);
+            if exec.sched.is_stopped(server_id) || exec.partitions[server].is_none() {
+                return Ipc::Done(Err(SysError::PeerStopped));
+            }
+            let generation = exec.health.generation(server_id).unwrap_or(0);
+            if generation != seen {
+                exec.channels[channel]
+                    .as_mut()
+                    .expect("checked above")
+                    .server_generation_seen = generation;
+                return Ipc::Done(Err(SysError::PeerRestarted));
+            }
+            let p = exec.partitions[caller].as_ref().expect("the caller exists");
+            let reply = UserSlice {
+                len: reply.len.min(c.message_size),
+                ..reply
+            };
+            if let Err(e) =
+                check(&p.space, message, false).and_then(|()| check(&p.space, reply, true))
+            {
+                return Ipc::Done(Err(e));
+            }
+            exec.channels[channel]
+                .as_mut()
+                .expect("checked above")
+                .state = CallState::Pending { message };
+            exec.partitions[caller]
+                .as_mut()
+                .expect("the caller exists")
+                .blocked = Blocked::Call { channel, reply };
+            let _ = exec.sched.block(ThreadId(caller as u16));
+            if let Some(Blocked::Recv { buf }) = exec.partitions[server].as_ref().map(|p| p.blocked)
+            {
+                let result = deliver(exec, channel, buf);
+                wake(exec, server, result);
+            }
+            Ipc::Blocked
+        }
+        Sysno::Recv => recv(exec, caller, UserSlice::new(a[0], a[1])),
+        Sysno::Reply => match reply(exec, caller, a[0], UserSlice::new(a[1], a[2])) {
+            Ok(v) => Ipc::DoneSwitch(Ok(v)),
+            Err(e) => Ipc::Done(Err(e)),
+        },
+        Sysno::ReplyRecv => match reply(exec, caller, a[0], UserSlice::new(a[1], a[2])) {
+            // The reply woke the client, which may outrank the server: decide again.
+            Ok(_) => match recv(exec, caller, UserSlice::new(a[3], a[4])) {
+                Ipc::Done(result) => Ipc::DoneSwitch(result),
+                other => other,
+            },
+            Err(e) => Ipc::Done(Err(e)),
+        },
+        Sysno::Notify => {
+            let Some(n) = exec.notifications.get(a[0]).and_then(Option::as_ref) else {
+                return Ipc::Done(Err(SysError::BadArgument));
+            };
+            if n.senders & (1 << caller) == 0 {
+                return Ipc::Done(Err(SysError::NotGranted));
+            }
+            let (receiver, bit) = (n.receiver, 1u64 << n.bit);
+            let Some(r) = exec.partitions[receiver].as_mut() else {
+                return Ipc::Done(Err(SysError::PeerStopped));
+            };
+            r.notifications |= bit;
+            if let Blocked::Wait { mask } = r.blocked
+                && r.notifications & mask != 0
+            {
+                let bits = r.notifications & mask;
+                r.notifications &= !bits;
+                wake(exec, receiver, Ok(bits as usize));
+                return Ipc::DoneSwitch(Ok(0));
+            }
+            Ipc::Done(Ok(0))
+        }
+        Sysno::Wait | Sysno::Poll => {
+            let mask = a[0] as u64;
+            let receivable = exec
+                .notifications
+                .iter()
+                .flatten()
+                .filter(|n| n.receiver == caller)
+                .fold(0u64, |m, n| m | 1 << n.bit);
+            if mask & receivable == 0 {
+                // Waiting for bits nobody can ever raise would block forever.
+                return Ipc::Done(Err(SysError::BadArgument));
+            }
+            let p = exec.partitions[caller].as_mut().expect("the caller exists");
+            let bits = p.notifications & mask;
+            if bits != 0 || call == Sysno::Poll {
+                p.notifications &= !bits;
+                return Ipc::Done(Ok(bits as usize));
+            }
+            p.blocked = Blocked::Wait { mask };
+            let _ = exec.sched.block(ThreadId(caller as u16));
+            Ipc::Blocked
+        }
+        Sysno::Lookup => Ipc::Done(lookup(exec, caller, a[0], UserSlice::new(a[1], a[2]))),
+        _ => Ipc::Done(Err(SysError::UnknownSyscall)),
+    }
+}
+
+/// The index of a channel or notification by name, if the caller takes part in it.
+fn lookup(exec: &Exec, caller: usize, kind: usize, name: UserSlice) -> Result<usize, SysError> {
+    let mut buf = [0u8; kcore::image::NAME_LEN];
+    if name.len > buf.len() {
+        return Err(SysError::BadArgument);
+    }
+    let space = &exec.partitions[caller]
+        .as_ref()
+        .expect("the caller exists")
+        .space;
+    let n = copy_in(space, name, &mut buf)?;
+    let name = core::str::from_utf8(&buf[..n]).map_err(|_| SysError::BadArgument)?;
+    let (index, granted) = if kind == ObjectKind::Channel as usize {
+        let i = exec
+            .channels
+            .iter()
+            .position(|c| c.as_ref().is_some_and(|c| c.name == name))
+            .ok_or(SysError::BadArgument)?;
+        let c = exec.channels[i].as_ref().expect("found above");
+        (i, c.client == caller || c.server == caller)
+    } else if kind == ObjectKind::Notification as usize {
+        let i = exec
+            .notifications
+            .iter()
+            .position(|x| x.as_ref().is_some_and(|x| x.name == name))
+            .ok_or(SysError::BadArgument)?;
+        let x = exec.notifications[i].as_ref().expect("found above");
+        (i, x.receiver == caller || x.senders & (1 << caller) != 0)
+    } else {
+        return Err(SysError::BadArgument);
+    };
+    if granted {
+        Ok(index)
+    } else {
+        Err(SysError::NotGranted)
+    }
+}
+
+/// Partition `index` restarted or stopped: every call it was part of ends. Its clients blocked
+/// in a call are released with `error`; calls it made are abandoned, so its servers' replies
+/// report `error`; its own blocked state and notification word are gone.
+fn release_peers(exec: &mut Exec, index: usize, error: SysError) {
+    for channel in 0..MAX_CHANNELS {
+        let Some(c) = exec.channels[channel].as_mut() else {
+            continue;
+        };
+        let busy = !matches!(c.state, CallState::Idle);
+        if c.server == index && busy && !matches!(c.state, CallState::ClientGone(_)) {
+            let client = c.client;
+            c.state = CallState::Idle;
+            if error == SysError::PeerRestarted {
+                c.server_generation_seen = c.server_generation_seen.wrapping_add(1);
+            }
+            wake(exec, client, Err(error));
+        } else if c.client == index && busy {
+            c.state = match c.state {
+                CallState::Serving => CallState::ClientGone(error),
+                _ => CallState::Idle,
+            };
+        }
+    }
+    if let Some(p) = exec.partitions[index].as_mut() {
+        p.blocked = Blocked::Nothing;
+        p.notifications = 0;
     }
 }

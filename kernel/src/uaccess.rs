@@ -12,7 +12,7 @@ use kcore::mem::PAGE_SIZE;
 use crate::arch::mm::AddressSpace;
 
 /// A partition's claim that `len` bytes at `addr` are its own.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UserSlice {
     pub addr: u64,
     pub len: usize,
@@ -68,7 +68,10 @@ fn for_each_piece(
 }
 
 /// Copies `slice` (at most `buf.len()` bytes of it) into `buf`; returns the bytes copied.
+/// The whole claimed range must be sane (no wrap, below the user top); only the pages of the
+/// bytes copied are checked, so the work is bounded by `buf`, not by the claim.
 pub fn copy_in(space: &AddressSpace, slice: UserSlice, buf: &mut [u8]) -> Result<usize, SysError> {
+    slice.end()?;
     let slice = UserSlice {
         len: slice.len.min(buf.len()),
         ..slice
@@ -81,6 +84,7 @@ pub fn copy_in(space: &AddressSpace, slice: UserSlice, buf: &mut [u8]) -> Result
 
 /// Copies `data` into the partition's memory at `slice` (which must be at least as long).
 pub fn copy_out(space: &AddressSpace, slice: UserSlice, data: &[u8]) -> Result<(), SysError> {
+    slice.end()?;
     if slice.len < data.len() {
         return Err(SysError::BadArgument);
     }
@@ -91,4 +95,38 @@ pub fn copy_out(space: &AddressSpace, slice: UserSlice, data: &[u8]) -> Result<(
     for_each_piece(space, slice, true, |phys, offset, len| {
         crate::arch::write_phys(phys, &data[offset..offset + len]);
     })
+}
+
+/// Checks that `slice` is entirely accessible to the partition (writable too if `write`),
+/// copying nothing.
+pub fn check(space: &AddressSpace, slice: UserSlice, write: bool) -> Result<(), SysError> {
+    for_each_piece(space, slice, write, |_, _, _| {})
+}
+
+/// Copies `src` in one partition's memory to `dst` in another's, at most `dst.len` bytes;
+/// returns the bytes copied. Both ranges are checked completely before any byte moves, and
+/// the copy goes through a small kernel buffer, so no partition memory is ever aliased.
+pub fn copy_between(
+    from: &AddressSpace,
+    src: UserSlice,
+    to: &AddressSpace,
+    dst: UserSlice,
+) -> Result<usize, SysError> {
+    let len = src.len.min(dst.len);
+    let (src, dst) = (UserSlice { len, ..src }, UserSlice { len, ..dst });
+    check(from, src, false)?;
+    check(to, dst, true)?;
+    let mut bounce = [0u8; 256];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(bounce.len());
+        let piece = |s: UserSlice| UserSlice {
+            addr: s.addr + done as u64,
+            len: n,
+        };
+        copy_in(from, piece(src), &mut bounce[..n])?;
+        copy_out(to, piece(dst), &bounce[..n])?;
+        done += n;
+    }
+    Ok(len)
 }

@@ -27,6 +27,56 @@ pub enum Sysno {
     PartitionInfo = 4,
     /// `exit(code)`: ends the partition; its health policy decides what follows.
     Exit = 5,
+    /// `call(channel, msg_ptr, msg_len, reply_ptr, reply_cap) -> reply length`: sends a message
+    /// to the channel's server and blocks until it replies.
+    Call = 6,
+    /// `recv(buf_ptr, buf_cap) -> RecvResult`: blocks until a call arrives on one of the
+    /// caller's server channels; the message is copied into the buffer.
+    Recv = 7,
+    /// `reply(channel, msg_ptr, msg_len)`: answers the call being served on `channel`.
+    Reply = 8,
+    /// `reply_recv(channel, msg_ptr, msg_len, buf_ptr, buf_cap) -> RecvResult`: `reply` then
+    /// `recv` in one entry.
+    ReplyRecv = 9,
+    /// `notify(notification)`: sets the notification's bit in its receiver's word.
+    Notify = 10,
+    /// `wait(mask) -> bits`: blocks until a bit in `mask` is set; returns and clears those bits.
+    Wait = 11,
+    /// `poll(mask) -> bits`: like `wait` without blocking (0 when none is set).
+    Poll = 12,
+    /// `lookup(kind, name_ptr, name_len) -> index`: the index of the channel (kind 0) or
+    /// notification (kind 1) of that name, if the system description grants it to the caller.
+    Lookup = 13,
+}
+
+/// What `lookup` looks up.
+#[repr(usize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectKind {
+    Channel = 0,
+    Notification = 1,
+}
+
+/// The result word of `recv`: the message length in the low 32 bits, the channel above.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecvResult {
+    pub channel: u32,
+    pub len: u32,
+}
+
+impl RecvResult {
+    /// The word the kernel returns.
+    pub fn encode(self) -> usize {
+        ((self.channel as usize) << 32) | self.len as usize
+    }
+
+    /// Decodes a `recv` result word (already checked not to be an error).
+    pub fn decode(word: usize) -> Self {
+        RecvResult {
+            channel: (word >> 32) as u32 & 0xffff,
+            len: word as u32,
+        }
+    }
 }
 
 impl Sysno {
@@ -39,6 +89,14 @@ impl Sysno {
             3 => Sysno::TimeNow,
             4 => Sysno::PartitionInfo,
             5 => Sysno::Exit,
+            6 => Sysno::Call,
+            7 => Sysno::Recv,
+            8 => Sysno::Reply,
+            9 => Sysno::ReplyRecv,
+            10 => Sysno::Notify,
+            11 => Sysno::Wait,
+            12 => Sysno::Poll,
+            13 => Sysno::Lookup,
             _ => return None,
         })
     }
@@ -167,10 +225,19 @@ mod tests {
 
     #[test]
     fn syscall_numbers_round_trip() {
-        for n in 0..6 {
+        for n in 0..14 {
             assert_eq!(Sysno::from_usize(n).map(|s| s as usize), Some(n));
         }
-        assert_eq!(Sysno::from_usize(6), None);
+        assert_eq!(Sysno::from_usize(14), None);
+        let r = RecvResult {
+            channel: 7,
+            len: 4096,
+        };
+        assert_eq!(RecvResult::decode(r.encode()), r);
+        assert!(
+            r.encode() < ERROR_BASE,
+            "a recv result never looks like an error"
+        );
     }
 
     #[test]

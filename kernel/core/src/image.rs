@@ -14,13 +14,20 @@
 //! | 28 | 4 | offset of the window table ([`WINDOW_RECORD_SIZE`]-byte records) |
 //! | 32 | 4 | offset of the kernel command line |
 //! | 36 | 4 | length of the kernel command line |
-//! | 40 | 24 | reserved, zero |
+//! | 40 | 4 | offset of the channel table ([`CHANNEL_RECORD_SIZE`]-byte records) |
+//! | 44 | 2 | channel count |
+//! | 46 | 2 | notification count |
+//! | 48 | 4 | offset of the notification table ([`NOTIFICATION_RECORD_SIZE`]-byte records) |
+//! | 52 | 12 | reserved, zero |
 //!
 //! Partition record: name (32 bytes, UTF-8, NUL-padded), ELF offset (4), ELF length (4),
 //! memory budget (8), main-thread stack bytes (4), main-thread priority (1), health policy (1:
 //! 0 stop, 1 restart, 2 halt), flags (1: bit 0 background set), pad (1), max restarts (4),
 //! pad (4), restart period ns (8), reserved (24). Window record: partition index (4), pad (4),
-//! offset ns (8), length ns (8). ELF files follow, each 8-byte aligned.
+//! offset ns (8), length ns (8). Channel record: name (32), client partition (2), server
+//! partition (2), message size (4), reserved (8). Notification record: name (32), receiver
+//! partition (2), bit (1), pad (5), senders as a partition bit mask (8). ELF files follow, each
+//! 8-byte aligned.
 //!
 //! The reader checks every offset and length against the image, so a corrupt image is an
 //! error at boot, never a fault.
@@ -33,8 +40,31 @@ pub const HEADER_SIZE: usize = 64;
 pub const PARTITION_RECORD_SIZE: usize = 96;
 /// Size of a window record.
 pub const WINDOW_RECORD_SIZE: usize = 24;
-/// Longest partition name.
+/// Size of a channel record.
+pub const CHANNEL_RECORD_SIZE: usize = 48;
+/// Size of a notification record.
+pub const NOTIFICATION_RECORD_SIZE: usize = 48;
+/// Longest partition, channel or notification name.
 pub const NAME_LEN: usize = 32;
+
+/// A synchronous call/reply channel between two partitions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelRecord<'a> {
+    pub name: &'a str,
+    pub client: u16,
+    pub server: u16,
+    pub message_size: u32,
+}
+
+/// A notification: a bit in its receiver's word that its senders may set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotificationRecord<'a> {
+    pub name: &'a str,
+    pub receiver: u16,
+    pub bit: u8,
+    /// Partitions allowed to send, as a bit mask of partition indexes.
+    pub senders: u64,
+}
 
 /// What happens to a partition that faults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +87,10 @@ pub enum ImageError {
     BadPartition(usize),
     /// A window record is malformed (its index given).
     BadWindow(usize),
+    /// A channel record is malformed (its index given).
+    BadChannel(usize),
+    /// A notification record is malformed (its index given).
+    BadNotification(usize),
 }
 
 /// One partition as the image describes it.
@@ -89,6 +123,10 @@ pub struct SystemImage<'a> {
     windows_at: usize,
     major_frame_ns: u64,
     cmdline: &'a str,
+    channels_at: usize,
+    channel_count: usize,
+    notifications_at: usize,
+    notification_count: usize,
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -101,6 +139,17 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut a = [0; 8];
     a.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(a)
+}
+
+/// The NUL-padded name at the start of a record, if it is non-empty UTF-8.
+fn name_at(record: &[u8]) -> Option<&str> {
+    let len = record[..NAME_LEN]
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(NAME_LEN);
+    core::str::from_utf8(&record[..len])
+        .ok()
+        .filter(|n| !n.is_empty())
 }
 
 /// `bytes[at..at+len]` if it lies inside `bytes`.
@@ -146,6 +195,17 @@ impl<'a> SystemImage<'a> {
         )
         .ok_or(ImageError::TableOutOfBounds)?;
         let cmdline = core::str::from_utf8(cmdline).map_err(|_| ImageError::TableOutOfBounds)?;
+        let (channels_at, channel_count) = (u32_at(bytes, 40) as usize, u16_at(bytes, 44) as usize);
+        let (notifications_at, notification_count) =
+            (u32_at(bytes, 48) as usize, u16_at(bytes, 46) as usize);
+        range(bytes, channels_at, channel_count * CHANNEL_RECORD_SIZE)
+            .ok_or(ImageError::TableOutOfBounds)?;
+        range(
+            bytes,
+            notifications_at,
+            notification_count * NOTIFICATION_RECORD_SIZE,
+        )
+        .ok_or(ImageError::TableOutOfBounds)?;
         let image = Self {
             bytes,
             partition_count,
@@ -154,12 +214,22 @@ impl<'a> SystemImage<'a> {
             windows_at,
             major_frame_ns: u64_at(bytes, 16),
             cmdline,
+            channels_at,
+            channel_count,
+            notifications_at,
+            notification_count,
         };
         for i in 0..partition_count {
             image.partition(i)?;
         }
         for i in 0..window_count {
             image.window(i)?;
+        }
+        for i in 0..channel_count {
+            image.channel(i)?;
+        }
+        for i in 0..notification_count {
+            image.notification(i)?;
         }
         Ok(image)
     }
@@ -221,6 +291,58 @@ impl<'a> SystemImage<'a> {
         })
     }
 
+    /// Number of channels.
+    pub fn channel_count(&self) -> usize {
+        self.channel_count
+    }
+
+    /// Number of notifications.
+    pub fn notification_count(&self) -> usize {
+        self.notification_count
+    }
+
+    /// Channel `index`; its partitions are checked against the partition table.
+    pub fn channel(&self, index: usize) -> Result<ChannelRecord<'a>, ImageError> {
+        let bad = ImageError::BadChannel(index);
+        if index >= self.channel_count {
+            return Err(bad);
+        }
+        let r =
+            &self.bytes[self.channels_at + index * CHANNEL_RECORD_SIZE..][..CHANNEL_RECORD_SIZE];
+        let c = ChannelRecord {
+            name: name_at(r).ok_or(bad)?,
+            client: u16_at(r, 32),
+            server: u16_at(r, 34),
+            message_size: u32_at(r, 36),
+        };
+        let known = |p: u16| (p as usize) < self.partition_count;
+        if !known(c.client) || !known(c.server) || c.client == c.server || c.message_size == 0 {
+            return Err(bad);
+        }
+        Ok(c)
+    }
+
+    /// Notification `index`; its partitions are checked against the partition table.
+    pub fn notification(&self, index: usize) -> Result<NotificationRecord<'a>, ImageError> {
+        let bad = ImageError::BadNotification(index);
+        if index >= self.notification_count {
+            return Err(bad);
+        }
+        let r = &self.bytes[self.notifications_at + index * NOTIFICATION_RECORD_SIZE..]
+            [..NOTIFICATION_RECORD_SIZE];
+        let n = NotificationRecord {
+            name: name_at(r).ok_or(bad)?,
+            receiver: u16_at(r, 32),
+            bit: r[34],
+            senders: u64_at(r, 40),
+        };
+        let senders_known = self.partition_count >= 64 || n.senders >> self.partition_count == 0;
+        if n.receiver as usize >= self.partition_count || n.bit >= 64 || !senders_known {
+            return Err(bad);
+        }
+        Ok(n)
+    }
+
     /// Window `index`; its partition index is checked against the partition table.
     pub fn window(&self, index: usize) -> Result<WindowRecord, ImageError> {
         if index >= self.window_count {
@@ -265,9 +387,23 @@ pub mod builder {
         partitions: &[PartitionSpec],
         windows: &[WindowRecord],
     ) -> Vec<u8> {
+        build_with_ipc(cmdline, major_frame_ns, partitions, windows, &[], &[])
+    }
+
+    /// Lays out an image with everything, channels and notifications included.
+    pub fn build_with_ipc(
+        cmdline: &str,
+        major_frame_ns: u64,
+        partitions: &[PartitionSpec],
+        windows: &[WindowRecord],
+        channels: &[ChannelRecord<'_>],
+        notifications: &[NotificationRecord<'_>],
+    ) -> Vec<u8> {
         let partitions_at = HEADER_SIZE;
         let windows_at = partitions_at + partitions.len() * PARTITION_RECORD_SIZE;
-        let cmdline_at = windows_at + windows.len() * WINDOW_RECORD_SIZE;
+        let channels_at = windows_at + windows.len() * WINDOW_RECORD_SIZE;
+        let notifications_at = channels_at + channels.len() * CHANNEL_RECORD_SIZE;
+        let cmdline_at = notifications_at + notifications.len() * NOTIFICATION_RECORD_SIZE;
         let mut out = alloc::vec![0; (cmdline_at + cmdline.len()).next_multiple_of(8)];
         out[cmdline_at..cmdline_at + cmdline.len()].copy_from_slice(cmdline.as_bytes());
         let mut elf_at = Vec::new();
@@ -289,6 +425,28 @@ pub mod builder {
         put(&mut out, 28, &(windows_at as u32).to_le_bytes());
         put(&mut out, 32, &(cmdline_at as u32).to_le_bytes());
         put(&mut out, 36, &(cmdline.len() as u32).to_le_bytes());
+        put(&mut out, 40, &(channels_at as u32).to_le_bytes());
+        put(&mut out, 44, &(channels.len() as u16).to_le_bytes());
+        put(&mut out, 46, &(notifications.len() as u16).to_le_bytes());
+        put(&mut out, 48, &(notifications_at as u32).to_le_bytes());
+        let name = |out: &mut Vec<u8>, at: usize, name: &str| {
+            let b = &name.as_bytes()[..name.len().min(NAME_LEN)];
+            out[at..at + b.len()].copy_from_slice(b);
+        };
+        for (i, c) in channels.iter().enumerate() {
+            let at = channels_at + i * CHANNEL_RECORD_SIZE;
+            name(&mut out, at, c.name);
+            put(&mut out, at + 32, &c.client.to_le_bytes());
+            put(&mut out, at + 34, &c.server.to_le_bytes());
+            put(&mut out, at + 36, &c.message_size.to_le_bytes());
+        }
+        for (i, n) in notifications.iter().enumerate() {
+            let at = notifications_at + i * NOTIFICATION_RECORD_SIZE;
+            name(&mut out, at, n.name);
+            put(&mut out, at + 32, &n.receiver.to_le_bytes());
+            put(&mut out, at + 34, &[n.bit]);
+            put(&mut out, at + 40, &n.senders.to_le_bytes());
+        }
         for (i, p) in partitions.iter().enumerate() {
             let at = partitions_at + i * PARTITION_RECORD_SIZE;
             let name = p.name.as_bytes();
@@ -354,7 +512,26 @@ mod tests {
             offset_ns: 0,
             length_ns: 5_000_000,
         }];
-        build("log=debug exit", 10_000_000, &parts, &windows)
+        let channels = [ChannelRecord {
+            name: "a-to-b",
+            client: 0,
+            server: 1,
+            message_size: 256,
+        }];
+        let notifications = [NotificationRecord {
+            name: "kick",
+            receiver: 1,
+            bit: 5,
+            senders: 0b01,
+        }];
+        super::builder::build_with_ipc(
+            "log=debug exit",
+            10_000_000,
+            &parts,
+            &windows,
+            &channels,
+            &notifications,
+        )
     }
 
     #[test]
@@ -385,6 +562,25 @@ mod tests {
         let b = img.partition(1).unwrap();
         assert!(b.background && b.policy == HealthPolicy::Halt && b.elf == [9; 20]);
         assert_eq!(img.window(0).unwrap().length_ns, 5_000_000);
+        assert_eq!(
+            img.channel(0).unwrap(),
+            ChannelRecord {
+                name: "a-to-b",
+                client: 0,
+                server: 1,
+                message_size: 256
+            }
+        );
+        assert_eq!(
+            img.notification(0).unwrap(),
+            NotificationRecord {
+                name: "kick",
+                receiver: 1,
+                bit: 5,
+                senders: 1
+            }
+        );
+        assert_eq!(img.channel(1), Err(ImageError::BadChannel(1)));
         assert_eq!(img.partition(2), Err(ImageError::BadPartition(2)));
     }
 
@@ -416,6 +612,20 @@ mod tests {
         let mut b = good.clone();
         let w = HEADER_SIZE + 2 * PARTITION_RECORD_SIZE;
         b[w..w + 4].copy_from_slice(&7u32.to_le_bytes());
+        let c = w + WINDOW_RECORD_SIZE;
+        let mut bad_channel = good.clone();
+        bad_channel[c + 34..c + 36].copy_from_slice(&0u16.to_le_bytes()); // server == client
+        assert_eq!(
+            SystemImage::parse(&bad_channel).unwrap_err(),
+            ImageError::BadChannel(0)
+        );
+        let n = c + CHANNEL_RECORD_SIZE;
+        let mut bad_notification = good.clone();
+        bad_notification[n + 40..n + 48].copy_from_slice(&0b100u64.to_le_bytes()); // no partition 2
+        assert_eq!(
+            SystemImage::parse(&bad_notification).unwrap_err(),
+            ImageError::BadNotification(0)
+        );
         assert_eq!(
             SystemImage::parse(&b).unwrap_err(),
             ImageError::BadWindow(0)

@@ -32,7 +32,7 @@ fn expect_error(what: &str, result: usize, wanted: SysError, failures: &mut u32)
 fn main() {
     let mut failures = 0;
     let mut calls = 0u32;
-    for number in [6usize, 7, 100, 0xffff, ERROR_BASE, usize::MAX] {
+    for number in [14usize, 15, 100, 0xffff, ERROR_BASE, usize::MAX] {
         calls += 1;
         expect_error(
             "an unknown syscall",
@@ -62,9 +62,13 @@ fn main() {
             );
         }
     }
-    // A range that starts in the partition's own memory and runs off its end or wraps.
+    // A range that starts in the partition's own memory and runs past the user range or wraps.
     let own = &failures as *const u32 as usize;
-    for len in [1usize << 30, usize::MAX - own + 1, usize::MAX] {
+    for len in [
+        abi::USER_TOP as usize - own + 8,
+        usize::MAX - own + 1,
+        usize::MAX,
+    ] {
         calls += 1;
         expect_error(
             "log_write running off its memory",
@@ -110,6 +114,40 @@ fn main() {
         println!("FAIL: partition_info into a misaligned buffer returned {r:#x}");
         failures += 1;
     }
+    // IPC objects this partition was not granted, and malformed IPC arguments.
+    let (mut reply, mut buf) = ([0u8; 16], [0u8; 16]);
+    let r = rt::syscall::call(0, b"x", &mut reply);
+    calls += 1;
+    if r != Err(SysError::BadArgument) && r != Err(SysError::NotGranted) {
+        println!("FAIL: call on a channel it is not a client of returned {r:?}");
+        failures += 1;
+    }
+    calls += 4;
+    expect_error(
+        "recv without a served channel",
+        raw_syscall(Sysno::Recv as usize, buf.as_mut_ptr() as usize, buf.len()),
+        SysError::NotGranted,
+        &mut failures,
+    );
+    expect_error(
+        "wait for bits nobody sends",
+        raw_syscall(Sysno::Wait as usize, usize::MAX, 0),
+        SysError::BadArgument,
+        &mut failures,
+    );
+    expect_error(
+        "notify of an unknown notification",
+        raw_syscall(Sysno::Notify as usize, 1000, 0),
+        SysError::BadArgument,
+        &mut failures,
+    );
+    expect_error(
+        "lookup with a kernel pointer",
+        rt::syscall::raw_syscall5(Sysno::Lookup as usize, [0, 0xffff_ffff_8000_0000, 8, 0, 0]),
+        SysError::BadPointer,
+        &mut failures,
+    );
+    let _ = &mut buf;
     if failures == 0 {
         println!("all {calls} malformed calls returned their errors");
     } else {

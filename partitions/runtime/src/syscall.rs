@@ -1,20 +1,22 @@
 //! System call stubs (see bulkhead-abi for the numbers and the calling convention).
 
-use abi::{PartitionInfo, SysError, Sysno};
+use abi::{ObjectKind, PartitionInfo, RecvResult, SysError, Sysno};
 
 #[cfg(target_arch = "x86_64")]
-fn raw(n: usize, a0: usize, a1: usize) -> usize {
+fn raw5(n: usize, a: [usize; 5]) -> usize {
     let ret: usize;
     // SAFETY: `syscall` enters the kernel, which preserves every register but rax (result),
-    // rdx (second result), rcx and r11, and never touches this partition's memory except where
-    // a pointer argument tells it to, within the lengths given.
+    // rcx and r11, and touches this partition's memory only within the pointer arguments
+    // given, after checking them against the partition's own page tables.
     unsafe {
         core::arch::asm!(
             "syscall",
             inlateout("rax") n => ret,
-            in("rdi") a0,
-            in("rsi") a1,
-            lateout("rdx") _,
+            in("rdi") a[0],
+            in("rsi") a[1],
+            in("rdx") a[2],
+            in("r10") a[3],
+            in("r8") a[4],
             lateout("rcx") _,
             lateout("r11") _,
             options(nostack),
@@ -24,20 +26,27 @@ fn raw(n: usize, a0: usize, a1: usize) -> usize {
 }
 
 #[cfg(target_arch = "aarch64")]
-fn raw(n: usize, a0: usize, a1: usize) -> usize {
+fn raw5(n: usize, a: [usize; 5]) -> usize {
     let ret: usize;
-    // SAFETY: `svc #0` enters the kernel, which preserves every register but x0 and x1 and
-    // touches this partition's memory only within the pointer arguments given.
+    // SAFETY: `svc #0` enters the kernel, which preserves every register but x0 and touches
+    // this partition's memory only within the pointer arguments given, after checking them.
     unsafe {
         core::arch::asm!(
             "svc #0",
             in("x8") n,
-            inlateout("x0") a0 => ret,
-            inlateout("x1") a1 => _,
+            inlateout("x0") a[0] => ret,
+            in("x1") a[1],
+            in("x2") a[2],
+            in("x3") a[3],
+            in("x4") a[4],
             options(nostack),
         );
     }
     ret
+}
+
+fn raw(n: usize, a0: usize, a1: usize) -> usize {
+    raw5(n, [a0, a1, 0, 0, 0])
 }
 
 /// Writes `bytes` to the kernel log as one record.
@@ -87,4 +96,76 @@ pub fn exit(code: usize) -> ! {
 /// Issues a system call by number, for tests that probe the kernel with malformed arguments.
 pub fn raw_syscall(number: usize, a0: usize, a1: usize) -> usize {
     raw(number, a0, a1)
+}
+
+/// Issues a system call by number with five arguments, for fuzzing.
+pub fn raw_syscall5(number: usize, args: [usize; 5]) -> usize {
+    raw5(number, args)
+}
+
+/// The index of the channel or notification called `name`, if it is granted to this partition.
+pub fn lookup(kind: ObjectKind, name: &str) -> Result<usize, SysError> {
+    SysError::decode(raw5(
+        Sysno::Lookup as usize,
+        [kind as usize, name.as_ptr() as usize, name.len(), 0, 0],
+    ))
+}
+
+/// Sends `message` on `channel` and waits for the reply, which is written into `reply`;
+/// returns the reply's length.
+pub fn call(channel: usize, message: &[u8], reply: &mut [u8]) -> Result<usize, SysError> {
+    let args = [
+        channel,
+        message.as_ptr() as usize,
+        message.len(),
+        reply.as_mut_ptr() as usize,
+        reply.len(),
+    ];
+    SysError::decode(raw5(Sysno::Call as usize, args))
+}
+
+/// Waits for a call on one of this partition's server channels; the message lands in `buf`.
+pub fn recv(buf: &mut [u8]) -> Result<RecvResult, SysError> {
+    SysError::decode(raw(
+        Sysno::Recv as usize,
+        buf.as_mut_ptr() as usize,
+        buf.len(),
+    ))
+    .map(RecvResult::decode)
+}
+
+/// Answers the call being served on `channel`.
+pub fn reply(channel: usize, message: &[u8]) -> Result<(), SysError> {
+    SysError::decode(raw5(
+        Sysno::Reply as usize,
+        [channel, message.as_ptr() as usize, message.len(), 0, 0],
+    ))
+    .map(|_| ())
+}
+
+/// Answers the call on `channel`, then waits for the next call, in one kernel entry.
+pub fn reply_recv(channel: usize, message: &[u8], buf: &mut [u8]) -> Result<RecvResult, SysError> {
+    let args = [
+        channel,
+        message.as_ptr() as usize,
+        message.len(),
+        buf.as_mut_ptr() as usize,
+        buf.len(),
+    ];
+    SysError::decode(raw5(Sysno::ReplyRecv as usize, args)).map(RecvResult::decode)
+}
+
+/// Raises `notification` at its receiver.
+pub fn notify(notification: usize) -> Result<(), SysError> {
+    SysError::decode(raw(Sysno::Notify as usize, notification, 0)).map(|_| ())
+}
+
+/// Waits until a notification bit in `mask` is set; returns (and clears) the bits set.
+pub fn wait(mask: u64) -> Result<u64, SysError> {
+    SysError::decode(raw(Sysno::Wait as usize, mask as usize, 0)).map(|b| b as u64)
+}
+
+/// Returns (and clears) the notification bits in `mask` that are set, without waiting.
+pub fn poll(mask: u64) -> Result<u64, SysError> {
+    SysError::decode(raw(Sysno::Poll as usize, mask as usize, 0)).map(|b| b as u64)
 }
