@@ -48,6 +48,10 @@ fn for_each_piece(
     mut f: impl FnMut(u64, usize, usize),
 ) -> Result<(), SysError> {
     let end = slice.end()?;
+    if slice.len == 0 {
+        // An empty slice names no memory (Rust gives empty slices dangling pointers).
+        return Ok(());
+    }
     // Check every page before touching any, so a failure copies nothing.
     let mut page = slice.addr & !(PAGE_SIZE - 1);
     while page < end {

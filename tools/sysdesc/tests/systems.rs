@@ -24,6 +24,8 @@ fn programs() -> Programs {
         "watcher",
         "black-hole",
         "stuck",
+        "bench-client",
+        "bench-server",
         "demo-control",
         "demo-storage",
         "demo-logger",
