@@ -1,6 +1,8 @@
 //! Bootable images: BIOS or UEFI disk images made with the `bootloader` crate on x86_64; on
 //! aarch64 a raw arm64 Image (the Linux boot protocol: firmware passes the device tree's address
-//! in x0), which QEMU's `-kernel` and U-Boot's `booti` load alike.
+//! in x0), which QEMU's `-kernel` and U-Boot's `booti` load alike, and the system image as its
+//! initrd (QEMU's `-initrd`, U-Boot's `booti`'s second argument), which the device tree's
+//! `/chosen` node locates.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -18,8 +20,13 @@ use crate::{Arch, BuildOpts, build};
 pub enum Bootable {
     /// A raw disk image (x86_64), with BIOS or UEFI boot code.
     Disk { path: PathBuf, uefi: bool },
-    /// A raw kernel Image and the command line QEMU passes it in the device tree (aarch64).
-    Kernel { path: PathBuf, cmdline: String },
+    /// A raw kernel Image, the system image as its initrd, and the command line QEMU passes
+    /// in the device tree (aarch64; the system image carries the same command line).
+    Kernel {
+        path: PathBuf,
+        initrd: PathBuf,
+        cmdline: String,
+    },
 }
 
 impl Bootable {
@@ -57,9 +64,13 @@ pub fn payload(arch: Arch, cmdline: &str, system: Option<&str>) -> Result<Vec<u8
         return Ok(crate::system::empty_image(cmdline));
     };
     let description = crate::system::load(&crate::system::description_path(name))?;
-    if arch == Arch::Aarch64 {
+    if !description.arches.iter().any(|a| a.name() == arch.name()) {
+        let listed: Vec<&str> = description.arches.iter().map(|a| a.name()).collect();
         bail!(
-            "partitions do not run on aarch64 yet (the aarch64-parity issue); boot without a system"
+            "system {} is described for {} only (its `arch` list), not {}",
+            description.name,
+            listed.join(", "),
+            arch.name()
         );
     }
     crate::system::image(&description, arch, cmdline)
@@ -76,21 +87,32 @@ pub fn from_kernel(
 ) -> Result<Bootable> {
     match arch {
         Arch::X86_64 => disk_image(kernel, uefi, payload, &image_name(uefi, tag, cmdline)),
-        Arch::Aarch64 => Ok(Bootable::Kernel {
-            path: raw_image(kernel)?,
-            cmdline: cmdline.to_string(),
-        }),
+        Arch::Aarch64 => {
+            let dir = build::out_dir();
+            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let initrd = dir.join(format!("aarch64-{}.system", tag_of(tag, cmdline)));
+            fs::write(&initrd, payload).context("writing the system image")?;
+            Ok(Bootable::Kernel {
+                path: raw_image(kernel)?,
+                initrd,
+                cmdline: cmdline.to_string(),
+            })
+        }
     }
 }
 
-/// A file name unique to the image's contents, so images for different systems and command
-/// lines (one per integration test) coexist.
-fn image_name(uefi: bool, system: &str, cmdline: &str) -> String {
-    let tag: String = format!("{system}-{cmdline}")
+/// A file-name tag unique to a system and command line, so images for different systems and
+/// command lines (one per integration test) coexist.
+fn tag_of(system: &str, cmdline: &str) -> String {
+    format!("{system}-{cmdline}")
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .take(64)
-        .collect();
+        .collect()
+}
+
+fn image_name(uefi: bool, system: &str, cmdline: &str) -> String {
+    let tag = tag_of(system, cmdline);
     format!("x86_64-{}-{tag}.img", if uefi { "uefi" } else { "bios" })
 }
 
@@ -174,6 +196,26 @@ mod tests {
             err.to_string()
                 .contains("is not a valid system description; no image was built"),
             "{err}"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_system_is_built_only_for_the_architectures_it_lists() {
+        let dir = std::env::temp_dir().join(format!("bulkhead-arch-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("x86-only.toml");
+        fs::write(
+            &path,
+            "[system]\nname = \"x86-only\"\narch = [\"x86_64\"]\n\n[partitions.a]\nprogram = \"hello\"\n\
+             memory = \"64 KiB\"\nthreads = [{ name = \"main\", priority = 1 }]\n\n[schedule]\n\
+             major-frame = \"10 ms\"\nwindows = [{ partition = \"a\", length = \"10 ms\" }]\n",
+        )
+        .unwrap();
+        let err = payload(Arch::Aarch64, "", Some(path.to_str().unwrap())).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "system x86-only is described for x86_64 only (its `arch` list), not aarch64"
         );
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -80,10 +80,18 @@ pub fn command(arch: Arch, bootable: &Bootable, interactive: bool) -> Command {
                 cmd.args(["-bios", OVMF]);
             }
         }
-        (Arch::Aarch64, Bootable::Kernel { path, cmdline }) => {
+        (
+            Arch::Aarch64,
+            Bootable::Kernel {
+                path,
+                initrd,
+                cmdline,
+            },
+        ) => {
             cmd.args(["-machine", "virt", "-cpu", "cortex-a72"]);
             cmd.args(["-semihosting-config", "enable=on,target=native"]);
             cmd.arg("-kernel").arg(path);
+            cmd.arg("-initrd").arg(initrd);
             cmd.arg("-append").arg(cmdline);
         }
         _ => unreachable!("image::bootable makes disks for x86_64 and kernels for aarch64"),

@@ -83,11 +83,14 @@ pub fn build_program(name: &str, arch: Arch) -> Result<PathBuf> {
         .join(name))
 }
 
-/// Partitions use the hard-float aarch64 target: FP/SIMD state is theirs to use.
+/// Partitions use targets without floating point on both architectures (x86_64-unknown-none
+/// has no SSE, aarch64-unknown-none-softfloat no FP/SIMD): the kernel saves no FP state on a
+/// switch, and on aarch64 it leaves FP/SIMD trapped (CPACR_EL1.FPEN), so an FP instruction in a
+/// partition is that partition's fault rather than a leak of another partition's registers.
 fn partition_target(arch: Arch) -> &'static str {
     match arch {
         Arch::X86_64 => "x86_64-unknown-none",
-        Arch::Aarch64 => "aarch64-unknown-none",
+        Arch::Aarch64 => "aarch64-unknown-none-softfloat",
     }
 }
 

@@ -111,25 +111,7 @@ extern "C" fn aarch64_entry(dtb_phys: u64) -> ! {
     };
     POWER_METHOD.store(method as u8, Ordering::Relaxed);
 
-    let Some(gic_node) = tree
-        .find_compatible("arm,cortex-a15-gic")
-        .or_else(|| tree.find_compatible("arm,gic-400"))
-    else {
-        if tree.find_compatible("arm,gic-v3").is_some() {
-            fail(format_args!(
-                "GICv3 is not supported yet; boot QEMU with -M virt,gic-version=2"
-            ));
-        }
-        fail(format_args!(
-            "the device tree names no GICv2 interrupt controller"
-        ));
-    };
-    let (Some((gicd, _)), Some((gicc, _))) = (gic_node.reg(0), gic_node.reg(1)) else {
-        fail(format_args!(
-            "the GIC node lacks distributor and CPU interface registers"
-        ));
-    };
-    gic::init(gicd, gicc);
+    init_gic(&tree);
 
     let (regions, count) = REGIONS.call_once(|| memory_map(&tree, tree_phys, initrd));
     let memory = &regions[..*count];
@@ -148,6 +130,38 @@ extern "C" fn aarch64_entry(dtb_phys: u64) -> ! {
         free_frames: crate::arch::free_frames(),
         heap,
     })
+}
+
+/// Starts the interrupt controller the device tree names: a GICv2 or a GICv3.
+fn init_gic(tree: &Fdt<'_>) {
+    if let Some(node) = tree
+        .find_compatible("arm,cortex-a15-gic")
+        .or_else(|| tree.find_compatible("arm,gic-400"))
+    {
+        let (Some((gicd, _)), Some((gicc, _))) = (node.reg(0), node.reg(1)) else {
+            fail(format_args!(
+                "the GICv2 node lacks distributor and CPU interface registers"
+            ));
+        };
+        gic::init_v2(gicd, gicc);
+        info!("interrupt controller: GICv2 (distributor {gicd:#x}, CPU interface {gicc:#x})");
+    } else if let Some(node) = tree.find_compatible("arm,gic-v3") {
+        let (Some((gicd, _)), Some((gicr, gicr_len))) = (node.reg(0), node.reg(1)) else {
+            fail(format_args!(
+                "the GICv3 node lacks distributor and redistributor registers"
+            ));
+        };
+        match gic::init_v3(gicd, gicr, gicr_len) {
+            Ok(frame) => info!(
+                "interrupt controller: GICv3 (distributor {gicd:#x}, redistributor {frame:#x})"
+            ),
+            Err(why) => fail(format_args!("GICv3: {why}")),
+        }
+    } else {
+        fail(format_args!(
+            "the device tree names no GICv2 or GICv3 interrupt controller"
+        ));
+    }
 }
 
 /// The system image `cargo xtask` passes as the initrd (QEMU's `-initrd`; the device tree's

@@ -3,7 +3,9 @@
 //! Each of the 16 vectors saves x0/x1, puts its number in x0 and branches to a common path
 //! that saves the rest of the registers in a [`TrapFrame`] on the stack and calls
 //! [`exception_entry`]. IRQs are dispatched to the GIC; every synchronous exception and
-//! SError from the kernel is reported and stops the machine.
+//! SError from the kernel is reported and stops the machine. Those (vectors 0, 3, 4 and 7)
+//! first move to a stack of their own, so that a fault caused by overflowing the boot stack
+//! into its guard page is reported rather than faulting again on every push.
 
 use aarch64_cpu::registers::{ESR_EL1, FAR_EL1, Readable, VBAR_EL1, Writeable};
 
@@ -21,18 +23,31 @@ core::arch::global_asm!(
     b       exception_common
 .endm
 
+.macro FATAL_VECTOR number
+    .balign 0x80
+    msr     tpidr_el1, x0
+    adrp    x0, __fault_stack_top
+    add     x0, x0, :lo12:__fault_stack_top
+    mov     sp, x0
+    mrs     x0, tpidr_el1
+    sub     sp, sp, #272
+    stp     x0, x1, [sp, #0]
+    mov     x0, #\number
+    b       exception_common
+.endm
+
 .section .text
 .balign 2048
 .global exception_vectors
 exception_vectors:
-    VECTOR 0
+    FATAL_VECTOR 0
     VECTOR 1
     VECTOR 2
-    VECTOR 3
-    VECTOR 4
+    FATAL_VECTOR 3
+    FATAL_VECTOR 4
     VECTOR 5
     VECTOR 6
-    VECTOR 7
+    FATAL_VECTOR 7
     VECTOR 8
     VECTOR 9
     VECTOR 10
@@ -129,6 +144,12 @@ impl TrapFrame {
     }
 
     /// A frame that runs the kernel's idle loop until the next interrupt.
+    ///
+    /// The `eret` to EL1h leaves SP_EL1 where the frame's restore left it: the top of the trap
+    /// stack, just above where the next exception writes its frame. That is safe because the
+    /// idle loop (`msr`, `wfi`, `b`) never touches the stack, so no frame below it can be
+    /// overwritten; an IRQ arriving in it saves its frame at that same place, as one from EL0
+    /// would. (x86_64 needs a separate idle stack because its idle loop is Rust code.)
     pub fn idle() -> Self {
         TrapFrame {
             x: [0; 31],
@@ -220,6 +241,11 @@ extern "C" fn exception_entry(vector: u64, frame: &mut TrapFrame) {
     };
     crate::klog::emergency(format_args!("EXCEPTION: {what} in {mode} mode"));
     crate::klog::emergency(format_args!("  ESR={esr:#010x} FAR={far:#018x}"));
+    if kind == 0 && super::paging::stack_guard().contains(&far) {
+        crate::klog::emergency(format_args!(
+            "  the address is the boot stack's guard page: kernel stack overflow"
+        ));
+    }
     crate::klog::emergency(format_args!(
         "  ELR={:#018x} SPSR={:#010x} LR={:#018x}",
         frame.elr, frame.spsr, frame.x[30]

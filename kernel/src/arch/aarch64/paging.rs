@@ -5,7 +5,7 @@
 //! - the kernel image, which lies inside the linear map (it runs at its physical address plus
 //!   `PHYS_OFFSET`), in 4 KiB pages per section: text read-only and executable, rodata
 //!   read-only, data, bss and the boot stack writable and never executable (W^X), and the
-//!   stack's guard page unmapped.
+//!   guard pages of the boot stack and of the fault stack unmapped.
 //!
 //! No page is both writable and executable at EL1, and none of these entries is accessible
 //! from EL0 (AP[1] clear) or executable there (UXN). TTBR0 is left to partitions: after the
@@ -27,6 +27,8 @@ unsafe extern "C" {
     static __stack_guard: u8;
     static __stack_bottom: u8;
     static __stack_top: u8;
+    static __fault_stack_bottom: u8;
+    static __fault_stack_top: u8;
     static __kernel_start: u8;
     static __kernel_end: u8;
 }
@@ -37,7 +39,7 @@ fn sym_phys(sym: *const u8) -> u64 {
 }
 
 /// The kernel image's sections: (physical start, physical end, attributes).
-fn sections() -> [(u64, u64, u64); 4] {
+fn sections() -> [(u64, u64, u64); 5] {
     let rw = ATTR_NORMAL | SH_INNER | PXN | UXN;
     [
         (
@@ -61,7 +63,18 @@ fn sections() -> [(u64, u64, u64); 4] {
             sym_phys(&raw const __stack_top),
             rw,
         ),
+        // __stack_top..__fault_stack_bottom: the fault stack's guard page, unmapped.
+        (
+            sym_phys(&raw const __fault_stack_bottom),
+            sym_phys(&raw const __fault_stack_top),
+            rw,
+        ),
     ]
+}
+
+/// The guard page below the boot stack (virtual addresses), for fault reports.
+pub fn stack_guard() -> core::ops::Range<u64> {
+    &raw const __stack_guard as u64..&raw const __stack_bottom as u64
 }
 
 /// Builds the kernel's tables from the memory map (RAM is every region that is not Reserved)
