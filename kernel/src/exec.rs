@@ -29,6 +29,8 @@ pub const MAX_WINDOWS: usize = 64;
 pub const MAX_CHANNELS: usize = 32;
 /// Most notifications a system may have.
 pub const MAX_NOTIFICATIONS: usize = 64;
+/// Most shared regions a system may have.
+pub const MAX_REGIONS: usize = 16;
 /// Longest log record a partition may write in one call.
 const MAX_LOG_RECORD: usize = 256;
 
@@ -102,6 +104,26 @@ struct Channel {
     server_generation_seen: u32,
 }
 
+/// A shared region: frames allocated at boot, mapped at `address` in each partition of
+/// `mappings` with its access.
+struct Region {
+    name: &'static str,
+    address: u64,
+    size: u64,
+    mappings: [(u16, bool); kcore::image::MAX_REGION_MAPPINGS],
+    mapping_count: usize,
+}
+
+impl Region {
+    /// Whether `partition` maps the region, and if so whether writably.
+    fn access(&self, partition: usize) -> Option<bool> {
+        self.mappings[..self.mapping_count]
+            .iter()
+            .find(|m| m.0 as usize == partition)
+            .map(|m| m.1)
+    }
+}
+
 struct Notification {
     name: &'static str,
     receiver: usize,
@@ -113,6 +135,7 @@ struct Exec {
     partitions: [Option<Partition>; MAX_PARTITIONS],
     channels: [Option<Channel>; MAX_CHANNELS],
     notifications: [Option<Notification>; MAX_NOTIFICATIONS],
+    regions: [Option<Region>; MAX_REGIONS],
     names: [&'static str; MAX_PARTITIONS],
     count: usize,
     /// One thread per partition for now: thread `i` belongs to partition `i`.
@@ -437,10 +460,12 @@ pub fn start(image: SystemImage<'static>, cmdline: &CommandLine<'_>) -> ! {
             });
         }
     }
+    let regions = map_regions(&image, &mut partitions);
     let exec = Exec {
         partitions,
         channels,
         notifications,
+        regions,
         names,
         count,
         sched,
@@ -599,7 +624,8 @@ pub fn on_syscall(frame: &mut TrapFrame) {
                 | Sysno::Notify
                 | Sysno::Wait
                 | Sysno::Poll
-                | Sysno::Lookup),
+                | Sysno::Lookup
+                | Sysno::RegionInfo),
             ) => match ipc(exec, current, call, args) {
                 Ipc::Done(result) => result,
                 Ipc::Blocked => {
@@ -953,6 +979,27 @@ fn ipc(exec: &mut Exec, caller: usize, call: Sysno, a: [usize; 5]) -> Ipc {
             Ipc::Blocked
         }
         Sysno::Lookup => Ipc::Done(lookup(exec, caller, a[0], UserSlice::new(a[1], a[2]))),
+        Sysno::RegionInfo => {
+            let Some(r) = exec.regions.get(a[0]).and_then(Option::as_ref) else {
+                return Ipc::Done(Err(SysError::BadArgument));
+            };
+            let Some(writable) = r.access(caller) else {
+                return Ipc::Done(Err(SysError::NotGranted));
+            };
+            let info = abi::RegionInfo {
+                address: r.address,
+                size: r.size,
+                writable,
+            };
+            let space = &exec.partitions[caller]
+                .as_ref()
+                .expect("the caller exists")
+                .space;
+            Ipc::Done(
+                copy_out(space, UserSlice::new(a[1], a[2]), &info.to_bytes())
+                    .map(|()| abi::RegionInfo::SIZE),
+            )
+        }
         _ => Ipc::Done(Err(SysError::UnknownSyscall)),
     }
 }
@@ -985,6 +1032,20 @@ fn lookup(exec: &Exec, caller: usize, kind: usize, name: UserSlice) -> Result<us
             .ok_or(SysError::BadArgument)?;
         let x = exec.notifications[i].as_ref().expect("found above");
         (i, x.receiver == caller || x.senders & (1 << caller) != 0)
+    } else if kind == ObjectKind::SharedRegion as usize {
+        let i = exec
+            .regions
+            .iter()
+            .position(|r| r.as_ref().is_some_and(|r| r.name == name))
+            .ok_or(SysError::BadArgument)?;
+        (
+            i,
+            exec.regions[i]
+                .as_ref()
+                .expect("found above")
+                .access(caller)
+                .is_some(),
+        )
     } else {
         return Err(SysError::BadArgument);
     };
@@ -1022,4 +1083,71 @@ fn release_peers(exec: &mut Exec, index: usize, error: SysError) {
         p.blocked = Blocked::Nothing;
         p.notifications = 0;
     }
+}
+
+/// Allocates each shared region's frames (zeroed, physically contiguous) and maps them into
+/// every partition that takes part, at the region's fixed address, never executable. A region
+/// that cannot be made is left out, and the partitions that map it are told so at boot.
+fn map_regions(
+    image: &SystemImage<'static>,
+    partitions: &mut [Option<Partition>; MAX_PARTITIONS],
+) -> [Option<Region>; MAX_REGIONS] {
+    const NONE: Option<Region> = None;
+    let mut regions = [NONE; MAX_REGIONS];
+    let mut address = abi::SHARED_BASE;
+    for (i, slot) in regions.iter_mut().enumerate().take(image.region_count()) {
+        let Ok(r) = image.region(i) else { continue };
+        let pages = r.size / PAGE_SIZE;
+        let Some(phys) = arch::alloc_contiguous_frames(pages) else {
+            error!(
+                "shared region {}: no {} KiB of contiguous memory; not mapped",
+                r.name,
+                r.size / 1024
+            );
+            continue;
+        };
+        for page in 0..pages {
+            arch::zero_phys_page(phys + page * PAGE_SIZE);
+        }
+        for &(partition, writable) in &r.mappings[..r.mapping_count] {
+            let Some(p) = partitions
+                .get_mut(partition as usize)
+                .and_then(Option::as_mut)
+            else {
+                continue;
+            };
+            for page in 0..pages {
+                let perm = Perm {
+                    write: writable,
+                    exec: false,
+                };
+                if p.space
+                    .map(address + page * PAGE_SIZE, phys + page * PAGE_SIZE, perm)
+                    .is_err()
+                {
+                    error!(
+                        "shared region {}: cannot map it into partition {}",
+                        r.name, p.name
+                    );
+                    break;
+                }
+            }
+        }
+        info!(
+            "shared region {}: {} KiB at {address:#x} in {} partitions",
+            r.name,
+            r.size / 1024,
+            r.mapping_count
+        );
+        *slot = Some(Region {
+            name: r.name,
+            address,
+            size: r.size,
+            mappings: r.mappings,
+            mapping_count: r.mapping_count,
+        });
+        // The next region starts after an unmapped guard page.
+        address += r.size + PAGE_SIZE;
+    }
+    regions
 }

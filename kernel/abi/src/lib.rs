@@ -44,9 +44,13 @@ pub enum Sysno {
     Wait = 11,
     /// `poll(mask) -> bits`: like `wait` without blocking (0 when none is set).
     Poll = 12,
-    /// `lookup(kind, name_ptr, name_len) -> index`: the index of the channel (kind 0) or
-    /// notification (kind 1) of that name, if the system description grants it to the caller.
+    /// `lookup(kind, name_ptr, name_len) -> index`: the index of the channel (kind 0),
+    /// notification (kind 1) or shared region (kind 2) of that name, if the system description
+    /// grants it to the caller.
     Lookup = 13,
+    /// `region_info(region, ptr, len) -> bytes written`: fills a [`RegionInfo`] for a shared
+    /// region the caller maps.
+    RegionInfo = 14,
 }
 
 /// What `lookup` looks up.
@@ -55,7 +59,48 @@ pub enum Sysno {
 pub enum ObjectKind {
     Channel = 0,
     Notification = 1,
+    SharedRegion = 2,
 }
+
+/// Where a shared region is mapped in the caller, as `region_info` reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegionInfo {
+    pub address: u64,
+    pub size: u64,
+    pub writable: bool,
+}
+
+impl RegionInfo {
+    /// Encoded size in bytes.
+    pub const SIZE: usize = 24;
+
+    /// Encodes into the wire layout (three little-endian u64s).
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut b = [0; Self::SIZE];
+        b[0..8].copy_from_slice(&self.address.to_le_bytes());
+        b[8..16].copy_from_slice(&self.size.to_le_bytes());
+        b[16..24].copy_from_slice(&(self.writable as u64).to_le_bytes());
+        b
+    }
+
+    /// Decodes from the wire layout.
+    pub fn from_bytes(b: &[u8; Self::SIZE]) -> Self {
+        let word = |i: usize| {
+            let mut w = [0; 8];
+            w.copy_from_slice(&b[i..i + 8]);
+            u64::from_le_bytes(w)
+        };
+        Self {
+            address: word(0),
+            size: word(8),
+            writable: word(16) != 0,
+        }
+    }
+}
+
+/// Where shared regions are mapped: region `i` at the same address in every partition that
+/// maps it, each region followed by an unmapped guard page.
+pub const SHARED_BASE: u64 = 0x1000_0000_0000;
 
 /// The result word of `recv`: the message length in the low 32 bits, the channel above.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +142,7 @@ impl Sysno {
             11 => Sysno::Wait,
             12 => Sysno::Poll,
             13 => Sysno::Lookup,
+            14 => Sysno::RegionInfo,
             _ => return None,
         })
     }
@@ -225,10 +271,16 @@ mod tests {
 
     #[test]
     fn syscall_numbers_round_trip() {
-        for n in 0..14 {
+        for n in 0..15 {
             assert_eq!(Sysno::from_usize(n).map(|s| s as usize), Some(n));
         }
-        assert_eq!(Sysno::from_usize(14), None);
+        assert_eq!(Sysno::from_usize(15), None);
+        let info = RegionInfo {
+            address: SHARED_BASE,
+            size: 8192,
+            writable: true,
+        };
+        assert_eq!(RegionInfo::from_bytes(&info.to_bytes()), info);
         let r = RecvResult {
             channel: 7,
             len: 4096,

@@ -18,7 +18,9 @@
 //! | 44 | 2 | channel count |
 //! | 46 | 2 | notification count |
 //! | 48 | 4 | offset of the notification table ([`NOTIFICATION_RECORD_SIZE`]-byte records) |
-//! | 52 | 12 | reserved, zero |
+//! | 52 | 4 | offset of the shared-region table ([`REGION_RECORD_SIZE`]-byte records) |
+//! | 56 | 2 | shared-region count |
+//! | 58 | 6 | reserved, zero |
 //!
 //! Partition record: name (32 bytes, UTF-8, NUL-padded), ELF offset (4), ELF length (4),
 //! memory budget (8), main-thread stack bytes (4), main-thread priority (1), health policy (1:
@@ -26,8 +28,9 @@
 //! pad (4), restart period ns (8), reserved (24). Window record: partition index (4), pad (4),
 //! offset ns (8), length ns (8). Channel record: name (32), client partition (2), server
 //! partition (2), message size (4), reserved (8). Notification record: name (32), receiver
-//! partition (2), bit (1), pad (5), senders as a partition bit mask (8). ELF files follow, each
-//! 8-byte aligned.
+//! partition (2), bit (1), pad (5), senders as a partition bit mask (8). Shared-region record:
+//! name (32), size (8), mapping count (1), pad (7), then [`MAX_REGION_MAPPINGS`] mappings of
+//! 8 bytes: partition (2), writable (1), pad (5). ELF files follow, each 8-byte aligned.
 //!
 //! The reader checks every offset and length against the image, so a corrupt image is an
 //! error at boot, never a fault.
@@ -44,6 +47,21 @@ pub const WINDOW_RECORD_SIZE: usize = 24;
 pub const CHANNEL_RECORD_SIZE: usize = 48;
 /// Size of a notification record.
 pub const NOTIFICATION_RECORD_SIZE: usize = 48;
+/// Size of a shared-region record.
+pub const REGION_RECORD_SIZE: usize = 48 + 8 * MAX_REGION_MAPPINGS;
+/// Most partitions one shared region may be mapped into.
+pub const MAX_REGION_MAPPINGS: usize = 8;
+
+/// A memory region shared between partitions, each mapping it read-only or read-write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegionRecord<'a> {
+    pub name: &'a str,
+    pub size: u64,
+    /// (partition, writable) for the first `mapping_count` entries.
+    pub mappings: [(u16, bool); MAX_REGION_MAPPINGS],
+    pub mapping_count: usize,
+}
+
 /// Longest partition, channel or notification name.
 pub const NAME_LEN: usize = 32;
 
@@ -91,6 +109,8 @@ pub enum ImageError {
     BadChannel(usize),
     /// A notification record is malformed (its index given).
     BadNotification(usize),
+    /// A shared-region record is malformed (its index given).
+    BadRegion(usize),
 }
 
 /// One partition as the image describes it.
@@ -127,6 +147,8 @@ pub struct SystemImage<'a> {
     channel_count: usize,
     notifications_at: usize,
     notification_count: usize,
+    regions_at: usize,
+    region_count: usize,
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -206,6 +228,9 @@ impl<'a> SystemImage<'a> {
             notification_count * NOTIFICATION_RECORD_SIZE,
         )
         .ok_or(ImageError::TableOutOfBounds)?;
+        let (regions_at, region_count) = (u32_at(bytes, 52) as usize, u16_at(bytes, 56) as usize);
+        range(bytes, regions_at, region_count * REGION_RECORD_SIZE)
+            .ok_or(ImageError::TableOutOfBounds)?;
         let image = Self {
             bytes,
             partition_count,
@@ -218,6 +243,8 @@ impl<'a> SystemImage<'a> {
             channel_count,
             notifications_at,
             notification_count,
+            regions_at,
+            region_count,
         };
         for i in 0..partition_count {
             image.partition(i)?;
@@ -230,6 +257,9 @@ impl<'a> SystemImage<'a> {
         }
         for i in 0..notification_count {
             image.notification(i)?;
+        }
+        for i in 0..region_count {
+            image.region(i)?;
         }
         Ok(image)
     }
@@ -294,6 +324,44 @@ impl<'a> SystemImage<'a> {
     /// Number of channels.
     pub fn channel_count(&self) -> usize {
         self.channel_count
+    }
+
+    /// Number of shared regions.
+    pub fn region_count(&self) -> usize {
+        self.region_count
+    }
+
+    /// Shared region `index`; its partitions are checked against the partition table, its size
+    /// to be a non-zero multiple of 4 KiB.
+    pub fn region(&self, index: usize) -> Result<RegionRecord<'a>, ImageError> {
+        let bad = ImageError::BadRegion(index);
+        if index >= self.region_count {
+            return Err(bad);
+        }
+        let r = &self.bytes[self.regions_at + index * REGION_RECORD_SIZE..][..REGION_RECORD_SIZE];
+        let mapping_count = r[40] as usize;
+        let size = u64_at(r, 32);
+        if mapping_count == 0
+            || mapping_count > MAX_REGION_MAPPINGS
+            || size == 0
+            || !size.is_multiple_of(4096)
+        {
+            return Err(bad);
+        }
+        let mut mappings = [(0u16, false); MAX_REGION_MAPPINGS];
+        for (k, m) in mappings.iter_mut().enumerate().take(mapping_count) {
+            let at = 48 + k * 8;
+            *m = (u16_at(r, at), r[at + 2] != 0);
+            if m.0 as usize >= self.partition_count {
+                return Err(bad);
+            }
+        }
+        Ok(RegionRecord {
+            name: name_at(r).ok_or(bad)?,
+            size,
+            mappings,
+            mapping_count,
+        })
     }
 
     /// Number of notifications.
@@ -387,7 +455,7 @@ pub mod builder {
         partitions: &[PartitionSpec],
         windows: &[WindowRecord],
     ) -> Vec<u8> {
-        build_with_ipc(cmdline, major_frame_ns, partitions, windows, &[], &[])
+        build_with_ipc(cmdline, major_frame_ns, partitions, windows, &[], &[], &[])
     }
 
     /// Lays out an image with everything, channels and notifications included.
@@ -398,12 +466,14 @@ pub mod builder {
         windows: &[WindowRecord],
         channels: &[ChannelRecord<'_>],
         notifications: &[NotificationRecord<'_>],
+        regions: &[RegionRecord<'_>],
     ) -> Vec<u8> {
         let partitions_at = HEADER_SIZE;
         let windows_at = partitions_at + partitions.len() * PARTITION_RECORD_SIZE;
         let channels_at = windows_at + windows.len() * WINDOW_RECORD_SIZE;
         let notifications_at = channels_at + channels.len() * CHANNEL_RECORD_SIZE;
-        let cmdline_at = notifications_at + notifications.len() * NOTIFICATION_RECORD_SIZE;
+        let regions_at = notifications_at + notifications.len() * NOTIFICATION_RECORD_SIZE;
+        let cmdline_at = regions_at + regions.len() * REGION_RECORD_SIZE;
         let mut out = alloc::vec![0; (cmdline_at + cmdline.len()).next_multiple_of(8)];
         out[cmdline_at..cmdline_at + cmdline.len()].copy_from_slice(cmdline.as_bytes());
         let mut elf_at = Vec::new();
@@ -429,6 +499,8 @@ pub mod builder {
         put(&mut out, 44, &(channels.len() as u16).to_le_bytes());
         put(&mut out, 46, &(notifications.len() as u16).to_le_bytes());
         put(&mut out, 48, &(notifications_at as u32).to_le_bytes());
+        put(&mut out, 52, &(regions_at as u32).to_le_bytes());
+        put(&mut out, 56, &(regions.len() as u16).to_le_bytes());
         let name = |out: &mut Vec<u8>, at: usize, name: &str| {
             let b = &name.as_bytes()[..name.len().min(NAME_LEN)];
             out[at..at + b.len()].copy_from_slice(b);
@@ -446,6 +518,16 @@ pub mod builder {
             put(&mut out, at + 32, &n.receiver.to_le_bytes());
             put(&mut out, at + 34, &[n.bit]);
             put(&mut out, at + 40, &n.senders.to_le_bytes());
+        }
+        for (i, r) in regions.iter().enumerate() {
+            let at = regions_at + i * REGION_RECORD_SIZE;
+            name(&mut out, at, r.name);
+            put(&mut out, at + 32, &r.size.to_le_bytes());
+            put(&mut out, at + 40, &[r.mapping_count as u8]);
+            for (k, &(partition, writable)) in r.mappings.iter().enumerate().take(r.mapping_count) {
+                put(&mut out, at + 48 + k * 8, &partition.to_le_bytes());
+                put(&mut out, at + 48 + k * 8 + 2, &[writable as u8]);
+            }
         }
         for (i, p) in partitions.iter().enumerate() {
             let at = partitions_at + i * PARTITION_RECORD_SIZE;
@@ -479,7 +561,7 @@ pub mod builder {
 
 #[cfg(all(test, feature = "alloc"))]
 mod tests {
-    use super::builder::{PartitionSpec, build};
+    use super::builder::PartitionSpec;
     use super::*;
     use std::vec;
 
@@ -524,6 +606,15 @@ mod tests {
             bit: 5,
             senders: 0b01,
         }];
+        let mut mappings = [(0u16, false); MAX_REGION_MAPPINGS];
+        mappings[0] = (0, true);
+        mappings[1] = (1, false);
+        let regions = [RegionRecord {
+            name: "ring",
+            size: 8192,
+            mappings,
+            mapping_count: 2,
+        }];
         super::builder::build_with_ipc(
             "log=debug exit",
             10_000_000,
@@ -531,6 +622,7 @@ mod tests {
             &windows,
             &channels,
             &notifications,
+            &regions,
         )
     }
 
@@ -581,6 +673,17 @@ mod tests {
             }
         );
         assert_eq!(img.channel(1), Err(ImageError::BadChannel(1)));
+        let r = img.region(0).unwrap();
+        assert_eq!(
+            (
+                r.name,
+                r.size,
+                r.mapping_count,
+                r.mappings[0],
+                r.mappings[1]
+            ),
+            ("ring", 8192, 2, (0, true), (1, false))
+        );
         assert_eq!(img.partition(2), Err(ImageError::BadPartition(2)));
     }
 

@@ -72,11 +72,7 @@ pub fn alloc_zeroed_frame(phys_to_virt: impl Fn(u64) -> usize) -> Option<u64> {
 }
 
 /// Allocates `count` physically contiguous frames; returns the first one's address.
-#[cfg_attr(
-    target_arch = "aarch64",
-    expect(dead_code, reason = "no system image on aarch64 yet")
-)]
-fn alloc_contiguous_frames(count: u64) -> Option<u64> {
+pub fn alloc_contiguous_frames(count: u64) -> Option<u64> {
     FRAMES.lock().as_mut()?.alloc_contiguous(count)
 }
 

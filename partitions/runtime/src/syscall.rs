@@ -169,3 +169,13 @@ pub fn wait(mask: u64) -> Result<u64, SysError> {
 pub fn poll(mask: u64) -> Result<u64, SysError> {
     SysError::decode(raw(Sysno::Poll as usize, mask as usize, 0)).map(|b| b as u64)
 }
+
+/// Where shared region `region` is mapped in this partition, its size and whether it is writable.
+pub fn region_info(region: usize) -> Result<abi::RegionInfo, SysError> {
+    let mut buf = [0u8; abi::RegionInfo::SIZE];
+    SysError::decode(raw5(
+        Sysno::RegionInfo as usize,
+        [region, buf.as_mut_ptr() as usize, buf.len(), 0, 0],
+    ))?;
+    Ok(abi::RegionInfo::from_bytes(&buf))
+}

@@ -26,6 +26,8 @@ fn programs() -> Programs {
         "stuck",
         "bench-client",
         "bench-server",
+        "shm-producer",
+        "shm-consumer",
         "demo-control",
         "demo-storage",
         "demo-logger",
