@@ -4,8 +4,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use kcore::image::builder::{PartitionSpec, build};
-use kcore::image::{HealthPolicy, WindowRecord};
+use kcore::image::builder::{PartitionSpec, build, build_with_ipc};
+use kcore::image::{
+    ChannelRecord, HealthPolicy, MAX_REGION_MAPPINGS, NotificationRecord, RegionRecord,
+    WindowRecord,
+};
 use sysdesc::{Programs, System};
 
 use crate::{Arch, build as cargo_build};
@@ -150,11 +153,53 @@ pub fn image(system: &System, arch: Arch, cmdline: &str) -> Result<Vec<u8>> {
             length_ns: w.length_ns,
         })
         .collect();
-    Ok(build(
+    let channels: Vec<ChannelRecord> = system
+        .channels
+        .iter()
+        .map(|c| ChannelRecord {
+            name: &c.name,
+            client: c.client.0 as u16,
+            server: c.server.0 as u16,
+            message_size: c.message_size,
+        })
+        .collect();
+    let notifications: Vec<NotificationRecord> = system
+        .notifications
+        .iter()
+        .map(|n| NotificationRecord {
+            name: &n.name,
+            receiver: n.receiver.0 as u16,
+            bit: n.bit,
+            senders: n.senders.iter().fold(0u64, |mask, s| mask | 1 << s.0),
+        })
+        .collect();
+    let mut regions = Vec::new();
+    for r in &system.shared_regions {
+        if r.mappings.len() > MAX_REGION_MAPPINGS {
+            bail!(
+                "shared region {} is mapped into more than {MAX_REGION_MAPPINGS} partitions",
+                r.name
+            );
+        }
+        let mut mappings = [(0u16, false); MAX_REGION_MAPPINGS];
+        for (slot, m) in mappings.iter_mut().zip(&r.mappings) {
+            *slot = (m.partition.0 as u16, m.access == sysdesc::Access::ReadWrite);
+        }
+        regions.push(RegionRecord {
+            name: &r.name,
+            size: r.size,
+            mappings,
+            mapping_count: r.mappings.len(),
+        });
+    }
+    Ok(build_with_ipc(
         cmdline,
         system.schedule.major_frame_ns,
         &specs,
         &windows,
+        &channels,
+        &notifications,
+        &regions,
     ))
 }
 

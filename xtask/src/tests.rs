@@ -375,6 +375,47 @@ const PARTITION_CASES: &[Case] = &[
     },
 ];
 
+/// Hostile and random system calls, with a neighbour checking its memory.
+const HOSTILE_CASE: Case = Case {
+    name: "x86_64-hostile-and-random-syscalls-fail-cleanly",
+    arch: Arch::X86_64,
+    uefi: false,
+    system: Some("hostile"),
+    cmdline: "exit_after=fuzz",
+    expect: Outcome::Success,
+    patterns: &[
+        r"hostile: all \d+ malformed calls returned their errors$",
+        r"fuzz: 250000 calls, \d+ returned errors",
+        r"fuzz: done: 1000000 calls, \d+ errors, the kernel is still here",
+        r"partition fuzz has ended; powering off",
+    ],
+    check: Some(|log| {
+        absent(log, "FAIL")?;
+        absent(log, "CORRUPTED")?;
+        absent(log, "health: ")?;
+        // The neighbour kept verifying its memory while the fuzzer ran.
+        let fuzz_start = log
+            .iter()
+            .position(|l| l.contains("fuzz: 250000 calls"))
+            .ok_or("no fuzz progress")?;
+        let fuzz_end = log
+            .iter()
+            .position(|l| l.contains("fuzz: done"))
+            .ok_or("fuzz did not finish")?;
+        let checks = log[fuzz_start..fuzz_end]
+            .iter()
+            .filter(|l| l.contains("memory intact"))
+            .count();
+        if checks < 3 {
+            return Err(format!(
+                "memcheck reported only {checks} times during the fuzz"
+            ));
+        }
+        Ok(())
+    }),
+    qemu_args: &[],
+};
+
 /// The partition cases again on aarch64: the same systems, the same programs rebuilt for
 /// aarch64, the same patterns and checks (the kernel reports faults in the same terms: the
 /// writer's store to 0xffff_ffff_8000_0000, a TTBR1 address that EL0 may not touch, is a
@@ -402,6 +443,82 @@ fn aarch64_partition_cases() -> Vec<Case> {
     });
     cases
 }
+
+/// Channels, notifications and restarts across them.
+const IPC_CASE: Case = Case {
+    name: "x86_64-ipc-call-reply-notify-and-peer-restart",
+    arch: Arch::X86_64,
+    uefi: false,
+    system: Some("ipc"),
+    cmdline: "exit_after=watcher",
+    expect: Outcome::Success,
+    patterns: &[
+        r"server: serving \(generation 0\)",
+        r"watcher: poll before the notification: 0x0$",
+        r"stuck: calling a server that never replies",
+        r"black-hole: received 6 bytes on channel 2; never replying",
+        r"server: asked to crash after 1000 calls",
+        r"health: partition server restarted \(generation 1\)",
+        r"server: serving \(generation 1\)",
+        r"client: 2000 of 2000 calls answered correctly, 1 server restart seen, in \d+ us",
+        r"watcher: woken by notification 0: bits 0x1$",
+        r"partition watcher has ended; powering off",
+    ],
+    check: Some(|log| {
+        absent(log, "FAIL")?;
+        absent(log, "panic")?;
+        absent(log, "health: partition \"client\"")?;
+        // The calls spanned several major frames (20 ms), so window boundaries fell during
+        // calls, and the counter kept going while the stuck client waited forever.
+        let us: u64 = Regex::new(r"calls answered correctly, 1 server restart seen, in (\d+) us")
+            .unwrap()
+            .captures_iter(&log.join("\n"))
+            .next()
+            .ok_or("no client summary")?[1]
+            .parse()
+            .unwrap();
+        if us < 40_000 {
+            return Err(format!(
+                "the calls took {us} us: fewer than two major frames"
+            ));
+        }
+        let stuck = log
+            .iter()
+            .position(|l| l.contains("never replying"))
+            .ok_or("no black hole")?;
+        let progress = log[stuck..]
+            .iter()
+            .filter(|l| l.contains("counter: progress"))
+            .count();
+        if progress < 3 {
+            return Err(format!(
+                "only {progress} counter reports after the stuck call"
+            ));
+        }
+        Ok(())
+    }),
+    qemu_args: &[],
+};
+
+/// Shared memory with per-side rights.
+const SHARED_CASE: Case = Case {
+    name: "x86_64-shared-region-with-per-side-rights",
+    arch: Arch::X86_64,
+    uefi: false,
+    system: Some("shared"),
+    cmdline: "exit_after=producer",
+    expect: Outcome::Success,
+    patterns: &[
+        r"shared region board: 8 KiB at 0x100000000000 in 2 partitions",
+        r"producer: board at 0x100000000000, 8192 bytes, writable true",
+        r"consumer: board at 0x100000000000, 8192 bytes, writable false",
+        r"consumer: read 20 whole records, last \d+; now writing to the read-only region",
+        r#"health: partition "consumer" page fault \(write\) at 0x100000000000 \(pc 0x4[0-9a-f]{5}\): stopped \(policy\)$"#,
+        r"producer: wrote 200 records",
+    ],
+    check: Some(|log| absent(log, "FAIL")),
+    qemu_args: &[],
+};
 
 /// Seconds since boot of a log line (`[    1.234567] ...`).
 fn timestamp_us(line: &str) -> Option<u64> {
@@ -631,6 +748,7 @@ pub fn qemu(filter: Option<&str>) -> Result<()> {
         .iter()
         .chain(PARTITION_CASES)
         .chain(&aarch64)
+        .chain([&HOSTILE_CASE, &IPC_CASE, &SHARED_CASE])
         .filter(|c| filter.is_none_or(|f| c.name.contains(f)))
         .collect();
     let mut failed = Vec::new();
@@ -700,6 +818,7 @@ mod unit {
             .iter()
             .chain(PARTITION_CASES)
             .chain(&aarch64)
+            .chain([&HOSTILE_CASE, &IPC_CASE, &SHARED_CASE])
             .collect();
         let mut names: Vec<_> = all.iter().map(|c| c.name).collect();
         names.sort();
