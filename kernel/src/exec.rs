@@ -149,6 +149,8 @@ struct Exec {
     exit_when_done: bool,
     /// Power off when this partition has stopped (`exit_after=NAME`).
     exit_after: Option<usize>,
+    /// The timer deadline last programmed.
+    armed_deadline_ns: u64,
     epoch_ns: u64,
 }
 
@@ -476,6 +478,7 @@ pub fn start(image: SystemImage<'static>, cmdline: &CommandLine<'_>) -> ! {
             .and_then(|v| v.parse::<u64>().ok())
             .map(|ms| epoch_ns + ms * 1_000_000),
         exit_when_done: cmdline.flag("exit"),
+        armed_deadline_ns: 0,
         exit_after: cmdline
             .value("exit_after")
             .and_then(|name| names[..count].iter().position(|n| *n == name)),
@@ -506,7 +509,12 @@ impl Exec {
         let deadline = self
             .run_until_ns
             .map_or(dispatch.next_event_ns, |t| t.min(dispatch.next_event_ns));
-        arch::time::set_deadline(deadline);
+        // Reprogramming the timer costs a division and a device write; skip it when the
+        // deadline is the one already armed and still ahead.
+        if deadline != self.armed_deadline_ns || deadline <= now {
+            arch::time::set_deadline(deadline);
+            self.armed_deadline_ns = deadline;
+        }
         self.current = dispatch.thread.map(|t| t.0 as usize);
         match self.current.and_then(|c| self.partitions[c].as_ref()) {
             Some(p) => {

@@ -33,6 +33,8 @@ fn main() {
         core::hint::black_box(time_now_ns());
     });
     println!("bench: null syscall {null}");
+    let yield_self = per_op(rt::syscall::yield_now);
+    println!("bench: yield {yield_self}");
     let call0 = per_op(|| {
         call(channel, &[], &mut reply).expect("call");
     });
