@@ -77,6 +77,13 @@ const ICOUNT: &[&str] = &["-icount", "shift=0"];
 /// instead of its default GICv2.
 const GIC_V3: &[&str] = &["-machine", "gic-version=3"];
 const GIC_V3_ICOUNT: &[&str] = &["-machine", "gic-version=3", "-icount", "shift=0"];
+const FROM_EL2_GIC_V3: &[&str] = &["-machine", "gic-version=3,virtualization=on"];
+const FROM_EL2_GIC_V3_ICOUNT: &[&str] = &[
+    "-machine",
+    "gic-version=3,virtualization=on",
+    "-icount",
+    "shift=0",
+];
 
 const BANNER_X86: &[&str] = &[
     r"^Bulkhead \d+\.\d+\.\d+ \(x86_64\) - partitioned real-time kernel$",
@@ -438,6 +445,16 @@ fn aarch64_partition_cases() -> Vec<Case> {
             GIC_V3_ICOUNT
         } else {
             GIC_V3
+        },
+        ..hello
+    });
+    // Entered at EL2 (as from firmware with virtualization), which the boot stub drops to EL1.
+    cases.push(Case {
+        name: "aarch64-from-el2-gicv3-partitions-run-in-their-windows",
+        qemu_args: if hello.qemu_args == ICOUNT {
+            FROM_EL2_GIC_V3_ICOUNT
+        } else {
+            FROM_EL2_GIC_V3
         },
         ..hello
     });

@@ -43,6 +43,13 @@ primary:
     mov     x1, #3                  // CNTHCTL_EL2: EL1 may use the physical counter and timer
     msr     cnthctl_el2, x1
     msr     cntvoff_el2, xzr
+    mrs     x1, id_aa64pfr0_el1     // a GICv3 system-register interface?
+    ubfx    x1, x1, #24, #4
+    cbz     x1, 3f
+    mov     x1, #0x9                // ICC_SRE_EL2: SRE | Enable: EL1 may use ICC_SRE_EL1
+    msr     icc_sre_el2, x1
+    isb
+3:
     mov     x1, #0x3c5              // SPSR_EL2: EL1h with D, A, I, F masked
     msr     spsr_el2, x1
     adr     x1, at_el1

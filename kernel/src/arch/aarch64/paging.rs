@@ -12,7 +12,7 @@
 //! switch it holds an empty table (ASID 0) until the first partition's address space is
 //! activated, so a stray lower-half access by the kernel is a translation fault.
 
-use aarch64_cpu::registers::{ReadWriteable, TCR_EL1, TTBR0_EL1, Writeable};
+use aarch64_cpu::registers::{ReadWriteable, SCTLR_EL1, TCR_EL1, TTBR0_EL1, Writeable};
 use kcore::mem::{PhysRegion, RegionKind};
 
 use super::pt::{self, AP_RO, ATTR_DEVICE, ATTR_NORMAL, PXN, SH_INNER, UXN};
@@ -134,6 +134,11 @@ pub fn init(memory: &[PhysRegion]) {
     unsafe { replace_ttbr1(root, empty) };
     TTBR0_EL1.set(empty);
     TCR_EL1.modify(TCR_EL1::EPD0::EnableTTBR0Walks);
+    // Writable implies never executable, at EL1 and EL0 alike: no page is mapped both ways
+    // anyway, so this only backs the tables up. Only now, since the boot stub's blocks (still
+    // in the TLB until the flush below, which WXN's caching in TLB entries also requires)
+    // are writable and executable.
+    SCTLR_EL1.modify(SCTLR_EL1::WXN::Enable);
     // The boot stub's identity map was global and may still be in the TLB for lower-half
     // addresses, which from now on belong to partitions: drop every entry.
     // SAFETY: TLB invalidation and barriers have no effect on memory.
