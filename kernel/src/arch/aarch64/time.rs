@@ -64,9 +64,13 @@ pub fn on_tick() {
 pub fn set_deadline(deadline_ns: u64) {
     ONE_SHOT.store(true, Ordering::Relaxed);
     let hz = CNTFRQ_EL0.get();
+    // Rounded up, so the interrupt never comes before `uptime_ns()` reaches the deadline: a
+    // tick early, the scheduler would find its deadline still ahead and, as it is the one
+    // already armed, not re-arm the timer, which `on_tick` has just silenced.
+    let ticks = (deadline_ns as u128 * hz as u128).div_ceil(1_000_000_000);
     let at = BOOT_COUNT
         .load(Ordering::Relaxed)
-        .saturating_add(kcore::time::ns_to_ticks(deadline_ns, hz));
+        .saturating_add(u64::try_from(ticks).unwrap_or(u64::MAX));
     CNTP_CVAL_EL0.set(at);
 }
 
