@@ -124,6 +124,15 @@ impl Region {
     }
 }
 
+/// A DMA region: physically contiguous frames allocated at boot, mapped in its owner only.
+struct Dma {
+    name: &'static str,
+    owner: usize,
+    address: u64,
+    phys: u64,
+    size: u64,
+}
+
 struct Notification {
     name: &'static str,
     receiver: usize,
@@ -136,6 +145,7 @@ struct Exec {
     channels: [Option<Channel>; MAX_CHANNELS],
     notifications: [Option<Notification>; MAX_NOTIFICATIONS],
     regions: [Option<Region>; MAX_REGIONS],
+    dma: [Option<Dma>; MAX_REGIONS],
     names: [&'static str; MAX_PARTITIONS],
     count: usize,
     /// One thread per partition for now: thread `i` belongs to partition `i`.
@@ -463,11 +473,13 @@ pub fn start(image: SystemImage<'static>, cmdline: &CommandLine<'_>) -> ! {
         }
     }
     let regions = map_regions(&image, &mut partitions);
+    let dma = map_dma(&image, &mut partitions);
     let exec = Exec {
         partitions,
         channels,
         notifications,
         regions,
+        dma,
         names,
         count,
         sched,
@@ -633,7 +645,8 @@ pub fn on_syscall(frame: &mut TrapFrame) {
                 | Sysno::Wait
                 | Sysno::Poll
                 | Sysno::Lookup
-                | Sysno::RegionInfo),
+                | Sysno::RegionInfo
+                | Sysno::DmaInfo),
             ) => match ipc(exec, current, call, args) {
                 Ipc::Done(result) => result,
                 Ipc::Blocked => {
@@ -987,6 +1000,27 @@ fn ipc(exec: &mut Exec, caller: usize, call: Sysno, a: [usize; 5]) -> Ipc {
             Ipc::Blocked
         }
         Sysno::Lookup => Ipc::Done(lookup(exec, caller, a[0], UserSlice::new(a[1], a[2]))),
+        Sysno::DmaInfo => {
+            let Some(d) = exec.dma.get(a[0]).and_then(Option::as_ref) else {
+                return Ipc::Done(Err(SysError::BadArgument));
+            };
+            if d.owner != caller {
+                return Ipc::Done(Err(SysError::NotGranted));
+            }
+            let info = abi::DmaInfo {
+                address: d.address,
+                phys: d.phys,
+                size: d.size,
+            };
+            let space = &exec.partitions[caller]
+                .as_ref()
+                .expect("the caller exists")
+                .space;
+            Ipc::Done(
+                copy_out(space, UserSlice::new(a[1], a[2]), &info.to_bytes())
+                    .map(|()| abi::DmaInfo::SIZE),
+            )
+        }
         Sysno::RegionInfo => {
             let Some(r) = exec.regions.get(a[0]).and_then(Option::as_ref) else {
                 return Ipc::Done(Err(SysError::BadArgument));
@@ -1040,6 +1074,16 @@ fn lookup(exec: &Exec, caller: usize, kind: usize, name: UserSlice) -> Result<us
             .ok_or(SysError::BadArgument)?;
         let x = exec.notifications[i].as_ref().expect("found above");
         (i, x.receiver == caller || x.senders & (1 << caller) != 0)
+    } else if kind == ObjectKind::DmaRegion as usize {
+        let i = exec
+            .dma
+            .iter()
+            .position(|d| d.as_ref().is_some_and(|d| d.name == name))
+            .ok_or(SysError::BadArgument)?;
+        (
+            i,
+            exec.dma[i].as_ref().expect("found above").owner == caller,
+        )
     } else if kind == ObjectKind::SharedRegion as usize {
         let i = exec
             .regions
@@ -1156,6 +1200,71 @@ fn map_regions(
         });
         // The next region starts after an unmapped guard page.
         address += r.size + PAGE_SIZE;
+    }
+    regions
+}
+
+/// Allocates each DMA region (physically contiguous, zeroed) and maps it read-write, never
+/// executable, into its owner only, from `DMA_BASE` with a guard page after each region.
+/// Cache attributes: DMA on x86_64 and on QEMU's virt is cache-coherent, so the mapping is
+/// write-back like any RAM.
+fn map_dma(
+    image: &SystemImage<'static>,
+    partitions: &mut [Option<Partition>; MAX_PARTITIONS],
+) -> [Option<Dma>; MAX_REGIONS] {
+    const NONE: Option<Dma> = None;
+    let mut regions = [NONE; MAX_REGIONS];
+    let mut address = abi::DMA_BASE;
+    for (i, slot) in regions.iter_mut().enumerate().take(image.dma_count()) {
+        let Ok(d) = image.dma(i) else { continue };
+        let Some(p) = partitions
+            .get_mut(d.owner as usize)
+            .and_then(Option::as_mut)
+        else {
+            continue;
+        };
+        let pages = d.size / PAGE_SIZE;
+        let Some(phys) = arch::alloc_contiguous_frames(pages) else {
+            error!(
+                "DMA region {}: no {} KiB of contiguous memory; not mapped",
+                d.name,
+                d.size / 1024
+            );
+            continue;
+        };
+        let mut mapped = true;
+        for page in 0..pages {
+            arch::zero_phys_page(phys + page * PAGE_SIZE);
+            let perm = Perm {
+                write: true,
+                exec: false,
+            };
+            mapped &= p
+                .space
+                .map(address + page * PAGE_SIZE, phys + page * PAGE_SIZE, perm)
+                .is_ok();
+        }
+        if !mapped {
+            error!(
+                "DMA region {}: cannot map it into partition {}",
+                d.name, p.name
+            );
+            continue;
+        }
+        info!(
+            "DMA region {}: {} KiB for partition {} at {address:#x}",
+            d.name,
+            d.size / 1024,
+            p.name
+        );
+        *slot = Some(Dma {
+            name: d.name,
+            owner: d.owner as usize,
+            address,
+            phys,
+            size: d.size,
+        });
+        address += d.size + PAGE_SIZE;
     }
     regions
 }

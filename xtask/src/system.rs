@@ -4,9 +4,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use kcore::image::builder::{PartitionSpec, build, build_with_ipc};
+use kcore::image::builder::{PartitionSpec, Tables, build, build_with_ipc};
 use kcore::image::{
-    ChannelRecord, HealthPolicy, MAX_REGION_MAPPINGS, NotificationRecord, RegionRecord,
+    ChannelRecord, DmaRecord, HealthPolicy, MAX_REGION_MAPPINGS, NotificationRecord, RegionRecord,
     WindowRecord,
 };
 use sysdesc::{Programs, System};
@@ -192,14 +192,30 @@ pub fn image(system: &System, arch: Arch, cmdline: &str) -> Result<Vec<u8>> {
             mapping_count: r.mappings.len(),
         });
     }
+    let dma: Vec<DmaRecord> = system
+        .partitions
+        .iter()
+        .enumerate()
+        .flat_map(|(owner, p)| {
+            p.dma.iter().map(move |d| DmaRecord {
+                name: &d.name,
+                owner: owner as u16,
+                size: d.size,
+            })
+        })
+        .collect();
+    let tables = Tables {
+        channels: &channels,
+        notifications: &notifications,
+        regions: &regions,
+        dma: &dma,
+    };
     Ok(build_with_ipc(
         cmdline,
         system.schedule.major_frame_ns,
         &specs,
         &windows,
-        &channels,
-        &notifications,
-        &regions,
+        &tables,
     ))
 }
 

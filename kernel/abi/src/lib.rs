@@ -51,6 +51,9 @@ pub enum Sysno {
     /// `region_info(region, ptr, len) -> bytes written`: fills a [`RegionInfo`] for a shared
     /// region the caller maps.
     RegionInfo = 14,
+    /// `dma_info(region, ptr, len) -> bytes written`: fills a [`DmaInfo`] for a DMA region the
+    /// caller owns: the only way a partition learns a physical address.
+    DmaInfo = 15,
 }
 
 /// What `lookup` looks up.
@@ -60,7 +63,49 @@ pub enum ObjectKind {
     Channel = 0,
     Notification = 1,
     SharedRegion = 2,
+    DmaRegion = 3,
 }
+
+/// A DMA region as `dma_info` reports it to its owner.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DmaInfo {
+    /// Where the region is mapped in the owner.
+    pub address: u64,
+    /// The physical (bus) address of its first byte; the region is physically contiguous.
+    pub phys: u64,
+    pub size: u64,
+}
+
+impl DmaInfo {
+    /// Encoded size in bytes.
+    pub const SIZE: usize = 24;
+
+    /// Encodes into the wire layout (three little-endian u64s).
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut b = [0; Self::SIZE];
+        b[0..8].copy_from_slice(&self.address.to_le_bytes());
+        b[8..16].copy_from_slice(&self.phys.to_le_bytes());
+        b[16..24].copy_from_slice(&self.size.to_le_bytes());
+        b
+    }
+
+    /// Decodes from the wire layout.
+    pub fn from_bytes(b: &[u8; Self::SIZE]) -> Self {
+        let word = |i: usize| {
+            let mut w = [0; 8];
+            w.copy_from_slice(&b[i..i + 8]);
+            u64::from_le_bytes(w)
+        };
+        Self {
+            address: word(0),
+            phys: word(8),
+            size: word(16),
+        }
+    }
+}
+
+/// Where a partition's DMA regions are mapped, each followed by an unmapped guard page.
+pub const DMA_BASE: u64 = 0x2000_0000_0000;
 
 /// Where a shared region is mapped in the caller, as `region_info` reports it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -143,6 +188,7 @@ impl Sysno {
             12 => Sysno::Poll,
             13 => Sysno::Lookup,
             14 => Sysno::RegionInfo,
+            15 => Sysno::DmaInfo,
             _ => return None,
         })
     }
@@ -271,10 +317,16 @@ mod tests {
 
     #[test]
     fn syscall_numbers_round_trip() {
-        for n in 0..15 {
+        for n in 0..16 {
             assert_eq!(Sysno::from_usize(n).map(|s| s as usize), Some(n));
         }
-        assert_eq!(Sysno::from_usize(15), None);
+        assert_eq!(Sysno::from_usize(16), None);
+        let dma = DmaInfo {
+            address: DMA_BASE,
+            phys: 0x20_0000,
+            size: 4096,
+        };
+        assert_eq!(DmaInfo::from_bytes(&dma.to_bytes()), dma);
         let info = RegionInfo {
             address: SHARED_BASE,
             size: 8192,

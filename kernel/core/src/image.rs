@@ -20,7 +20,8 @@
 //! | 48 | 4 | offset of the notification table ([`NOTIFICATION_RECORD_SIZE`]-byte records) |
 //! | 52 | 4 | offset of the shared-region table ([`REGION_RECORD_SIZE`]-byte records) |
 //! | 56 | 2 | shared-region count |
-//! | 58 | 6 | reserved, zero |
+//! | 58 | 4 | offset of the DMA-region table ([`DMA_RECORD_SIZE`]-byte records) |
+//! | 62 | 2 | DMA-region count |
 //!
 //! Partition record: name (32 bytes, UTF-8, NUL-padded), ELF offset (4), ELF length (4),
 //! memory budget (8), main-thread stack bytes (4), main-thread priority (1), health policy (1:
@@ -30,7 +31,8 @@
 //! partition (2), message size (4), reserved (8). Notification record: name (32), receiver
 //! partition (2), bit (1), pad (5), senders as a partition bit mask (8). Shared-region record:
 //! name (32), size (8), mapping count (1), pad (7), then [`MAX_REGION_MAPPINGS`] mappings of
-//! 8 bytes: partition (2), writable (1), pad (5). ELF files follow, each 8-byte aligned.
+//! 8 bytes: partition (2), writable (1), pad (5). DMA-region record: name (32), owner partition
+//! (2), pad (6), size (8). ELF files follow, each 8-byte aligned.
 //!
 //! The reader checks every offset and length against the image, so a corrupt image is an
 //! error at boot, never a fault.
@@ -47,6 +49,17 @@ pub const WINDOW_RECORD_SIZE: usize = 24;
 pub const CHANNEL_RECORD_SIZE: usize = 48;
 /// Size of a notification record.
 pub const NOTIFICATION_RECORD_SIZE: usize = 48;
+/// Size of a DMA-region record.
+pub const DMA_RECORD_SIZE: usize = 48;
+
+/// Physically contiguous memory a partition owns, for devices to read and write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DmaRecord<'a> {
+    pub name: &'a str,
+    pub owner: u16,
+    pub size: u64,
+}
+
 /// Size of a shared-region record.
 pub const REGION_RECORD_SIZE: usize = 48 + 8 * MAX_REGION_MAPPINGS;
 /// Most partitions one shared region may be mapped into.
@@ -111,6 +124,8 @@ pub enum ImageError {
     BadNotification(usize),
     /// A shared-region record is malformed (its index given).
     BadRegion(usize),
+    /// A DMA-region record is malformed (its index given).
+    BadDma(usize),
 }
 
 /// One partition as the image describes it.
@@ -149,6 +164,8 @@ pub struct SystemImage<'a> {
     notification_count: usize,
     regions_at: usize,
     region_count: usize,
+    dma_at: usize,
+    dma_count: usize,
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -231,6 +248,8 @@ impl<'a> SystemImage<'a> {
         let (regions_at, region_count) = (u32_at(bytes, 52) as usize, u16_at(bytes, 56) as usize);
         range(bytes, regions_at, region_count * REGION_RECORD_SIZE)
             .ok_or(ImageError::TableOutOfBounds)?;
+        let (dma_at, dma_count) = (u32_at(bytes, 58) as usize, u16_at(bytes, 62) as usize);
+        range(bytes, dma_at, dma_count * DMA_RECORD_SIZE).ok_or(ImageError::TableOutOfBounds)?;
         let image = Self {
             bytes,
             partition_count,
@@ -245,6 +264,8 @@ impl<'a> SystemImage<'a> {
             notification_count,
             regions_at,
             region_count,
+            dma_at,
+            dma_count,
         };
         for i in 0..partition_count {
             image.partition(i)?;
@@ -260,6 +281,9 @@ impl<'a> SystemImage<'a> {
         }
         for i in 0..region_count {
             image.region(i)?;
+        }
+        for i in 0..dma_count {
+            image.dma(i)?;
         }
         Ok(image)
     }
@@ -324,6 +348,30 @@ impl<'a> SystemImage<'a> {
     /// Number of channels.
     pub fn channel_count(&self) -> usize {
         self.channel_count
+    }
+
+    /// Number of DMA regions.
+    pub fn dma_count(&self) -> usize {
+        self.dma_count
+    }
+
+    /// DMA region `index`; its owner is checked against the partition table, its size to be
+    /// a non-zero multiple of 4 KiB.
+    pub fn dma(&self, index: usize) -> Result<DmaRecord<'a>, ImageError> {
+        let bad = ImageError::BadDma(index);
+        if index >= self.dma_count {
+            return Err(bad);
+        }
+        let r = &self.bytes[self.dma_at + index * DMA_RECORD_SIZE..][..DMA_RECORD_SIZE];
+        let d = DmaRecord {
+            name: name_at(r).ok_or(bad)?,
+            owner: u16_at(r, 32),
+            size: u64_at(r, 40),
+        };
+        if d.owner as usize >= self.partition_count || d.size == 0 || !d.size.is_multiple_of(4096) {
+            return Err(bad);
+        }
+        Ok(d)
     }
 
     /// Number of shared regions.
@@ -436,6 +484,15 @@ pub mod builder {
 
     use super::*;
 
+    /// What partitions may share and talk over, beside the partitions and windows.
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct Tables<'a> {
+        pub channels: &'a [ChannelRecord<'a>],
+        pub notifications: &'a [NotificationRecord<'a>],
+        pub regions: &'a [RegionRecord<'a>],
+        pub dma: &'a [DmaRecord<'a>],
+    }
+
     /// A partition to put in an image.
     #[derive(Clone, Debug)]
     pub struct PartitionSpec {
@@ -455,7 +512,13 @@ pub mod builder {
         partitions: &[PartitionSpec],
         windows: &[WindowRecord],
     ) -> Vec<u8> {
-        build_with_ipc(cmdline, major_frame_ns, partitions, windows, &[], &[], &[])
+        build_with_ipc(
+            cmdline,
+            major_frame_ns,
+            partitions,
+            windows,
+            &Tables::default(),
+        )
     }
 
     /// Lays out an image with everything, channels and notifications included.
@@ -464,16 +527,21 @@ pub mod builder {
         major_frame_ns: u64,
         partitions: &[PartitionSpec],
         windows: &[WindowRecord],
-        channels: &[ChannelRecord<'_>],
-        notifications: &[NotificationRecord<'_>],
-        regions: &[RegionRecord<'_>],
+        tables: &Tables<'_>,
     ) -> Vec<u8> {
+        let Tables {
+            channels,
+            notifications,
+            regions,
+            dma,
+        } = *tables;
         let partitions_at = HEADER_SIZE;
         let windows_at = partitions_at + partitions.len() * PARTITION_RECORD_SIZE;
         let channels_at = windows_at + windows.len() * WINDOW_RECORD_SIZE;
         let notifications_at = channels_at + channels.len() * CHANNEL_RECORD_SIZE;
         let regions_at = notifications_at + notifications.len() * NOTIFICATION_RECORD_SIZE;
-        let cmdline_at = regions_at + regions.len() * REGION_RECORD_SIZE;
+        let dma_at = regions_at + regions.len() * REGION_RECORD_SIZE;
+        let cmdline_at = dma_at + dma.len() * DMA_RECORD_SIZE;
         let mut out = alloc::vec![0; (cmdline_at + cmdline.len()).next_multiple_of(8)];
         out[cmdline_at..cmdline_at + cmdline.len()].copy_from_slice(cmdline.as_bytes());
         let mut elf_at = Vec::new();
@@ -501,6 +569,8 @@ pub mod builder {
         put(&mut out, 48, &(notifications_at as u32).to_le_bytes());
         put(&mut out, 52, &(regions_at as u32).to_le_bytes());
         put(&mut out, 56, &(regions.len() as u16).to_le_bytes());
+        put(&mut out, 58, &(dma_at as u32).to_le_bytes());
+        put(&mut out, 62, &(dma.len() as u16).to_le_bytes());
         let name = |out: &mut Vec<u8>, at: usize, name: &str| {
             let b = &name.as_bytes()[..name.len().min(NAME_LEN)];
             out[at..at + b.len()].copy_from_slice(b);
@@ -518,6 +588,12 @@ pub mod builder {
             put(&mut out, at + 32, &n.receiver.to_le_bytes());
             put(&mut out, at + 34, &[n.bit]);
             put(&mut out, at + 40, &n.senders.to_le_bytes());
+        }
+        for (i, d) in dma.iter().enumerate() {
+            let at = dma_at + i * DMA_RECORD_SIZE;
+            name(&mut out, at, d.name);
+            put(&mut out, at + 32, &d.owner.to_le_bytes());
+            put(&mut out, at + 40, &d.size.to_le_bytes());
         }
         for (i, r) in regions.iter().enumerate() {
             let at = regions_at + i * REGION_RECORD_SIZE;
@@ -620,9 +696,16 @@ mod tests {
             10_000_000,
             &parts,
             &windows,
-            &channels,
-            &notifications,
-            &regions,
+            &super::builder::Tables {
+                channels: &channels,
+                notifications: &notifications,
+                regions: &regions,
+                dma: &[DmaRecord {
+                    name: "rx",
+                    owner: 1,
+                    size: 16384,
+                }],
+            },
         )
     }
 
@@ -673,6 +756,14 @@ mod tests {
             }
         );
         assert_eq!(img.channel(1), Err(ImageError::BadChannel(1)));
+        assert_eq!(
+            img.dma(0).unwrap(),
+            DmaRecord {
+                name: "rx",
+                owner: 1,
+                size: 16384
+            }
+        );
         let r = img.region(0).unwrap();
         assert_eq!(
             (

@@ -32,7 +32,7 @@ fn expect_error(what: &str, result: usize, wanted: SysError, failures: &mut u32)
 fn main() {
     let mut failures = 0;
     let mut calls = 0u32;
-    for number in [15usize, 16, 100, 0xffff, ERROR_BASE, usize::MAX] {
+    for number in [16usize, 17, 100, 0xffff, ERROR_BASE, usize::MAX] {
         calls += 1;
         expect_error(
             "an unknown syscall",

@@ -179,3 +179,13 @@ pub fn region_info(region: usize) -> Result<abi::RegionInfo, SysError> {
     ))?;
     Ok(abi::RegionInfo::from_bytes(&buf))
 }
+
+/// The address, physical address and size of a DMA region this partition owns.
+pub fn dma_info(region: usize) -> Result<abi::DmaInfo, SysError> {
+    let mut buf = [0u8; abi::DmaInfo::SIZE];
+    SysError::decode(raw5(
+        Sysno::DmaInfo as usize,
+        [region, buf.as_mut_ptr() as usize, buf.len(), 0, 0],
+    ))?;
+    Ok(abi::DmaInfo::from_bytes(&buf))
+}
