@@ -15,7 +15,7 @@
 //! TLB entry of another partition can match the new ASID. The boot stub's global identity map
 //! in TTBR0 is flushed once when the kernel's own tables go live (`paging::init`).
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use aarch64_cpu::registers::{TTBR0_EL1, Writeable};
 
@@ -41,6 +41,12 @@ pub enum MapError {
 pub struct AddressSpace {
     root: u64,
     asid: u64,
+    /// The executable user pages lie in `exec_lo..exec_hi` (empty if none).
+    exec_lo: u64,
+    exec_hi: u64,
+    /// Code may have been written (a page mapped, or an executable page looked up by the
+    /// loader to fill it) since the instruction cache was last made coherent with it.
+    code_dirty: AtomicBool,
 }
 
 impl AddressSpace {
@@ -51,7 +57,13 @@ impl AddressSpace {
             return None;
         }
         let root = crate::arch::alloc_zeroed_frame(phys_to_virt)?;
-        Some(Self { root, asid })
+        Some(Self {
+            root,
+            asid,
+            exec_lo: u64::MAX,
+            exec_hi: 0,
+            code_dirty: AtomicBool::new(false),
+        })
     }
 
     /// Maps the user page at `va` to frame `phys` with `perm` (never writable and executable).
@@ -63,7 +75,11 @@ impl AddressSpace {
         if !perm.write {
             attrs |= AP_RO;
         }
-        if !perm.exec {
+        if perm.exec {
+            self.exec_lo = self.exec_lo.min(va);
+            self.exec_hi = self.exec_hi.max(va + pt::PAGE);
+            self.code_dirty.store(true, Ordering::Relaxed);
+        } else {
             attrs |= UXN;
         }
         // SAFETY: `root` is this address space's own tree, built only by `pt`; `va` is checked
@@ -92,14 +108,56 @@ impl AddressSpace {
             write: entry & AP_RO == 0,
             exec: entry & UXN == 0,
         };
+        if perm.exec {
+            // The loader looks up each page before writing it (also when it reloads a
+            // partition in place); a lookup by a system call only costs a spare cache sync.
+            self.code_dirty.store(true, Ordering::Relaxed);
+        }
         Some(((entry & pt::ADDR_MASK) + (va & (pt::PAGE - 1)), perm))
     }
 
     /// Makes this the active address space: TTBR0_EL1 gets the tree and the ASID in one write.
+    /// If code was written since, the instruction cache is first made coherent with it.
     pub fn activate(&self) {
+        if self.code_dirty.swap(false, Ordering::Relaxed) {
+            self.sync_code();
+        }
         TTBR0_EL1.set(self.root | (self.asid << 48));
         // SAFETY: an ISB makes the new TTBR0 apply to the instructions after it (the eret
         // to the partition is itself context-synchronising; this covers kernel accesses).
         unsafe { core::arch::asm!("isb", options(nostack, preserves_flags)) };
+    }
+
+    /// Cleans the data cache to the point of unification for every executable page (through
+    /// the linear map: the caches are physically indexed) and invalidates the instruction
+    /// cache, so the partition fetches the code the kernel wrote as data: the sequence of
+    /// Arm ARM DDI 0487, "Synchronization and coherency issues between data and instruction
+    /// accesses" (DC CVAU per line, DSB ISH, IC IALLU, DSB ISH, ISB).
+    fn sync_code(&self) {
+        let ctr: u64;
+        // SAFETY: reading CTR_EL0 has no side effect.
+        unsafe { core::arch::asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack)) };
+        let line = 4u64 << ((ctr >> 16) & 0xf); // DminLine: log2 of words
+        let mut va = self.exec_lo;
+        while va < self.exec_hi {
+            if let Some(phys) = self.frame_of(va) {
+                let start = phys_to_virt(phys) as u64;
+                for at in (start..start + pt::PAGE).step_by(line as usize) {
+                    // SAFETY: `at` is inside a frame of this partition, mapped in the linear
+                    // map; cleaning a line writes it back and changes no data.
+                    unsafe { core::arch::asm!("dc cvau, {}", in(reg) at, options(nostack)) };
+                }
+            }
+            va += pt::PAGE;
+        }
+        // SAFETY: barriers and instruction-cache invalidation change no data.
+        unsafe { core::arch::asm!("dsb ish", "ic iallu", "dsb ish", "isb", options(nostack)) };
+    }
+
+    /// The frame behind page `va`, without marking code dirty.
+    fn frame_of(&self, va: u64) -> Option<u64> {
+        // SAFETY: `root` is this address space's tree, built by `pt`; it is only read.
+        let (entry, level) = unsafe { pt::lookup(self.root, va) }?;
+        (level == 3).then_some(entry & pt::ADDR_MASK)
     }
 }
