@@ -429,12 +429,12 @@ const HOSTILE_CASE: Case = Case {
 /// writer's store to 0xffff_ffff_8000_0000, a TTBR1 address that EL0 may not touch, is a
 /// translation-fault data abort with WnR set, "page fault (write)"; the jumper's branch to
 /// unmapped memory is an instruction abort, "page fault (execute)"; user PCs are at
-/// 0x400000 on both). The hostile, IPC and shared-region cases too. Plus the hello system
+/// 0x400000 on both). The hostile, IPC, shared-region and DMA cases too. Plus the hello system
 /// once more on a GICv3, and entered at EL2.
 fn aarch64_partition_cases() -> Vec<Case> {
     let mut cases: Vec<Case> = PARTITION_CASES
         .iter()
-        .chain([&HOSTILE_CASE, &IPC_CASE, &SHARED_CASE])
+        .chain([&HOSTILE_CASE, &IPC_CASE, &SHARED_CASE, &DMA_CASE])
         .map(|c| Case {
             name: String::leak(c.name.replacen("x86_64-", "aarch64-", 1)),
             arch: Arch::Aarch64,
