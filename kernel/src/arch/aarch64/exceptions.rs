@@ -207,7 +207,7 @@ pub fn init() {
 extern "C" fn exception_entry(vector: u64, frame: &mut TrapFrame) {
     let kind = (vector % 4) as usize;
     if kind == 1 {
-        if gic::handle_irq() == Some(time::TIMER_INTID) {
+        if gic::handle_irq() == Some(time::timer_intid()) {
             crate::exec::on_tick(frame);
         }
         return;

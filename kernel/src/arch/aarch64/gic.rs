@@ -174,7 +174,7 @@ pub fn handle_irq() -> Option<u32> {
     if (SPECIAL_INTID..1024).contains(&intid) {
         return None;
     }
-    if intid == time::TIMER_INTID {
+    if intid == time::timer_intid() {
         time::on_tick();
     }
     if v3 {

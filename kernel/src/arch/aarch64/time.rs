@@ -1,7 +1,7 @@
 //! Time on aarch64: the generic timer's physical counter (CNTPCT_EL0) for time stamps and the
 //! EL1 physical timer, reprogrammed from its own compare value each tick so ticks never drift.
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use aarch64_cpu::registers::{
     CNTFRQ_EL0, CNTP_CTL_EL0, CNTP_CVAL_EL0, CNTPCT_EL0, Readable, Writeable,
@@ -13,8 +13,25 @@ use crate::boot::TimerInfo;
 
 /// Tick interrupts per second.
 pub const TICK_HZ: u64 = 1000;
-/// INTID of the non-secure EL1 physical timer (PPI 14), as the device tree's timer node says.
-pub const TIMER_INTID: u32 = 30;
+/// INTID of the non-secure EL1 physical timer when the device tree does not say: PPI 14.
+const DEFAULT_TIMER_INTID: u32 = 30;
+static TIMER_INTID: AtomicU32 = AtomicU32::new(DEFAULT_TIMER_INTID);
+
+/// The INTID of the EL1 physical timer's interrupt.
+pub fn timer_intid() -> u32 {
+    TIMER_INTID.load(Ordering::Relaxed)
+}
+
+/// Takes the timer's INTID from the device tree's `arm,armv8-timer` node: its `interrupts`
+/// are (type, number, flags) triples for the secure, non-secure EL1, virtual and hypervisor
+/// timers; the second is the one the kernel uses, a PPI (type 1), INTID 16 + number.
+pub fn set_timer_from_device_tree(interrupts: Option<(u32, u32)>) {
+    if let Some((1, number)) = interrupts
+        && number < 16
+    {
+        TIMER_INTID.store(16 + number, Ordering::Relaxed);
+    }
+}
 
 static TICKS: AtomicU64 = AtomicU64::new(0);
 static BOOT_COUNT: AtomicU64 = AtomicU64::new(0);
@@ -35,7 +52,7 @@ pub fn init() -> TimerInfo {
     PERIOD.store(period, Ordering::Relaxed);
     CNTP_CVAL_EL0.set(CNTPCT_EL0.get() + period);
     CNTP_CTL_EL0.write(CNTP_CTL_EL0::ENABLE::SET + CNTP_CTL_EL0::IMASK::CLEAR);
-    gic::enable(TIMER_INTID);
+    gic::enable(timer_intid());
     TimerInfo {
         counter: "CNTPCT",
         counter_hz: hz,
