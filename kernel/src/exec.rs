@@ -148,8 +148,9 @@ struct Exec {
     dma: [Option<Dma>; MAX_REGIONS],
     names: [&'static str; MAX_PARTITIONS],
     count: usize,
-    /// One thread per partition for now: thread `i` belongs to partition `i`.
-    sched: Scheduler<MAX_PARTITIONS>,
+    /// One thread per partition for now: thread `i` belongs to partition `i`. Set once the
+    /// partitions are loaded; until then no trap does anything.
+    sched: Option<Scheduler<MAX_PARTITIONS>>,
     health: HealthMonitor<MAX_PARTITIONS>,
     /// The partition whose context is in the trap frame, or `None` for the idle loop.
     current: Option<usize>,
@@ -164,7 +165,9 @@ struct Exec {
     epoch_ns: u64,
 }
 
-static EXEC: Mutex<Option<Exec>> = Mutex::new(None);
+/// The partitions and everything they share, in static memory from the start: building it as
+/// a value would put tens of KiB on the boot stack. `start` fills it in place.
+static EXEC: Mutex<Exec> = Mutex::new(Exec::EMPTY);
 
 /// Why a partition could not be loaded.
 enum LoadError {
@@ -312,12 +315,10 @@ fn policy(p: HealthPolicy) -> Policy {
 
 /// Creates every partition of `image` and runs them; never returns.
 pub fn start(image: SystemImage<'static>, cmdline: &CommandLine<'_>) -> ! {
-    const NONE: Option<Partition> = None;
-    // Ticks would take the EXEC lock; none may arrive until it is set and this code is done.
+    // Ticks would take the EXEC lock; none may arrive until this code is done with it.
     arch::cpu::disable_interrupts();
-    let mut partitions = [NONE; MAX_PARTITIONS];
-    let mut names = [""; MAX_PARTITIONS];
-    let mut health = HealthMonitor::<MAX_PARTITIONS>::new();
+    let mut guard = EXEC.lock();
+    let exec = &mut *guard;
     let mut threads = [None; MAX_PARTITIONS];
     let mut background = [PartitionId(0); MAX_PARTITIONS];
     let mut background_count = 0;
@@ -326,7 +327,7 @@ pub fn start(image: SystemImage<'static>, cmdline: &CommandLine<'_>) -> ! {
         let Ok(record) = image.partition(i) else {
             continue;
         };
-        names[i] = record.name;
+        exec.names[i] = record.name;
         let elf = match Elf::parse(record.elf, elf_machine()) {
             Ok(elf) => elf,
             Err(e) => {
@@ -361,7 +362,10 @@ pub fn start(image: SystemImage<'static>, cmdline: &CommandLine<'_>) -> ! {
                 continue;
             }
         };
-        if let Err(e) = health.configure(PartitionId(i as u8), policy(record.policy)) {
+        if let Err(e) = exec
+            .health
+            .configure(PartitionId(i as u8), policy(record.policy))
+        {
             error!(
                 "partition {}: health policy refused ({e:?}); not started",
                 p.name
@@ -387,7 +391,7 @@ pub fn start(image: SystemImage<'static>, cmdline: &CommandLine<'_>) -> ! {
         }
         threads[i] =
             Some(Priority::new(record.priority.min(Priority::MAX.get())).unwrap_or(Priority::MAX));
-        partitions[i] = Some(p);
+        exec.partitions[i] = Some(p);
     }
     let mut windows = [Window {
         partition: PartitionId(0),
@@ -432,7 +436,10 @@ pub fn start(image: SystemImage<'static>, cmdline: &CommandLine<'_>) -> ! {
             match sched.add_thread(PartitionId(i as u8), *priority, true) {
                 Ok(id) if id == ThreadId(i as u16) => {}
                 _ => {
-                    error!("partition {}: the scheduler refused its thread", names[i]);
+                    error!(
+                        "partition {}: the scheduler refused its thread",
+                        exec.names[i]
+                    );
                     arch::power_off(ExitStatus::Failure);
                 }
             }
@@ -442,10 +449,12 @@ pub fn start(image: SystemImage<'static>, cmdline: &CommandLine<'_>) -> ! {
             let _ = sched.stop_partition(PartitionId(i as u8));
         }
     }
-    const NO_CHANNEL: Option<Channel> = None;
-    const NO_NOTIFICATION: Option<Notification> = None;
-    let mut channels = [NO_CHANNEL; MAX_CHANNELS];
-    for (i, slot) in channels.iter_mut().enumerate().take(image.channel_count()) {
+    for (i, slot) in exec
+        .channels
+        .iter_mut()
+        .enumerate()
+        .take(image.channel_count())
+    {
         if let Ok(c) = image.channel(i) {
             *slot = Some(Channel {
                 name: c.name,
@@ -457,8 +466,8 @@ pub fn start(image: SystemImage<'static>, cmdline: &CommandLine<'_>) -> ! {
             });
         }
     }
-    let mut notifications = [NO_NOTIFICATION; MAX_NOTIFICATIONS];
-    for (i, slot) in notifications
+    for (i, slot) in exec
+        .notifications
         .iter_mut()
         .enumerate()
         .take(image.notification_count())
@@ -472,31 +481,21 @@ pub fn start(image: SystemImage<'static>, cmdline: &CommandLine<'_>) -> ! {
             });
         }
     }
-    let regions = map_regions(&image, &mut partitions);
-    let dma = map_dma(&image, &mut partitions);
-    let exec = Exec {
-        partitions,
-        channels,
-        notifications,
-        regions,
-        dma,
-        names,
-        count,
-        sched,
-        health,
-        current: None,
-        run_until_ns: cmdline
-            .value("run_ms")
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(|ms| epoch_ns + ms * 1_000_000),
-        exit_when_done: cmdline.flag("exit"),
-        armed_deadline_ns: 0,
-        exit_after: cmdline
-            .value("exit_after")
-            .and_then(|name| names[..count].iter().position(|n| *n == name)),
-        epoch_ns,
-    };
-    *EXEC.lock() = Some(exec);
+    exec.regions = map_regions(&image, &mut exec.partitions);
+    exec.dma = map_dma(&image, &mut exec.partitions);
+    exec.count = count;
+    exec.sched = Some(sched);
+    exec.current = None;
+    exec.run_until_ns = cmdline
+        .value("run_ms")
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|ms| epoch_ns + ms * 1_000_000);
+    exec.exit_when_done = cmdline.flag("exit");
+    exec.exit_after = cmdline
+        .value("exit_after")
+        .and_then(|name| exec.names[..count].iter().position(|n| *n == name));
+    exec.epoch_ns = epoch_ns;
+    drop(guard);
     // From here on the kernel runs only in traps: the first deadline (now) picks the first
     // partition, and every kernel entry programs the next one.
     arch::time::set_deadline(epoch_ns);
@@ -507,6 +506,46 @@ pub fn start(image: SystemImage<'static>, cmdline: &CommandLine<'_>) -> ! {
 }
 
 impl Exec {
+    /// No partitions yet: what the kernel has until `start` has loaded them.
+    const EMPTY: Exec = {
+        const NO_PARTITION: Option<Partition> = None;
+        const NO_CHANNEL: Option<Channel> = None;
+        const NO_NOTIFICATION: Option<Notification> = None;
+        const NO_REGION: Option<Region> = None;
+        const NO_DMA: Option<Dma> = None;
+        Exec {
+            partitions: [NO_PARTITION; MAX_PARTITIONS],
+            channels: [NO_CHANNEL; MAX_CHANNELS],
+            notifications: [NO_NOTIFICATION; MAX_NOTIFICATIONS],
+            regions: [NO_REGION; MAX_REGIONS],
+            dma: [NO_DMA; MAX_REGIONS],
+            names: [""; MAX_PARTITIONS],
+            count: 0,
+            sched: None,
+            health: HealthMonitor::new(),
+            current: None,
+            run_until_ns: None,
+            exit_when_done: false,
+            exit_after: None,
+            armed_deadline_ns: 0,
+            epoch_ns: 0,
+        }
+    };
+
+    /// The scheduler; traps only reach here once `start` has set it.
+    fn sched(&self) -> &Scheduler<MAX_PARTITIONS> {
+        self.sched
+            .as_ref()
+            .expect("traps reach the scheduler only after start")
+    }
+
+    /// The scheduler, mutably.
+    fn sched_mut(&mut self) -> &mut Scheduler<MAX_PARTITIONS> {
+        self.sched
+            .as_mut()
+            .expect("traps reach the scheduler only after start")
+    }
+
     /// Saves the trap frame into the current partition (unless `keep_current` is false: it
     /// faulted and its context was reset), asks the scheduler who runs next and loads that
     /// context, or the idle loop's, into the frame.
@@ -517,7 +556,7 @@ impl Exec {
         {
             p.context = *frame;
         }
-        let dispatch = self.sched.dispatch(now);
+        let dispatch = self.sched_mut().dispatch(now);
         let deadline = self
             .run_until_ns
             .map_or(dispatch.next_event_ns, |t| t.min(dispatch.next_event_ns));
@@ -538,13 +577,14 @@ impl Exec {
     }
 
     fn all_stopped(&self) -> bool {
-        (0..self.count).all(|i| self.sched.is_stopped(PartitionId(i as u8)))
+        (0..self.count).all(|i| self.sched().is_stopped(PartitionId(i as u8)))
     }
 }
 
 fn with_exec(f: impl FnOnce(&mut Exec)) {
-    if let Some(exec) = EXEC.lock().as_mut() {
-        f(exec);
+    let mut exec = EXEC.lock();
+    if exec.sched.is_some() {
+        f(&mut exec);
     }
 }
 
@@ -566,7 +606,7 @@ pub fn on_tick(frame: &mut TrapFrame) {
 
 /// Prints the scheduler's accounting table and each partition's health.
 fn report(exec: &Exec) {
-    let table = exec.sched.report(&exec.names[..exec.count]);
+    let table = exec.sched().report(&exec.names[..exec.count]);
     crate::klog::raw(format_args!("{table}"));
     for i in 0..exec.count {
         let id = PartitionId(i as u8);
@@ -574,7 +614,7 @@ fn report(exec: &Exec) {
         {
             // A partition that exited is stopped as far as the scheduler is concerned, while the
             // health monitor, which only sees faults, still calls it running.
-            let state = if exec.sched.is_stopped(id) {
+            let state = if exec.sched().is_stopped(id) {
                 "Stopped"
             } else {
                 if state == kcore::health::PartitionState::Running {
@@ -615,14 +655,14 @@ pub fn on_syscall(frame: &mut TrapFrame) {
                 })
             }
             Some(Sysno::Yield) => {
-                let _ = exec.sched.yield_now(thread);
+                let _ = exec.sched_mut().yield_now(thread);
                 reschedule = true;
                 Ok(0)
             }
             Some(Sysno::TimeNow) => Ok(now as usize),
             Some(Sysno::SleepUntil) => {
                 if args[0] as u64 > now {
-                    let _ = exec.sched.block_until(thread, args[0] as u64);
+                    let _ = exec.sched_mut().block_until(thread, args[0] as u64);
                     reschedule = true;
                 }
                 Ok(0)
@@ -663,7 +703,7 @@ pub fn on_syscall(frame: &mut TrapFrame) {
                 let code = args[0] as u64;
                 if code == 0 {
                     info!("partition {}: exited", p.name);
-                    let _ = exec.sched.stop_partition(id);
+                    let _ = exec.sched_mut().stop_partition(id);
                     release_peers(exec, current, SysError::PeerStopped);
                     exec.switch(frame, now, false);
                 } else {
@@ -696,7 +736,7 @@ fn check_all_stopped(exec: &Exec) {
         arch::power_off(ExitStatus::Success);
     }
     if let Some(p) = exec.exit_after
-        && exec.sched.is_stopped(PartitionId(p as u8))
+        && exec.sched().is_stopped(PartitionId(p as u8))
     {
         report(exec);
         info!("partition {} has ended; powering off", exec.names[p]);
@@ -745,11 +785,11 @@ fn handle_fault(exec: &mut Exec, index: usize, fault: Fault, now: u64) {
             arch::power_off(ExitStatus::Failure);
         }
         Action::Stop { .. } => {
-            let _ = exec.sched.stop_partition(id);
+            let _ = exec.sched_mut().stop_partition(id);
             release_peers(exec, index, SysError::PeerStopped);
         }
         Action::Restart { generation } => {
-            let _ = exec.sched.stop_partition(id);
+            let _ = exec.sched_mut().stop_partition(id);
             release_peers(exec, index, SysError::PeerRestarted);
             let Some(p) = exec.partitions[index].as_mut() else {
                 return;
@@ -759,7 +799,7 @@ fn handle_fault(exec: &mut Exec, index: usize, fault: Fault, now: u64) {
                     p.context = TrapFrame::user(p.elf.entry(), USER_STACK_TOP);
                     p.blocked = Blocked::Nothing;
                     p.notifications = 0;
-                    let _ = exec.sched.restart_partition(id);
+                    let _ = exec.sched_mut().restart_partition(id);
                     exec.health.restarted(id);
                     info!("health: partition {name} restarted (generation {generation})");
                 }
@@ -791,7 +831,7 @@ fn wake(exec: &mut Exec, index: usize, result: Result<usize, SysError>) {
             .set_return(result.unwrap_or_else(SysError::encode));
         p.blocked = Blocked::Nothing;
     }
-    let _ = exec.sched.make_ready(ThreadId(index as u16));
+    let _ = exec.sched_mut().make_ready(ThreadId(index as u16));
 }
 
 /// Delivers the pending call on `channel` into the server's `buf`; returns the recv result.
@@ -836,7 +876,7 @@ fn recv(exec: &mut Exec, caller: usize, buf: UserSlice) -> Ipc {
     }
     let p = exec.partitions[caller].as_mut().expect("the caller exists");
     p.blocked = Blocked::Recv { buf };
-    let _ = exec.sched.block(ThreadId(caller as u16));
+    let _ = exec.sched_mut().block(ThreadId(caller as u16));
     Ipc::Blocked
 }
 
@@ -905,7 +945,7 @@ fn ipc(exec: &mut Exec, caller: usize, call: Sysno, a: [usize; 5]) -> Ipc {
             }
             let (server, seen) = (c.server, c.server_generation_seen);
             let server_id = PartitionId(server as u8);
-            if exec.sched.is_stopped(server_id) || exec.partitions[server].is_none() {
+            if exec.sched().is_stopped(server_id) || exec.partitions[server].is_none() {
                 return Ipc::Done(Err(SysError::PeerStopped));
             }
             let generation = exec.health.generation(server_id).unwrap_or(0);
@@ -934,7 +974,7 @@ fn ipc(exec: &mut Exec, caller: usize, call: Sysno, a: [usize; 5]) -> Ipc {
                 .as_mut()
                 .expect("the caller exists")
                 .blocked = Blocked::Call { channel, reply };
-            let _ = exec.sched.block(ThreadId(caller as u16));
+            let _ = exec.sched_mut().block(ThreadId(caller as u16));
             if let Some(Blocked::Recv { buf }) = exec.partitions[server].as_ref().map(|p| p.blocked)
             {
                 let result = deliver(exec, channel, buf);
@@ -996,7 +1036,7 @@ fn ipc(exec: &mut Exec, caller: usize, call: Sysno, a: [usize; 5]) -> Ipc {
                 return Ipc::Done(Ok(bits as usize));
             }
             p.blocked = Blocked::Wait { mask };
-            let _ = exec.sched.block(ThreadId(caller as u16));
+            let _ = exec.sched_mut().block(ThreadId(caller as u16));
             Ipc::Blocked
         }
         Sysno::Lookup => Ipc::Done(lookup(exec, caller, a[0], UserSlice::new(a[1], a[2]))),
