@@ -3,7 +3,7 @@
 
 use core::sync::atomic::Ordering;
 
-use aarch64_cpu::registers::{CPACR_EL1, ReadWriteable, TCR_EL1, Writeable};
+use aarch64_cpu::registers::{CNTKCTL_EL1, CPACR_EL1, ReadWriteable, TCR_EL1, Writeable};
 use kcore::cmdline::CommandLine;
 use kcore::fdt::{self, Fdt};
 use kcore::image::SystemImage;
@@ -71,6 +71,10 @@ extern "C" fn aarch64_entry(dtb_phys: u64) -> ! {
     // FP/SIMD stays trapped at EL0 and EL1: the kernel is soft-float and saves no FP state, so
     // partitions (built soft-float too) must not use it; one that does faults.
     CPACR_EL1.write(CPACR_EL1::FPEN::TrapEl0El1);
+    // EL0 may read neither the counters nor the timers (CNTKCTL_EL1 all clear, whatever reset
+    // left): partitions learn the time from the kernel (time_now), which keeps the kernel the
+    // one source of time and denies them a fine timer for measuring their neighbours.
+    CNTKCTL_EL1.set(0);
     // The identity map was only needed to turn the MMU on; from now on the lower half faults.
     TCR_EL1.modify(TCR_EL1::EPD0::DisableTTBR0Walks);
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
