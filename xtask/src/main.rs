@@ -57,8 +57,8 @@ pub struct BuildOpts {
 /// What goes into a bootable image; shared by `image` and `run`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ImageOpts {
-    /// System description: a name in systems/ or a path (default: hello on x86_64; none, the
-    /// kernel alone, on aarch64 until partitions run there). `none` means no system.
+    /// System description: a name in systems/ or a path (default: hello). `none` means no
+    /// system: the kernel alone.
     pub system: Option<String>,
     #[command(flatten)]
     pub build: BuildOpts,
@@ -76,8 +76,7 @@ impl ImageOpts {
         match self.system.as_deref() {
             Some("none") => None,
             Some(name) => Some(name),
-            None if self.build.arch == Arch::X86_64 => Some("hello"),
-            None => None,
+            None => Some("hello"),
         }
     }
 }
