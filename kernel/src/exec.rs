@@ -600,6 +600,10 @@ pub fn on_tick(frame: &mut TrapFrame) {
             );
             arch::power_off(ExitStatus::Success);
         }
+        // The armed deadline has fired, so the timer is idle now; it may have fired a hair
+        // before `now` reached it (rounding between the timer's and the clock's units), and
+        // `switch` must then re-arm it even though the deadline is unchanged and still ahead.
+        exec.armed_deadline_ns = 0;
         exec.switch(frame, now, true);
     });
 }
