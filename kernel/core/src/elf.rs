@@ -4,6 +4,8 @@
 //! permissions in its own page tables) and, later, partition programs from the system image.
 //! Only what loading needs is parsed; every offset and size is bounds-checked.
 
+use crate::bytes::{u16_at, u32_at, u64_at};
+
 /// ELF `e_machine` for x86-64.
 pub const EM_X86_64: u16 = 62;
 /// ELF `e_machine` for AArch64.
@@ -63,18 +65,6 @@ pub struct Elf<'a> {
     entry: u64,
     phoff: usize,
     phnum: usize,
-}
-
-fn u16_at(b: &[u8], off: usize) -> u16 {
-    u16::from_le_bytes([b[off], b[off + 1]])
-}
-fn u32_at(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
-}
-fn u64_at(b: &[u8], off: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[off..off + 8]);
-    u64::from_le_bytes(a)
 }
 
 impl<'a> Elf<'a> {

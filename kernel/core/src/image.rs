@@ -37,6 +37,8 @@
 //! The reader checks every offset and length against the image, so a corrupt image is an
 //! error at boot, never a fault.
 
+use crate::bytes::{u16_at, u32_at, u64_at};
+
 /// The image's first eight bytes.
 pub const MAGIC: [u8; 8] = *b"BHIMAGE1";
 /// Size of the header.
@@ -166,18 +168,6 @@ pub struct SystemImage<'a> {
     region_count: usize,
     dma_at: usize,
     dma_count: usize,
-}
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
 }
 
 /// The NUL-padded name at the start of a record, if it is non-empty UTF-8.

@@ -16,6 +16,7 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+pub mod bytes;
 pub mod cmdline;
 pub mod elf;
 pub mod fdt;
