@@ -71,7 +71,9 @@ pub fn init() -> TimerInfo {
 /// event, so window boundaries are met to the timer's resolution instead of the next tick.
 pub fn set_deadline(deadline_ns: u64) {
     let delta = deadline_ns.saturating_sub(uptime_ns());
-    let units = ns_to_ticks(delta, APIC_HZ.load(Ordering::Relaxed));
+    // Round up: a timer that fires before its deadline finds nothing due, and the scheduler
+    // would have to notice that to re-arm it.
+    let units = ns_to_ticks(delta, APIC_HZ.load(Ordering::Relaxed)).saturating_add(1);
     apic::start_one_shot(u32::try_from(units).unwrap_or(u32::MAX));
 }
 
