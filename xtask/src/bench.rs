@@ -16,7 +16,10 @@ use crate::{Arch, BuildOpts, build, image};
 const ROUND_TRIP_TARGET: u64 = 1_000;
 
 pub fn run() -> Result<()> {
-    kernel_paths()?;
+    for arch in [Arch::X86_64, Arch::Aarch64] {
+        kernel_paths(arch)?;
+        println!();
+    }
     println!();
     println!(
         "xtask: VirtIO rings through the simulated block device (split vs packed, EVENT_IDX off vs on)"
@@ -39,16 +42,13 @@ pub fn run() -> Result<()> {
 }
 
 /// Boots the `bench` system under -icount and reads the figures its client prints.
-fn kernel_paths() -> Result<()> {
-    let opts = BuildOpts {
-        arch: Arch::X86_64,
-        debug: false,
-    };
-    let cmdline = "exit_after=client";
-    let bootable = image::bootable(&opts, false, cmdline, Some("bench"))?;
-    let mut cmd = qemu::command(Arch::X86_64, &bootable, false);
+fn kernel_paths(arch: Arch) -> Result<()> {
+    let opts = BuildOpts { arch, debug: false };
+    let cmdline = qemu::effective_cmdline(arch, "exit_after=client");
+    let bootable = image::bootable(&opts, false, &cmdline, Some("bench"))?;
+    let mut cmd = qemu::command(arch, &bootable, false);
     cmd.args(["-icount", "shift=0"]);
-    let captured = qemu::capture(cmd, Arch::X86_64, Duration::from_secs(300), false)?;
+    let captured = qemu::capture(cmd, arch, Duration::from_secs(300), false)?;
     if captured.outcome != Outcome::Success {
         for line in captured.lines.iter().rev().take(20).rev() {
             eprintln!("  | {line}");
@@ -82,7 +82,8 @@ fn kernel_paths() -> Result<()> {
         ),
     ];
     println!(
-        "xtask: kernel paths on x86_64, guest instructions per operation (QEMU -icount shift=0)"
+        "xtask: kernel paths on {}, guest instructions per operation (QEMU -icount shift=0)",
+        arch.name()
     );
     println!(
         "  {:<36} {:>12} {:>14}",
