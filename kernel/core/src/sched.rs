@@ -134,6 +134,8 @@ pub struct Scheduler<const THREADS: usize> {
     running_since: u64,
     /// The latest time seen; time never goes backwards for the scheduler.
     last_now: u64,
+    /// What the last dispatch decided, for [`dispatch_fast`](Self::dispatch_fast).
+    last_dispatch: Option<Dispatch>,
     accounting: Accounting,
 }
 
@@ -158,6 +160,7 @@ impl<const THREADS: usize> Scheduler<THREADS> {
             current: None,
             running_since: epoch,
             last_now: 0,
+            last_dispatch: None,
             accounting: Accounting::new(epoch, tolerance_ns),
             schedule,
         }
@@ -381,12 +384,17 @@ impl<const THREADS: usize> Scheduler<THREADS> {
     pub fn next_event(&self, now: u64) -> u64 {
         let slot = self.schedule.position(now);
         let running = self.pick_in(&slot).map(|(_, p)| p);
+        self.next_event_in(&slot, running, now)
+    }
+
+    /// [`next_event`](Self::next_event) for a known slot and running priority.
+    fn next_event_in(&self, slot: &Slot, running: Option<Priority>, now: u64) -> u64 {
         let mut next = slot.end_ns.max(now);
         for t in &self.threads[..self.thread_count] {
             let ThreadState::Sleeping { until_ns } = t.state else {
                 continue;
             };
-            if !self.schedule.admits(&slot, t.partition) {
+            if !self.schedule.admits(slot, t.partition) {
                 continue;
             }
             if running.is_some_and(|p| t.priority <= p) {
@@ -422,11 +430,50 @@ impl<const THREADS: usize> Scheduler<THREADS> {
         let thread = self.pick_in(&slot).map(|(id, _)| id);
         self.current = thread;
         self.running_since = now;
-        Dispatch {
+        let dispatch = Dispatch {
             thread,
             slot,
             next_event_ns: self.next_event(now),
+        };
+        self.last_dispatch = Some(dispatch);
+        dispatch
+    }
+
+    /// The same decision as [`dispatch`](Self::dispatch), taken without recomputing where in
+    /// the schedule `now` is, when that cannot have changed: `now` is before the last
+    /// dispatch's `next_event_ns`, which is never after its slot's end, so no window began or
+    /// ended since. This is the case for a kernel entry between timer events, such as an IPC
+    /// call handing the CPU to its server. Returns `None` when it does not apply; the caller
+    /// then calls `dispatch`.
+    pub fn dispatch_fast(&mut self, now: u64) -> Option<Dispatch> {
+        let last = self.last_dispatch?;
+        let now = now.max(self.last_now);
+        if now >= last.next_event_ns {
+            return None;
         }
+        self.last_now = now;
+        let since = self.running_since.min(now);
+        match self.current.and_then(|id| self.thread(id).ok()) {
+            Some(t) => {
+                let partition = t.partition;
+                self.accounting
+                    .charge(&self.schedule, partition, since, now);
+            }
+            None => self.accounting.idle_ns = self.accounting.idle_ns.saturating_add(now - since),
+        }
+        // No window started in (last dispatch, now]: the window-start count has nothing to add.
+        self.wake_expired(now);
+        let picked = self.pick_in(&last.slot);
+        let thread = picked.map(|(id, _)| id);
+        self.current = thread;
+        self.running_since = now;
+        let dispatch = Dispatch {
+            thread,
+            slot: last.slot,
+            next_event_ns: self.next_event_in(&last.slot, picked.map(|(_, p)| p), now),
+        };
+        self.last_dispatch = Some(dispatch);
+        Some(dispatch)
     }
 
     /// Accounting of `partition` (all zero for an unknown one).

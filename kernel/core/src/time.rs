@@ -31,6 +31,40 @@ pub fn ns_to_ticks(ns: u64, hz: u64) -> u64 {
     u64::try_from(ticks).unwrap_or(u64::MAX)
 }
 
+/// Converts counter ticks to nanoseconds with one multiplication, for the paths every system
+/// call takes: `ns = ticks * mult >> 32`, where `mult` is `10^9 * 2^32 / hz` rounded. The
+/// result is monotonic in `ticks` and within `ticks / 2^32 + 1` ns of the exact value (about
+/// 2 us after an hour of a 2.6 GHz TSC); [`ticks_to_ns`] stays the exact, slower reference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TickScale {
+    mult: u64,
+}
+
+impl TickScale {
+    /// The scale for a counter of `hz` (at least 1 Hz; slower counters saturate).
+    pub fn new(hz: u64) -> Self {
+        let mult = ((NANOS_PER_SEC as u128) << 32).div_ceil(hz.max(1) as u128);
+        Self {
+            mult: u64::try_from(mult).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// The multiplier, to keep in an atomic and rebuild with [`from_mult`](Self::from_mult).
+    pub fn mult(self) -> u64 {
+        self.mult
+    }
+
+    /// A scale from a stored multiplier.
+    pub fn from_mult(mult: u64) -> Self {
+        Self { mult }
+    }
+
+    /// `ticks` in nanoseconds, saturating.
+    pub fn ns(self, ticks: u64) -> u64 {
+        u64::try_from((ticks as u128 * self.mult as u128) >> 32).unwrap_or(u64::MAX)
+    }
+}
+
 /// A frequency printed with a readable unit: `1.000 GHz`, `62.500 MHz`, `1.193 MHz`, `100 Hz`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hz(pub u64);
@@ -79,6 +113,44 @@ mod tests {
         assert_eq!(ticks_to_ns(1, 0), 0);
         assert_eq!(ticks_to_ns(u64::MAX, 1), u64::MAX);
         assert_eq!(ns_to_ticks(u64::MAX, u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn tick_scale_is_close_to_exact_and_monotonic() {
+        for hz in [
+            62_500_000u64,
+            1_000_000_000,
+            2_597_000_000,
+            1_193_182,
+            24_000_000,
+        ] {
+            let scale = TickScale::new(hz);
+            let mut last = 0;
+            for ticks in [
+                0u64,
+                1,
+                999,
+                hz,
+                hz * 3 + 17,
+                hz * 3600,
+                u64::MAX / 1_000_000,
+            ] {
+                let exact = ticks_to_ns(ticks, hz);
+                let fast = scale.ns(ticks);
+                assert!(
+                    fast.abs_diff(exact) <= ticks / (1 << 32) + 1,
+                    "{hz} Hz, {ticks}: {fast} vs {exact}"
+                );
+                assert!(fast >= last);
+                last = fast;
+            }
+            assert_eq!(TickScale::from_mult(scale.mult()), scale);
+        }
+        assert_eq!(
+            TickScale::new(62_500_000).ns(u64::MAX),
+            u64::MAX,
+            "saturates, not wraps"
+        );
     }
 
     #[test]

@@ -433,7 +433,13 @@ impl Exec {
         {
             p.context = *frame;
         }
-        let dispatch = self.sched_mut().dispatch(now);
+        // Between timer events (a system call, an IPC hand-off) the slot cannot have changed,
+        // and the scheduler can decide without recomputing it; at an event it must.
+        let sched = self.sched_mut();
+        let dispatch = match sched.dispatch_fast(now) {
+            Some(decision) => decision,
+            None => sched.dispatch(now),
+        };
         let deadline = self
             .run_until_ns
             .map_or(dispatch.next_event_ns, |t| t.min(dispatch.next_event_ns));

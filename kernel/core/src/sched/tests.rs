@@ -729,3 +729,76 @@ fn demo_system_with_a_crash_looping_partition() {
     );
     assert_eq!(s.idle_ns(), 0);
 }
+
+/// `dispatch_fast` must decide exactly as `dispatch` would: two schedulers get the same random
+/// operations at the same random times, one always dispatching in full, the other taking the
+/// shortcut whenever it applies; every decision and all accounting must agree.
+#[test]
+fn dispatch_fast_decides_exactly_like_dispatch() {
+    let epoch = 1_000 * MS;
+    let mut full = Scheduler::<8>::new(small_schedule(epoch), 200_000);
+    for (p, pr) in [(A, 10), (A, 20), (B, 10), (B, 30), (BG, 15), (BG, 5)] {
+        full.add_thread(p, prio(pr), true).unwrap();
+    }
+    let mut fast = full.clone();
+    let mut seed = 0x243f_6a88_85a3_08d3u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut now = epoch;
+    let (mut shortcuts, mut fallbacks) = (0u32, 0u32);
+    for _ in 0..50_000 {
+        let r = next();
+        let t = ThreadId((r % 6) as u16);
+        let ((x, y), label) = match (r >> 8) % 8 {
+            0 => ((full.block(t), fast.block(t)), "block"),
+            1 | 2 => ((full.make_ready(t), fast.make_ready(t)), "make_ready"),
+            3 => {
+                let until = now + (r >> 16) % (4 * MS);
+                (
+                    (full.block_until(t, until), fast.block_until(t, until)),
+                    "block_until",
+                )
+            }
+            4 => ((full.yield_now(t), fast.yield_now(t)), "yield"),
+            _ => ((Ok(()), Ok(())), "nothing"),
+        };
+        assert_eq!(x, y, "{label} answered differently");
+        // Mostly short steps (IPC-like, between events), sometimes long ones across windows.
+        now += if r >> 40 & 7 == 0 {
+            (r >> 20) % (3 * MS)
+        } else {
+            (r >> 20) % 50_000
+        };
+        let a = full.dispatch(now);
+        let b = match fast.dispatch_fast(now) {
+            Some(d) => {
+                shortcuts += 1;
+                d
+            }
+            None => {
+                fallbacks += 1;
+                fast.dispatch(now)
+            }
+        };
+        assert_eq!(a, b, "decisions differ at {now}");
+    }
+    for p in [A, B, BG] {
+        assert_eq!(full.stats(p), fast.stats(p), "accounting of {p:?}");
+    }
+    for i in 0..3 {
+        assert_eq!(
+            full.window_stats(i),
+            fast.window_stats(i),
+            "accounting of window {i}"
+        );
+    }
+    assert_eq!(full.idle_ns(), fast.idle_ns());
+    assert!(
+        shortcuts > 10_000 && fallbacks > 1_000,
+        "both paths exercised: {shortcuts} shortcuts, {fallbacks} full"
+    );
+}

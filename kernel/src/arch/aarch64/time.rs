@@ -6,7 +6,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use aarch64_cpu::registers::{
     CNTFRQ_EL0, CNTP_CTL_EL0, CNTP_CVAL_EL0, CNTPCT_EL0, Readable, Writeable,
 };
-use kcore::time::ticks_to_ns;
+use kcore::time::TickScale;
 
 use super::gic;
 use crate::boot::TimerInfo;
@@ -42,7 +42,11 @@ static ONE_SHOT: AtomicBool = AtomicBool::new(false);
 /// Marks time zero. Called first thing at boot.
 pub fn mark_boot() {
     BOOT_COUNT.store(CNTPCT_EL0.get(), Ordering::Relaxed);
+    NS_MULT.store(TickScale::new(CNTFRQ_EL0.get()).mult(), Ordering::Relaxed);
 }
+
+/// The counter's tick-to-nanosecond multiplier, set at boot from CNTFRQ_EL0.
+static NS_MULT: AtomicU64 = AtomicU64::new(0);
 
 /// Starts the periodic tick. The counter's frequency is what firmware put in CNTFRQ_EL0;
 /// unlike the PC's, it needs no calibration.
@@ -96,7 +100,7 @@ pub fn uptime_ns() -> u64 {
     let elapsed = CNTPCT_EL0
         .get()
         .wrapping_sub(BOOT_COUNT.load(Ordering::Relaxed));
-    ticks_to_ns(elapsed, CNTFRQ_EL0.get())
+    TickScale::from_mult(NS_MULT.load(Ordering::Relaxed)).ns(elapsed)
 }
 
 /// Tick interrupts since the timer started.

@@ -3,7 +3,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use kcore::time::{calibrate, ns_to_ticks, ticks_to_ns};
+use kcore::time::{TickScale, calibrate, ns_to_ticks};
 
 use super::{apic, pit};
 use crate::boot::TimerInfo;
@@ -15,8 +15,9 @@ const CALIBRATION_PIT_TICKS: u16 = (pit::PIT_HZ / 20) as u16;
 
 /// Tick interrupts since the timer started; incremented by the timer handler.
 pub static TICKS: AtomicU64 = AtomicU64::new(0);
-static TSC_HZ: AtomicU64 = AtomicU64::new(0);
 static APIC_HZ: AtomicU64 = AtomicU64::new(0);
+/// The TSC's tick-to-nanosecond multiplier (zero until calibrated, so uptime reads zero).
+static TSC_NS_MULT: AtomicU64 = AtomicU64::new(0);
 static BOOT_TSC: AtomicU64 = AtomicU64::new(0);
 
 /// Reads the time-stamp counter.
@@ -53,7 +54,7 @@ pub fn init() -> TimerInfo {
         .expect("TSC did not advance during calibration");
     let apic_hz = calibrate(apic_units as u64, CALIBRATION_PIT_TICKS as u64, pit::PIT_HZ)
         .expect("APIC timer did not count during calibration");
-    TSC_HZ.store(tsc_hz, Ordering::Relaxed);
+    TSC_NS_MULT.store(TickScale::new(tsc_hz).mult(), Ordering::Relaxed);
     APIC_HZ.store(apic_hz, Ordering::Relaxed);
     apic::start_periodic(u32::try_from(apic_hz / TICK_HZ).unwrap_or(u32::MAX));
     TimerInfo {
@@ -80,7 +81,7 @@ pub fn set_deadline(deadline_ns: u64) {
 /// Nanoseconds since boot; zero until the TSC is calibrated.
 pub fn uptime_ns() -> u64 {
     let elapsed = rdtsc().wrapping_sub(BOOT_TSC.load(Ordering::Relaxed));
-    ticks_to_ns(elapsed, TSC_HZ.load(Ordering::Relaxed))
+    TickScale::from_mult(TSC_NS_MULT.load(Ordering::Relaxed)).ns(elapsed)
 }
 
 /// Tick interrupts since the timer started.
