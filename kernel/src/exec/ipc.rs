@@ -6,6 +6,7 @@ use abi::{ObjectKind, RecvResult, SysError, Sysno};
 use kcore::sched::{PartitionId, ThreadId};
 
 use super::{Blocked, CallState, Exec, MAX_CHANNELS, Partition};
+use crate::arch::mm::AddressSpace;
 use crate::uaccess::{UserSlice, check, copy_between, copy_in, copy_out};
 
 /// What an IPC system call did.
@@ -21,6 +22,22 @@ pub(super) enum Ipc {
 /// The partitions `a` and `b` (distinct, both loaded), for copying between them.
 fn pair(exec: &Exec, a: usize, b: usize) -> Option<(&Partition, &Partition)> {
     Some((exec.partitions[a].as_ref()?, exec.partitions[b].as_ref()?))
+}
+
+/// The caller's address space (a caller always exists: it is the current partition).
+fn space_of(exec: &Exec, caller: usize) -> &AddressSpace {
+    &exec.partitions[caller].as_ref().expect("the caller exists").space
+}
+
+/// Copies an information record out to the caller's buffer; returns its length.
+fn write_out(
+    exec: &Exec,
+    caller: usize,
+    ptr: usize,
+    len: usize,
+    record: &[u8],
+) -> Result<usize, SysError> {
+    copy_out(space_of(exec, caller), UserSlice::new(ptr, len), record).map(|()| record.len())
 }
 
 /// Wakes partition `index`'s thread with `result` as its syscall's return value.
@@ -108,10 +125,7 @@ fn reply(
         }
         _ => return Err(SysError::BadArgument), // no call to answer
     }
-    let server_space = &exec.partitions[caller]
-        .as_ref()
-        .expect("the caller exists")
-        .space;
+    let server_space = space_of(exec, caller);
     check(server_space, message, false)?;
     let Some(Blocked::Call { reply, .. }) = exec.partitions[client].as_ref().map(|p| p.blocked)
     else {
@@ -251,14 +265,7 @@ pub(super) fn ipc(exec: &mut Exec, caller: usize, call: Sysno, a: [usize; 5]) ->
                 phys: d.phys,
                 size: d.size,
             };
-            let space = &exec.partitions[caller]
-                .as_ref()
-                .expect("the caller exists")
-                .space;
-            Ipc::Done(
-                copy_out(space, UserSlice::new(a[1], a[2]), &info.to_bytes())
-                    .map(|()| abi::DmaInfo::SIZE),
-            )
+            Ipc::Done(write_out(exec, caller, a[1], a[2], &info.to_bytes()))
         }
         Sysno::RegionInfo => {
             let Some(r) = exec.regions.get(a[0]).and_then(Option::as_ref) else {
@@ -272,14 +279,7 @@ pub(super) fn ipc(exec: &mut Exec, caller: usize, call: Sysno, a: [usize; 5]) ->
                 size: r.size,
                 writable,
             };
-            let space = &exec.partitions[caller]
-                .as_ref()
-                .expect("the caller exists")
-                .space;
-            Ipc::Done(
-                copy_out(space, UserSlice::new(a[1], a[2]), &info.to_bytes())
-                    .map(|()| abi::RegionInfo::SIZE),
-            )
+            Ipc::Done(write_out(exec, caller, a[1], a[2], &info.to_bytes()))
         }
         _ => Ipc::Done(Err(SysError::UnknownSyscall)),
     }
@@ -291,10 +291,7 @@ fn lookup(exec: &Exec, caller: usize, kind: usize, name: UserSlice) -> Result<us
     if name.len > buf.len() {
         return Err(SysError::BadArgument);
     }
-    let space = &exec.partitions[caller]
-        .as_ref()
-        .expect("the caller exists")
-        .space;
+    let space = space_of(exec, caller);
     let n = copy_in(space, name, &mut buf)?;
     let name = core::str::from_utf8(&buf[..n]).map_err(|_| SysError::BadArgument)?;
     let (index, granted) = if kind == ObjectKind::Channel as usize {
