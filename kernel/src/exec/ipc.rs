@@ -26,7 +26,10 @@ fn pair(exec: &Exec, a: usize, b: usize) -> Option<(&Partition, &Partition)> {
 
 /// The caller's address space (a caller always exists: it is the current partition).
 fn space_of(exec: &Exec, caller: usize) -> &AddressSpace {
-    &exec.partitions[caller].as_ref().expect("the caller exists").space
+    &exec.partitions[caller]
+        .as_ref()
+        .expect("the caller exists")
+        .space
 }
 
 /// Copies an information record out to the caller's buffer; returns its length.
