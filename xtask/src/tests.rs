@@ -381,6 +381,10 @@ const PARTITION_CASES: &[Case] = &[
         check: Some(|log| absent(log, "run time elapsed")),
         qemu_args: &[],
     },
+    HOSTILE_CASE,
+    IPC_CASE,
+    SHARED_CASE,
+    DMA_CASE,
 ];
 
 /// Hostile and random system calls, with a neighbour checking its memory.
@@ -434,7 +438,6 @@ const HOSTILE_CASE: Case = Case {
 fn aarch64_partition_cases() -> Vec<Case> {
     let mut cases: Vec<Case> = PARTITION_CASES
         .iter()
-        .chain([&HOSTILE_CASE, &IPC_CASE, &SHARED_CASE, &DMA_CASE])
         .map(|c| Case {
             name: String::leak(c.name.replacen("x86_64-", "aarch64-", 1)),
             arch: Arch::Aarch64,
@@ -490,13 +493,10 @@ const IPC_CASE: Case = Case {
         absent(log, "health: partition \"client\"")?;
         // The calls spanned several major frames (20 ms), so window boundaries fell during
         // calls, and the counter kept going while the stuck client waited forever.
-        let us: u64 = Regex::new(r"calls answered correctly, 1 server restart seen, in (\d+) us")
-            .unwrap()
-            .captures_iter(&log.join("\n"))
-            .next()
-            .ok_or("no client summary")?[1]
-            .parse()
-            .unwrap();
+        let us = number_in(
+            log,
+            r"calls answered correctly, 1 server restart seen, in (\d+) us",
+        )?;
         if us < 40_000 {
             return Err(format!(
                 "the calls took {us} us: fewer than two major frames"
@@ -672,13 +672,7 @@ fn table_row(line: &str) -> Option<(String, u64, f64, f64, f64, u64)> {
 /// ran outside its windows for at most 2 % of the run (the kernel's reaction at each boundary);
 /// every window of both started within 500 us of its boundary (the stated bound).
 fn spinner_contained(log: &[String]) -> Result<(), String> {
-    let elapsed: f64 = Regex::new(r"run time elapsed after (\d+) us")
-        .unwrap()
-        .captures_iter(&log.join("\n"))
-        .next()
-        .ok_or("no elapsed-time line")?[1]
-        .parse()
-        .unwrap();
+    let elapsed = number_in(log, r"run time elapsed after (\d+) us")? as f64;
     let mut found = 0;
     for (name, windows, used, overrun, latency, _late) in log.iter().filter_map(|l| table_row(l)) {
         if name != "spinner" && name != "counter" {
@@ -707,6 +701,16 @@ fn spinner_contained(log: &[String]) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The number the first capture group of `pattern` matches on the first line it matches.
+fn number_in(log: &[String], pattern: &str) -> Result<u64, String> {
+    let re = Regex::new(pattern).map_err(|e| e.to_string())?;
+    let captures = log
+        .iter()
+        .find_map(|l| re.captures(l))
+        .ok_or(format!("no line matches /{pattern}/"))?;
+    captures[1].parse().map_err(|e| format!("/{pattern}/: {e}"))
 }
 
 fn find(log: &[String], pattern: &str) -> Result<(), String> {
@@ -771,14 +775,21 @@ fn verify(case: &Case, captured: &qemu::Captured) -> Result<(), String> {
     case.check.map_or(Ok(()), |check| check(&captured.lines))
 }
 
-/// Boots every integration case (or those whose name contains `filter`) and reports.
-pub fn qemu(filter: Option<&str>) -> Result<()> {
-    let aarch64 = aarch64_partition_cases();
-    let cases: Vec<&Case> = CASES
+/// Every integration case: kernel self-tests, partition cases on x86_64, then on aarch64.
+fn all_cases() -> Vec<Case> {
+    CASES
         .iter()
         .chain(PARTITION_CASES)
-        .chain(&aarch64)
-        .chain([&HOSTILE_CASE, &IPC_CASE, &SHARED_CASE, &DMA_CASE])
+        .copied()
+        .chain(aarch64_partition_cases())
+        .collect()
+}
+
+/// Boots every integration case (or those whose name contains `filter`) and reports.
+pub fn qemu(filter: Option<&str>) -> Result<()> {
+    let all = all_cases();
+    let cases: Vec<&Case> = all
+        .iter()
         .filter(|c| filter.is_none_or(|f| c.name.contains(f)))
         .collect();
     let mut failed = Vec::new();
@@ -843,13 +854,7 @@ mod unit {
 
     #[test]
     fn every_pattern_compiles_and_names_are_unique() {
-        let aarch64 = aarch64_partition_cases();
-        let all: Vec<&Case> = CASES
-            .iter()
-            .chain(PARTITION_CASES)
-            .chain(&aarch64)
-            .chain([&HOSTILE_CASE, &IPC_CASE, &SHARED_CASE, &DMA_CASE])
-            .collect();
+        let all = all_cases();
         let mut names: Vec<_> = all.iter().map(|c| c.name).collect();
         names.sort();
         names.dedup();
