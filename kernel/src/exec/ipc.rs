@@ -33,7 +33,7 @@ fn space_of(exec: &Exec, caller: usize) -> &AddressSpace {
 }
 
 /// Copies an information record out to the caller's buffer; returns its length.
-fn write_out(
+pub(super) fn write_out(
     exec: &Exec,
     caller: usize,
     ptr: usize,

@@ -19,12 +19,12 @@ use spin::Mutex;
 
 use crate::arch::mm::AddressSpace;
 use crate::arch::{self, ExitStatus, TrapFrame};
-use crate::uaccess::{UserSlice, copy_in, copy_out};
+use crate::uaccess::{UserSlice, copy_in};
 
 mod ipc;
 mod loader;
 
-use ipc::{Ipc, ipc, release_peers};
+use ipc::{Ipc, ipc, release_peers, write_out};
 use loader::{elf_machine, load, map_dma, map_regions};
 
 /// Most partitions a system may have.
@@ -501,14 +501,10 @@ fn report(exec: &Exec) {
         {
             // A partition that exited is stopped as far as the scheduler is concerned, while the
             // health monitor, which only sees faults, still calls it running.
-            let state = if exec.sched().is_stopped(id) {
-                "Stopped"
-            } else {
-                if state == kcore::health::PartitionState::Running {
-                    "Running"
-                } else {
-                    "Restarting"
-                }
+            let state = match (exec.sched().is_stopped(id), state) {
+                (true, _) => "Stopped",
+                (false, kcore::health::PartitionState::Running) => "Running",
+                (false, _) => "Restarting",
             };
             info!(
                 "partition {}: {state}, generation {generation}",
@@ -560,8 +556,7 @@ pub fn on_syscall(frame: &mut TrapFrame) {
                     generation,
                     memory_bytes: p.memory_bytes,
                 };
-                copy_out(&p.space, UserSlice::new(args[0], args[1]), &info.to_bytes())
-                    .map(|()| PartitionInfo::SIZE)
+                write_out(exec, current, args[0], args[1], &info.to_bytes())
             }
             Some(
                 call @ (Sysno::Call
@@ -592,7 +587,6 @@ pub fn on_syscall(frame: &mut TrapFrame) {
                     info!("partition {}: exited", p.name);
                     let _ = exec.sched_mut().stop_partition(id);
                     release_peers(exec, current, SysError::PeerStopped);
-                    exec.switch(frame, now, false);
                 } else {
                     info!("partition {}: exited with code {code}", p.name);
                     let fault = Fault {
@@ -601,8 +595,8 @@ pub fn on_syscall(frame: &mut TrapFrame) {
                         address: None,
                     };
                     handle_fault(exec, current, fault, now);
-                    exec.switch(frame, now, false);
                 }
+                exec.switch(frame, now, false);
                 check_all_stopped(exec);
                 return;
             }
@@ -683,9 +677,8 @@ fn handle_fault(exec: &mut Exec, index: usize, fault: Fault, now: u64) {
             };
             match load(p, true) {
                 Ok(_) => {
+                    // release_peers has already cleared its blocked state and notifications.
                     p.context = TrapFrame::user(p.elf.entry(), USER_STACK_TOP);
-                    p.blocked = Blocked::Nothing;
-                    p.notifications = 0;
                     let _ = exec.sched_mut().restart_partition(id);
                     exec.health.restarted(id);
                     info!("health: partition {name} restarted (generation {generation})");
