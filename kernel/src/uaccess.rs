@@ -40,19 +40,14 @@ impl UserSlice {
     }
 }
 
-/// Visits the physical pieces of `slice` after checking all of it; `f(phys, offset, len)`.
-fn for_each_piece(
-    space: &AddressSpace,
-    slice: UserSlice,
-    write: bool,
-    mut f: impl FnMut(u64, usize, usize),
-) -> Result<(), SysError> {
+/// Checks every page `slice` spans, copying nothing: present and user-accessible (and writable
+/// if `write`), so a failure is found before any byte is copied.
+pub fn check(space: &AddressSpace, slice: UserSlice, write: bool) -> Result<(), SysError> {
     let end = slice.end()?;
     if slice.len == 0 {
         // An empty slice names no memory (Rust gives empty slices dangling pointers).
         return Ok(());
     }
-    // Check every page before touching any, so a failure copies nothing.
     let mut page = slice.addr & !(PAGE_SIZE - 1);
     while page < end {
         let (_, perm) = space.translate(page).ok_or(SysError::BadPointer)?;
@@ -61,6 +56,16 @@ fn for_each_piece(
         }
         page += PAGE_SIZE;
     }
+    Ok(())
+}
+
+/// Visits the physical pieces of an already checked `slice`: `f(phys, offset, len)`.
+fn visit_pieces(
+    space: &AddressSpace,
+    slice: UserSlice,
+    mut f: impl FnMut(u64, usize, usize),
+) -> Result<(), SysError> {
+    let end = slice.end()?;
     let mut at = slice.addr;
     while at < end {
         let in_page = (PAGE_SIZE - at % PAGE_SIZE).min(end - at) as usize;
@@ -69,6 +74,17 @@ fn for_each_piece(
         at += in_page as u64;
     }
     Ok(())
+}
+
+/// Visits the physical pieces of `slice` after checking all of it; `f(phys, offset, len)`.
+fn for_each_piece(
+    space: &AddressSpace,
+    slice: UserSlice,
+    write: bool,
+    f: impl FnMut(u64, usize, usize),
+) -> Result<(), SysError> {
+    check(space, slice, write)?;
+    visit_pieces(space, slice, f)
 }
 
 /// Copies `slice` (at most `buf.len()` bytes of it) into `buf`; returns the bytes copied.
@@ -101,12 +117,6 @@ pub fn copy_out(space: &AddressSpace, slice: UserSlice, data: &[u8]) -> Result<(
     })
 }
 
-/// Checks that `slice` is entirely accessible to the partition (writable too if `write`),
-/// copying nothing.
-pub fn check(space: &AddressSpace, slice: UserSlice, write: bool) -> Result<(), SysError> {
-    for_each_piece(space, slice, write, |_, _, _| {})
-}
-
 /// Copies `src` in one partition's memory to `dst` in another's, at most `dst.len` bytes;
 /// returns the bytes copied. Both ranges are checked completely before any byte moves, and
 /// the copy goes through a small kernel buffer, so no partition memory is ever aliased.
@@ -128,8 +138,13 @@ pub fn copy_between(
             addr: s.addr + done as u64,
             len: n,
         };
-        copy_in(from, piece(src), &mut bounce[..n])?;
-        copy_out(to, piece(dst), &bounce[..n])?;
+        // Both ranges were checked above; the pieces only need translating.
+        visit_pieces(from, piece(src), |phys, offset, len| {
+            crate::arch::read_phys(phys, &mut bounce[offset..offset + len]);
+        })?;
+        visit_pieces(to, piece(dst), |phys, offset, len| {
+            crate::arch::write_phys(phys, &bounce[offset..offset + len]);
+        })?;
         done += n;
     }
     Ok(len)
