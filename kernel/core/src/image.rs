@@ -306,11 +306,7 @@ impl<'a> SystemImage<'a> {
         }
         let r = &self.bytes[self.partitions_at + index * PARTITION_RECORD_SIZE..]
             [..PARTITION_RECORD_SIZE];
-        let name_len = r[..NAME_LEN]
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(NAME_LEN);
-        let name = core::str::from_utf8(&r[..name_len]).map_err(|_| bad)?;
+        let name = name_at(r).ok_or(bad)?;
         let elf = range(self.bytes, u32_at(r, 32) as usize, u32_at(r, 36) as usize).ok_or(bad)?;
         let policy = match r[53] {
             0 => HealthPolicy::Stop,
@@ -321,9 +317,6 @@ impl<'a> SystemImage<'a> {
             2 => HealthPolicy::Halt,
             _ => return Err(bad),
         };
-        if name.is_empty() {
-            return Err(bad);
-        }
         Ok(PartitionRecord {
             name,
             elf,
@@ -597,8 +590,7 @@ pub mod builder {
         }
         for (i, p) in partitions.iter().enumerate() {
             let at = partitions_at + i * PARTITION_RECORD_SIZE;
-            let name = p.name.as_bytes();
-            put(&mut out, at, &name[..name.len().min(NAME_LEN)]);
+            name(&mut out, at, &p.name);
             put(&mut out, at + 32, &(elf_at[i] as u32).to_le_bytes());
             put(&mut out, at + 36, &(p.elf.len() as u32).to_le_bytes());
             put(&mut out, at + 40, &p.memory_bytes.to_le_bytes());
