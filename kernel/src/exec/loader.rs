@@ -7,7 +7,7 @@ use kcore::mem::PAGE_SIZE;
 
 use super::{Dma, MAX_PARTITIONS, MAX_REGIONS, Partition, Perm, Region};
 use crate::arch;
-use crate::arch::mm::MapError;
+use crate::arch::mm::{AddressSpace, MapError};
 use abi::{USER_BASE, USER_STACK_TOP};
 
 /// Why a partition could not be loaded.
@@ -151,8 +151,7 @@ pub(super) fn map_regions(
     let mut address = abi::SHARED_BASE;
     for (i, slot) in regions.iter_mut().enumerate().take(image.region_count()) {
         let Ok(r) = image.region(i) else { continue };
-        let pages = r.size / PAGE_SIZE;
-        let Some(phys) = arch::alloc_contiguous_frames(pages) else {
+        let Some(phys) = alloc_zeroed_run(r.size) else {
             error!(
                 "shared region {}: no {} KiB of contiguous memory; not mapped",
                 r.name,
@@ -160,9 +159,6 @@ pub(super) fn map_regions(
             );
             continue;
         };
-        for page in 0..pages {
-            arch::zero_phys_page(phys + page * PAGE_SIZE);
-        }
         for &(partition, writable) in &r.mappings[..r.mapping_count] {
             let Some(p) = partitions
                 .get_mut(partition as usize)
@@ -170,21 +166,15 @@ pub(super) fn map_regions(
             else {
                 continue;
             };
-            for page in 0..pages {
-                let perm = Perm {
-                    write: writable,
-                    exec: false,
-                };
-                if p.space
-                    .map(address + page * PAGE_SIZE, phys + page * PAGE_SIZE, perm)
-                    .is_err()
-                {
-                    error!(
-                        "shared region {}: cannot map it into partition {}",
-                        r.name, p.name
-                    );
-                    break;
-                }
+            let perm = Perm {
+                write: writable,
+                exec: false,
+            };
+            if map_run(&mut p.space, address, phys, r.size, perm).is_err() {
+                error!(
+                    "shared region {}: cannot map it into partition {}",
+                    r.name, p.name
+                );
             }
         }
         info!(
@@ -225,8 +215,7 @@ pub(super) fn map_dma(
         else {
             continue;
         };
-        let pages = d.size / PAGE_SIZE;
-        let Some(phys) = arch::alloc_contiguous_frames(pages) else {
+        let Some(phys) = alloc_zeroed_run(d.size) else {
             error!(
                 "DMA region {}: no {} KiB of contiguous memory; not mapped",
                 d.name,
@@ -234,19 +223,11 @@ pub(super) fn map_dma(
             );
             continue;
         };
-        let mut mapped = true;
-        for page in 0..pages {
-            arch::zero_phys_page(phys + page * PAGE_SIZE);
-            let perm = Perm {
-                write: true,
-                exec: false,
-            };
-            mapped &= p
-                .space
-                .map(address + page * PAGE_SIZE, phys + page * PAGE_SIZE, perm)
-                .is_ok();
-        }
-        if !mapped {
+        let perm = Perm {
+            write: true,
+            exec: false,
+        };
+        if map_run(&mut p.space, address, phys, d.size, perm).is_err() {
             error!(
                 "DMA region {}: cannot map it into partition {}",
                 d.name, p.name
@@ -269,4 +250,28 @@ pub(super) fn map_dma(
         address += d.size + PAGE_SIZE;
     }
     regions
+}
+
+/// Allocates `size` bytes (whole pages) of physically contiguous frames, zeroed.
+fn alloc_zeroed_run(size: u64) -> Option<u64> {
+    let phys = arch::alloc_contiguous_frames(size / PAGE_SIZE)?;
+    for offset in (0..size).step_by(PAGE_SIZE as usize) {
+        arch::zero_phys_page(phys + offset);
+    }
+    Some(phys)
+}
+
+/// Maps `size` bytes of frames from `phys` at `address` with `perm`; stops at the first page
+/// that cannot be mapped.
+fn map_run(
+    space: &mut AddressSpace,
+    address: u64,
+    phys: u64,
+    size: u64,
+    perm: Perm,
+) -> Result<(), MapError> {
+    for offset in (0..size).step_by(PAGE_SIZE as usize) {
+        space.map(address + offset, phys + offset, perm)?;
+    }
+    Ok(())
 }
