@@ -54,7 +54,27 @@ pub enum Sysno {
     /// `dma_info(region, ptr, len) -> bytes written`: fills a [`DmaInfo`] for a DMA region the
     /// caller owns: the only way a partition learns a physical address.
     DmaInfo = 15,
+    /// `device_info(device, ptr, len) -> bytes written`: fills a [`DeviceInfo`] for a device
+    /// granted to the caller: where its registers are mapped and which notification bits its
+    /// interrupts raise.
+    DeviceInfo = 16,
+    /// `pci_config_read(device, offset, width) -> value`: reads 1, 2 or 4 bytes (aligned) of
+    /// the configuration space of a PCI function granted to the caller.
+    PciConfigRead = 17,
+    /// `pci_config_write(device, offset, width, value)`: writes configuration space where the
+    /// kernel's mediation allows (never BARs, interrupt routing or MSI/MSI-X control).
+    PciConfigWrite = 18,
+    /// `irq_ack(device, bits)`: the caller has handled the interrupts whose notification bits
+    /// are in `bits`; the kernel unmasks those lines again.
+    IrqAck = 19,
+    /// `partition_config(ptr, len) -> bytes`: copies the caller's configuration text (its own
+    /// `[partitions.NAME.config]` and, for a server, each channel's `config`), as
+    /// `key = value` lines, into the buffer; returns its full length.
+    PartitionConfig = 20,
 }
+
+/// Number of system calls: numbers `0..SYSCALL_COUNT` exist.
+pub const SYSCALL_COUNT: usize = 21;
 
 /// What `lookup` looks up.
 #[repr(usize)]
@@ -64,6 +84,7 @@ pub enum ObjectKind {
     Notification = 1,
     SharedRegion = 2,
     DmaRegion = 3,
+    Device = 4,
 }
 
 /// A DMA region as `dma_info` reports it to its owner.
@@ -143,6 +164,142 @@ impl RegionInfo {
     }
 }
 
+/// Where devices' registers are mapped: device `i`'s windows lie in the
+/// [`DEVICE_SLOT_SIZE`] bytes from `DEVICE_BASE + i * DEVICE_SLOT_SIZE`, each window followed by
+/// an unmapped guard page.
+pub const DEVICE_BASE: u64 = 0x3000_0000_0000;
+/// Address space reserved for each device's windows.
+pub const DEVICE_SLOT_SIZE: u64 = 0x10_0000_0000;
+
+/// Most register windows a device reports.
+pub const MAX_DEVICE_WINDOWS: usize = 8;
+
+/// What a register window of a device is.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WindowKind {
+    /// No window in this slot.
+    #[default]
+    None = 0,
+    /// A PCI memory BAR, mapped at `address` (uncached).
+    MemoryBar = 1,
+    /// A PCI I/O BAR: ports `port .. port + size`, granted in the caller's I/O bitmap (x86).
+    IoBar = 2,
+    /// An MMIO range of the description, mapped at `address` with its cache attribute.
+    Mmio = 3,
+    /// An I/O port range of the description (x86).
+    IoPorts = 4,
+}
+
+/// One register window of a device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceWindow {
+    pub kind: WindowKind,
+    /// The BAR number for a BAR, the range's index for a description range.
+    pub index: u8,
+    /// First I/O port for I/O windows.
+    pub port: u16,
+    /// Bytes mapped in the caller from `address` (I/O windows: 0).
+    pub address: u64,
+    /// Size in bytes (ports for I/O windows). Pages that hold a PCI function's MSI-X table or
+    /// pending-bit array are left unmapped: the kernel alone programs interrupt routing.
+    pub size: u64,
+}
+
+/// A device as `device_info` reports it to its owner.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Whether the device is a PCI function (then `pci_config_*` work on it).
+    pub is_pci: bool,
+    /// `bus << 8 | device << 3 | function`.
+    pub pci_address: u16,
+    pub vendor_id: u16,
+    pub device_id: u16,
+    /// Number of MSI-X vectors the kernel enabled (0: the device interrupts by line).
+    pub msix_vectors: u16,
+    /// Notification bits raised by the device's interrupts: lines first, then MSI-X vectors in
+    /// table order, each its own bit, upwards from the lowest set bit.
+    pub irq_bits: u64,
+    pub windows: [DeviceWindow; MAX_DEVICE_WINDOWS],
+}
+
+impl DeviceInfo {
+    /// Encoded size in bytes.
+    pub const SIZE: usize = 24 + 24 * MAX_DEVICE_WINDOWS;
+
+    /// Encodes into the wire layout (little-endian; see `from_bytes`).
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut b = [0; Self::SIZE];
+        b[0] = self.is_pci as u8;
+        b[2..4].copy_from_slice(&self.pci_address.to_le_bytes());
+        b[4..6].copy_from_slice(&self.vendor_id.to_le_bytes());
+        b[6..8].copy_from_slice(&self.device_id.to_le_bytes());
+        b[8..10].copy_from_slice(&self.msix_vectors.to_le_bytes());
+        b[16..24].copy_from_slice(&self.irq_bits.to_le_bytes());
+        for (i, w) in self.windows.iter().enumerate() {
+            let at = 24 + 24 * i;
+            b[at] = w.kind as u8;
+            b[at + 1] = w.index;
+            b[at + 2..at + 4].copy_from_slice(&w.port.to_le_bytes());
+            b[at + 8..at + 16].copy_from_slice(&w.address.to_le_bytes());
+            b[at + 16..at + 24].copy_from_slice(&w.size.to_le_bytes());
+        }
+        b
+    }
+
+    /// Decodes from the wire layout: flags (1), pad (1), PCI address (2), vendor (2), device
+    /// (2), MSI-X vectors (2), pad (6), interrupt bits (8), then per window: kind (1), index
+    /// (1), port (2), pad (4), address (8), size (8).
+    pub fn from_bytes(b: &[u8; Self::SIZE]) -> Self {
+        let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        let u64_at = |i: usize| {
+            let mut v = [0; 8];
+            v.copy_from_slice(&b[i..i + 8]);
+            u64::from_le_bytes(v)
+        };
+        let mut windows = [DeviceWindow::default(); MAX_DEVICE_WINDOWS];
+        for (i, w) in windows.iter_mut().enumerate() {
+            let at = 24 + 24 * i;
+            *w = DeviceWindow {
+                kind: match b[at] {
+                    1 => WindowKind::MemoryBar,
+                    2 => WindowKind::IoBar,
+                    3 => WindowKind::Mmio,
+                    4 => WindowKind::IoPorts,
+                    _ => WindowKind::None,
+                },
+                index: b[at + 1],
+                port: u16_at(at + 2),
+                address: u64_at(at + 8),
+                size: u64_at(at + 16),
+            };
+        }
+        Self {
+            is_pci: b[0] != 0,
+            pci_address: u16_at(2),
+            vendor_id: u16_at(4),
+            device_id: u16_at(6),
+            msix_vectors: u16_at(8),
+            irq_bits: u64_at(16),
+            windows,
+        }
+    }
+
+    /// The window of memory BAR `bar`, if the device has one.
+    pub fn memory_bar(&self, bar: u8) -> Option<&DeviceWindow> {
+        self.windows
+            .iter()
+            .find(|w| w.kind == WindowKind::MemoryBar && w.index == bar)
+    }
+
+    /// The window of I/O BAR `bar`, if the device has one.
+    pub fn io_bar(&self, bar: u8) -> Option<&DeviceWindow> {
+        self.windows
+            .iter()
+            .find(|w| w.kind == WindowKind::IoBar && w.index == bar)
+    }
+}
+
 /// Where shared regions are mapped: region `i` at the same address in every partition that
 /// maps it, each region followed by an unmapped guard page.
 pub const SHARED_BASE: u64 = 0x1000_0000_0000;
@@ -189,6 +346,11 @@ impl Sysno {
             13 => Sysno::Lookup,
             14 => Sysno::RegionInfo,
             15 => Sysno::DmaInfo,
+            16 => Sysno::DeviceInfo,
+            17 => Sysno::PciConfigRead,
+            18 => Sysno::PciConfigWrite,
+            19 => Sysno::IrqAck,
+            20 => Sysno::PartitionConfig,
             _ => return None,
         })
     }
@@ -317,10 +479,10 @@ mod tests {
 
     #[test]
     fn syscall_numbers_round_trip() {
-        for n in 0..16 {
+        for n in 0..SYSCALL_COUNT {
             assert_eq!(Sysno::from_usize(n).map(|s| s as usize), Some(n));
         }
-        assert_eq!(Sysno::from_usize(16), None);
+        assert_eq!(Sysno::from_usize(SYSCALL_COUNT), None);
         let dma = DmaInfo {
             address: DMA_BASE,
             phys: 0x20_0000,
@@ -342,6 +504,38 @@ mod tests {
             r.encode() < ERROR_BASE,
             "a recv result never looks like an error"
         );
+    }
+
+    #[test]
+    fn device_info_round_trips() {
+        let mut info = DeviceInfo {
+            is_pci: true,
+            pci_address: 0x0020,
+            vendor_id: 0x1af4,
+            device_id: 0x1001,
+            msix_vectors: 2,
+            irq_bits: 0b1100,
+            ..DeviceInfo::default()
+        };
+        info.windows[0] = DeviceWindow {
+            kind: WindowKind::IoBar,
+            index: 0,
+            port: 0xc000,
+            address: 0,
+            size: 64,
+        };
+        info.windows[1] = DeviceWindow {
+            kind: WindowKind::MemoryBar,
+            index: 4,
+            port: 0,
+            address: DEVICE_BASE,
+            size: 0x4000,
+        };
+        let back = DeviceInfo::from_bytes(&info.to_bytes());
+        assert_eq!(back, info);
+        assert_eq!(back.memory_bar(4).map(|w| w.address), Some(DEVICE_BASE));
+        assert_eq!(back.io_bar(0).map(|w| w.port), Some(0xc000));
+        assert!(back.memory_bar(0).is_none());
     }
 
     #[test]

@@ -189,3 +189,49 @@ pub fn dma_info(region: usize) -> Result<abi::DmaInfo, SysError> {
     ))?;
     Ok(abi::DmaInfo::from_bytes(&buf))
 }
+
+/// Where a granted device's registers are mapped, and which notification bits its interrupts
+/// raise.
+pub fn device_info(device: usize) -> Result<abi::DeviceInfo, SysError> {
+    let mut buf = [0u8; abi::DeviceInfo::SIZE];
+    SysError::decode(raw5(
+        Sysno::DeviceInfo as usize,
+        [device, buf.as_mut_ptr() as usize, buf.len(), 0, 0],
+    ))?;
+    Ok(abi::DeviceInfo::from_bytes(&buf))
+}
+
+/// Reads `width` (1, 2 or 4) bytes at `offset` of a granted PCI function's configuration space.
+pub fn pci_config_read(device: usize, offset: u16, width: u8) -> Result<u32, SysError> {
+    SysError::decode(raw5(
+        Sysno::PciConfigRead as usize,
+        [device, offset as usize, width as usize, 0, 0],
+    ))
+    .map(|v| v as u32)
+}
+
+/// Writes `width` (1, 2 or 4) bytes at `offset` of a granted PCI function's configuration
+/// space, where the kernel's mediation allows it.
+pub fn pci_config_write(device: usize, offset: u16, width: u8, value: u32) -> Result<(), SysError> {
+    SysError::decode(raw5(
+        Sysno::PciConfigWrite as usize,
+        [device, offset as usize, width as usize, value as usize, 0],
+    ))
+    .map(|_| ())
+}
+
+/// Tells the kernel the interrupts behind notification `bits` of `device` are handled, so it
+/// unmasks their lines.
+pub fn irq_ack(device: usize, bits: u64) -> Result<(), SysError> {
+    SysError::decode(raw(Sysno::IrqAck as usize, device, bits as usize)).map(|_| ())
+}
+
+/// Copies this partition's configuration text (`key = value` lines) into `buf`; returns its
+/// full length, which may exceed `buf.len()` (then only a prefix was copied).
+pub fn partition_config(buf: &mut [u8]) -> Result<usize, SysError> {
+    SysError::decode(raw(
+        Sysno::PartitionConfig as usize,
+        buf.as_mut_ptr() as usize,
+        buf.len(),
+    ))
+}
