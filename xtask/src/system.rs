@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use kcore::image::builder::{PartitionSpec, Tables, build, build_with_ipc};
 use kcore::image::{
-    ChannelRecord, DmaRecord, HealthPolicy, MAX_REGION_MAPPINGS, NotificationRecord, RegionRecord,
-    WindowRecord,
+    Cache, ChannelRecord, DeviceRecord, DmaRecord, HealthPolicy, MAX_DEVICE_IO, MAX_DEVICE_IRQS,
+    MAX_DEVICE_MMIO, MAX_REGION_MAPPINGS, MmioRecord, NotificationRecord, PciRecord,
+    RegionRecord, WindowRecord,
 };
 use sysdesc::{Programs, System};
 
@@ -111,7 +112,7 @@ fn partition_target_args(arch: Arch) -> Vec<&'static str> {
 /// Builds the system image for `system` on `arch` with kernel command line `cmdline`.
 pub fn image(system: &System, arch: Arch, cmdline: &str) -> Result<Vec<u8>> {
     let mut specs = Vec::new();
-    for p in &system.partitions {
+    for (index, p) in system.partitions.iter().enumerate() {
         let elf = build_program(&p.program, arch)?;
         let elf = fs::read(&elf).with_context(|| format!("reading {}", elf.display()))?;
         let main = p
@@ -141,6 +142,7 @@ pub fn image(system: &System, arch: Arch, cmdline: &str) -> Result<Vec<u8>> {
                     .background
                     .iter()
                     .any(|b| system.partitions[b.0].name == p.name),
+            config: config_text(system, index),
         });
     }
     let windows: Vec<WindowRecord> = system
@@ -190,6 +192,7 @@ pub fn image(system: &System, arch: Arch, cmdline: &str) -> Result<Vec<u8>> {
             size: r.size,
             mappings,
             mapping_count: r.mappings.len(),
+            cache: cache(r.cache),
         });
     }
     let dma: Vec<DmaRecord> = system
@@ -204,11 +207,13 @@ pub fn image(system: &System, arch: Arch, cmdline: &str) -> Result<Vec<u8>> {
             })
         })
         .collect();
+    let devices = device_records(system, arch)?;
     let tables = Tables {
         channels: &channels,
         notifications: &notifications,
         regions: &regions,
         dma: &dma,
+        devices: &devices,
     };
     Ok(build_with_ipc(
         cmdline,
@@ -217,6 +222,135 @@ pub fn image(system: &System, arch: Arch, cmdline: &str) -> Result<Vec<u8>> {
         &windows,
         &tables,
     ))
+}
+
+fn cache(c: sysdesc::CacheAttr) -> Cache {
+    match c {
+        sysdesc::CacheAttr::WriteBack => Cache::WriteBack,
+        sysdesc::CacheAttr::WriteCombining => Cache::WriteCombining,
+        sysdesc::CacheAttr::Uncached => Cache::Uncached,
+        sysdesc::CacheAttr::Device => Cache::Device,
+    }
+}
+
+/// The configuration text partition `index` reads with `partition_config`: its own
+/// `[partitions.NAME.config]` as `key = value` lines (nested tables as dotted keys, values in
+/// TOML syntax), then, for each channel it serves, `channels.CHANNEL.key = value`.
+pub fn config_text(system: &System, index: usize) -> String {
+    fn flatten(out: &mut String, prefix: &str, table: &sysdesc::toml::Table) {
+        for (key, value) in table {
+            match value {
+                sysdesc::toml::Value::Table(inner) => flatten(out, &format!("{prefix}{key}."), inner),
+                other => out.push_str(&format!("{prefix}{key} = {other}\n")),
+            }
+        }
+    }
+    let mut out = String::new();
+    flatten(&mut out, "", &system.partitions[index].config);
+    for c in system.channels.iter().filter(|c| c.server.0 == index) {
+        flatten(&mut out, &format!("channels.{}.", c.name), &c.config);
+    }
+    out
+}
+
+/// The devices that exist on `arch` and have an owner, with their interrupts given the owner's
+/// notification bits after those its declared notifications use. MMIO ranges are granted in
+/// whole pages, so two owners' ranges may not share a page.
+fn device_records(system: &System, arch: Arch) -> Result<Vec<DeviceRecord<'_>>> {
+    let target = match arch {
+        Arch::X86_64 => sysdesc::Arch::X86_64,
+        Arch::Aarch64 => sysdesc::Arch::Aarch64,
+    };
+    let mut next_bit: Vec<usize> = system
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(i, _)| {
+            system
+                .notifications
+                .iter()
+                .filter(|n| n.receiver.0 == i)
+                .map(|n| n.bit as usize + 1)
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut pages: Vec<(u64, u64, usize, &str)> = Vec::new();
+    let mut records = Vec::new();
+    for d in &system.devices {
+        let (Some(owner), Some(res)) = (d.owner, d.on(target)) else {
+            continue;
+        };
+        if res.mmio.len() > MAX_DEVICE_MMIO
+            || res.io_ports.len() > MAX_DEVICE_IO
+            || res.irqs.len() > MAX_DEVICE_IRQS
+        {
+            bail!(
+                "device {}: at most {MAX_DEVICE_MMIO} MMIO ranges, {MAX_DEVICE_IO} I/O port \
+                 ranges and {MAX_DEVICE_IRQS} interrupts are supported",
+                d.name
+            );
+        }
+        let mut r = DeviceRecord {
+            name: &d.name,
+            owner: owner.0 as u16,
+            pci: res.pci.map(|pci| PciRecord {
+                address: pci.address.map(|a| (a.bus, a.device, a.function)),
+                id: pci.id.map(|id| (id.vendor, id.device)),
+            }),
+            mmio_count: res.mmio.len(),
+            io_count: res.io_ports.len(),
+            irq_count: res.irqs.len(),
+            msix: res.msi,
+            irq_bit: next_bit[owner.0] as u8,
+            ..DeviceRecord::default()
+        };
+        for (slot, m) in r.mmio.iter_mut().zip(&res.mmio) {
+            let first = m.base & !0xfff;
+            let end = (m.base + m.size).next_multiple_of(4096);
+            if let Some(other) = pages
+                .iter()
+                .find(|(s, e, o, _)| *o != owner.0 && first < *e && *s < end)
+            {
+                bail!(
+                    "device {}: its MMIO range {:#x}+{:#x} shares a page with device {}, \
+                     which another partition owns",
+                    d.name,
+                    m.base,
+                    m.size,
+                    other.3
+                );
+            }
+            pages.push((first, end, owner.0, &d.name));
+            *slot = MmioRecord {
+                base: first,
+                size: u32::try_from(end - first)
+                    .with_context(|| format!("device {}: MMIO range too large", d.name))?,
+                cache: cache(m.cache),
+            };
+        }
+        for (slot, io) in r.io_ports.iter_mut().zip(&res.io_ports) {
+            *slot = (io.base, io.count);
+        }
+        for (slot, irq) in r.irqs.iter_mut().zip(&res.irqs) {
+            *slot = *irq;
+        }
+        if r.pci.is_some() && r.irq_count == 0 && r.msix == 0 {
+            // Neither lines nor MSI-X given: the function's INTx pin, routed as the firmware
+            // set it up (the kernel reads the interrupt-line register).
+            r.irqs[0] = kcore::image::PCI_INTX;
+            r.irq_count = 1;
+        }
+        next_bit[owner.0] += r.irq_bit_count();
+        if next_bit[owner.0] > 64 {
+            bail!(
+                "partition {}: its notifications and device interrupts need more than 64 bits",
+                system.partitions[owner.0].name
+            );
+        }
+        records.push(r);
+    }
+    Ok(records)
 }
 
 /// A system image with no partitions, only a command line (the kernel's self-tests).

@@ -22,17 +22,21 @@
 //! | 56 | 2 | shared-region count |
 //! | 58 | 4 | offset of the DMA-region table ([`DMA_RECORD_SIZE`]-byte records) |
 //! | 62 | 2 | DMA-region count |
+//! | 64 | 4 | offset of the device table ([`DEVICE_RECORD_SIZE`]-byte records) |
+//! | 68 | 2 | device count |
+//! | 70 | 26 | reserved |
 //!
 //! Partition record: name (32 bytes, UTF-8, NUL-padded), ELF offset (4), ELF length (4),
 //! memory budget (8), main-thread stack bytes (4), main-thread priority (1), health policy (1:
 //! 0 stop, 1 restart, 2 halt), flags (1: bit 0 background set), pad (1), max restarts (4),
-//! pad (4), restart period ns (8), reserved (24). Window record: partition index (4), pad (4),
+//! pad (4), restart period ns (8), configuration text offset (4) and length (4), reserved (16). Window record: partition index (4), pad (4),
 //! offset ns (8), length ns (8). Channel record: name (32), client partition (2), server
 //! partition (2), message size (4), reserved (8). Notification record: name (32), receiver
 //! partition (2), bit (1), pad (5), senders as a partition bit mask (8). Shared-region record:
-//! name (32), size (8), mapping count (1), pad (7), then [`MAX_REGION_MAPPINGS`] mappings of
+//! name (32), size (8), mapping count (1), cache attribute (1: [`Cache`]), pad (6), then [`MAX_REGION_MAPPINGS`] mappings of
 //! 8 bytes: partition (2), writable (1), pad (5). DMA-region record: name (32), owner partition
-//! (2), pad (6), size (8). ELF files follow, each 8-byte aligned.
+//! (2), pad (6), size (8). Device record: see [`DeviceRecord`]. Configuration texts and ELF
+//! files follow, each 8-byte aligned.
 //!
 //! The reader checks every offset and length against the image, so a corrupt image is an
 //! error at boot, never a fault.
@@ -40,9 +44,9 @@
 use crate::bytes::{u16_at, u32_at, u64_at};
 
 /// The image's first eight bytes.
-pub const MAGIC: [u8; 8] = *b"BHIMAGE1";
+pub const MAGIC: [u8; 8] = *b"BHIMAGE2";
 /// Size of the header.
-pub const HEADER_SIZE: usize = 64;
+pub const HEADER_SIZE: usize = 96;
 /// Size of a partition record.
 pub const PARTITION_RECORD_SIZE: usize = 96;
 /// Size of a window record.
@@ -53,6 +57,97 @@ pub const CHANNEL_RECORD_SIZE: usize = 48;
 pub const NOTIFICATION_RECORD_SIZE: usize = 48;
 /// Size of a DMA-region record.
 pub const DMA_RECORD_SIZE: usize = 48;
+
+/// Size of a device record.
+pub const DEVICE_RECORD_SIZE: usize = 128;
+/// Most MMIO ranges a device record holds.
+pub const MAX_DEVICE_MMIO: usize = 2;
+/// Most I/O port ranges a device record holds.
+pub const MAX_DEVICE_IO: usize = 4;
+/// Most interrupt lines a device record holds.
+pub const MAX_DEVICE_IRQS: usize = 4;
+
+/// An interrupt-line entry of a PCI device meaning "the function's INTx pin, wherever the
+/// firmware routed it".
+pub const PCI_INTX: u32 = u32::MAX;
+
+/// Cache attributes of a mapping.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Cache {
+    /// Normal cacheable memory.
+    #[default]
+    WriteBack = 0,
+    /// Write-combining (frame buffers).
+    WriteCombining = 1,
+    /// Normal memory, not cached.
+    Uncached = 2,
+    /// Device memory: strongly ordered, no speculation, no gathering.
+    Device = 3,
+}
+
+impl Cache {
+    fn from_byte(b: u8) -> Option<Cache> {
+        Some(match b {
+            0 => Cache::WriteBack,
+            1 => Cache::WriteCombining,
+            2 => Cache::Uncached,
+            3 => Cache::Device,
+            _ => return None,
+        })
+    }
+}
+
+/// An MMIO range of a device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MmioRecord {
+    pub base: u64,
+    pub size: u32,
+    pub cache: Cache,
+}
+
+/// Where a PCI function is: its location and/or its identity (`None`: not given).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PciRecord {
+    /// (bus, device, function).
+    pub address: Option<(u8, u8, u8)>,
+    /// (vendor, device).
+    pub id: Option<(u16, u16)>,
+}
+
+/// A device granted to one partition.
+///
+/// Layout: name (32), owner partition (2), flags (1: bit 0 PCI, bit 1 PCI address given, bit
+/// 2 PCI id given), MMIO count (1), I/O range count (1), interrupt-line count (1), MSI-X vectors
+/// (2), PCI bus, device, function (3), first notification bit (1), PCI vendor and device id
+/// (2 + 2), [`MAX_DEVICE_MMIO`] MMIO ranges of 16 bytes (base 8, size 4, cache 1, pad 3),
+/// [`MAX_DEVICE_IO`] I/O ranges of 4 bytes (first port 2, count 2), [`MAX_DEVICE_IRQS`]
+/// interrupt lines of 4 bytes, reserved (16).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceRecord<'a> {
+    pub name: &'a str,
+    pub owner: u16,
+    pub pci: Option<PciRecord>,
+    pub mmio: [MmioRecord; MAX_DEVICE_MMIO],
+    pub mmio_count: usize,
+    /// (first port, count).
+    pub io_ports: [(u16, u16); MAX_DEVICE_IO],
+    pub io_count: usize,
+    /// x86: I/O APIC inputs (GSIs); aarch64: GIC interrupt ids.
+    pub irqs: [u32; MAX_DEVICE_IRQS],
+    pub irq_count: usize,
+    /// MSI-X vectors to enable (PCI only).
+    pub msix: u16,
+    /// The owner's notification bit raised by the first interrupt (lines, then MSI-X vectors,
+    /// on consecutive bits).
+    pub irq_bit: u8,
+}
+
+impl DeviceRecord<'_> {
+    /// Number of notification bits the device's interrupts use.
+    pub fn irq_bit_count(&self) -> usize {
+        self.irq_count + self.msix as usize
+    }
+}
 
 /// Physically contiguous memory a partition owns, for devices to read and write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +170,7 @@ pub struct RegionRecord<'a> {
     /// (partition, writable) for the first `mapping_count` entries.
     pub mappings: [(u16, bool); MAX_REGION_MAPPINGS],
     pub mapping_count: usize,
+    pub cache: Cache,
 }
 
 /// Longest partition, channel or notification name.
@@ -128,6 +224,8 @@ pub enum ImageError {
     BadRegion(usize),
     /// A DMA-region record is malformed (its index given).
     BadDma(usize),
+    /// A device record is malformed (its index given).
+    BadDevice(usize),
 }
 
 /// One partition as the image describes it.
@@ -140,6 +238,8 @@ pub struct PartitionRecord<'a> {
     pub priority: u8,
     pub policy: HealthPolicy,
     pub background: bool,
+    /// Configuration text for the partition (`key = value` lines).
+    pub config: &'a [u8],
 }
 
 /// One window of the cyclic schedule.
@@ -168,6 +268,8 @@ pub struct SystemImage<'a> {
     region_count: usize,
     dma_at: usize,
     dma_count: usize,
+    devices_at: usize,
+    device_count: usize,
 }
 
 /// The NUL-padded name at the start of a record, if it is non-empty UTF-8.
@@ -240,6 +342,9 @@ impl<'a> SystemImage<'a> {
             .ok_or(ImageError::TableOutOfBounds)?;
         let (dma_at, dma_count) = (u32_at(bytes, 58) as usize, u16_at(bytes, 62) as usize);
         range(bytes, dma_at, dma_count * DMA_RECORD_SIZE).ok_or(ImageError::TableOutOfBounds)?;
+        let (devices_at, device_count) = (u32_at(bytes, 64) as usize, u16_at(bytes, 68) as usize);
+        range(bytes, devices_at, device_count * DEVICE_RECORD_SIZE)
+            .ok_or(ImageError::TableOutOfBounds)?;
         let image = Self {
             bytes,
             partition_count,
@@ -256,6 +361,8 @@ impl<'a> SystemImage<'a> {
             region_count,
             dma_at,
             dma_count,
+            devices_at,
+            device_count,
         };
         for i in 0..partition_count {
             image.partition(i)?;
@@ -274,6 +381,9 @@ impl<'a> SystemImage<'a> {
         }
         for i in 0..dma_count {
             image.dma(i)?;
+        }
+        for i in 0..device_count {
+            image.device(i)?;
         }
         Ok(image)
     }
@@ -317,15 +427,82 @@ impl<'a> SystemImage<'a> {
             2 => HealthPolicy::Halt,
             _ => return Err(bad),
         };
+        let config =
+            range(self.bytes, u32_at(r, 72) as usize, u32_at(r, 76) as usize).ok_or(bad)?;
         Ok(PartitionRecord {
             name,
             elf,
+            config,
             memory_bytes: u64_at(r, 40),
             stack_bytes: u32_at(r, 48),
             priority: r[52],
             policy,
             background: r[54] & 1 != 0,
         })
+    }
+
+    /// Number of devices.
+    pub fn device_count(&self) -> usize {
+        self.device_count
+    }
+
+    /// Device `index`; its owner is checked against the partition table, its counts against
+    /// the record's room, its MMIO ranges to be whole pages and its interrupts to fit the
+    /// owner's 64 notification bits.
+    pub fn device(&self, index: usize) -> Result<DeviceRecord<'a>, ImageError> {
+        let bad = ImageError::BadDevice(index);
+        if index >= self.device_count {
+            return Err(bad);
+        }
+        let r = &self.bytes[self.devices_at + index * DEVICE_RECORD_SIZE..][..DEVICE_RECORD_SIZE];
+        let flags = r[34];
+        let mut d = DeviceRecord {
+            name: name_at(r).ok_or(bad)?,
+            owner: u16_at(r, 32),
+            mmio_count: r[35] as usize,
+            io_count: r[36] as usize,
+            irq_count: r[37] as usize,
+            msix: u16_at(r, 38),
+            irq_bit: r[43],
+            ..DeviceRecord::default()
+        };
+        if flags & 1 != 0 {
+            d.pci = Some(PciRecord {
+                address: (flags & 2 != 0).then(|| (r[40], r[41], r[42])),
+                id: (flags & 4 != 0).then(|| (u16_at(r, 44), u16_at(r, 46))),
+            });
+        }
+        if d.owner as usize >= self.partition_count
+            || d.mmio_count > MAX_DEVICE_MMIO
+            || d.io_count > MAX_DEVICE_IO
+            || d.irq_count > MAX_DEVICE_IRQS
+            || (d.msix > 0 && d.pci.is_none())
+            || d.irq_bit as usize + d.irq_bit_count() > 64
+        {
+            return Err(bad);
+        }
+        for (k, m) in d.mmio.iter_mut().enumerate().take(d.mmio_count) {
+            let at = 48 + k * 16;
+            *m = MmioRecord {
+                base: u64_at(r, at),
+                size: u32_at(r, at + 8),
+                cache: Cache::from_byte(r[at + 12]).ok_or(bad)?,
+            };
+            if m.size == 0 || !m.base.is_multiple_of(4096) || !m.size.is_multiple_of(4096) {
+                return Err(bad);
+            }
+        }
+        for (k, io) in d.io_ports.iter_mut().enumerate().take(d.io_count) {
+            let at = 80 + k * 4;
+            *io = (u16_at(r, at), u16_at(r, at + 2));
+            if io.1 == 0 || io.0 as u32 + io.1 as u32 > 0x1_0000 {
+                return Err(bad);
+            }
+        }
+        for (k, irq) in d.irqs.iter_mut().enumerate().take(d.irq_count) {
+            *irq = u32_at(r, 96 + k * 4);
+        }
+        Ok(d)
     }
 
     /// Number of channels.
@@ -392,6 +569,7 @@ impl<'a> SystemImage<'a> {
             size,
             mappings,
             mapping_count,
+            cache: Cache::from_byte(r[41]).ok_or(bad)?,
         })
     }
 
@@ -474,6 +652,7 @@ pub mod builder {
         pub notifications: &'a [NotificationRecord<'a>],
         pub regions: &'a [RegionRecord<'a>],
         pub dma: &'a [DmaRecord<'a>],
+        pub devices: &'a [DeviceRecord<'a>],
     }
 
     /// A partition to put in an image.
@@ -486,6 +665,8 @@ pub mod builder {
         pub priority: u8,
         pub policy: HealthPolicy,
         pub background: bool,
+        /// Configuration text (`key = value` lines) the partition reads with `partition_config`.
+        pub config: alloc::string::String,
     }
 
     /// Lays out an image with the given command line, schedule and partitions.
@@ -517,6 +698,7 @@ pub mod builder {
             notifications,
             regions,
             dma,
+            devices,
         } = *tables;
         let partitions_at = HEADER_SIZE;
         let windows_at = partitions_at + partitions.len() * PARTITION_RECORD_SIZE;
@@ -524,9 +706,16 @@ pub mod builder {
         let notifications_at = channels_at + channels.len() * CHANNEL_RECORD_SIZE;
         let regions_at = notifications_at + notifications.len() * NOTIFICATION_RECORD_SIZE;
         let dma_at = regions_at + regions.len() * REGION_RECORD_SIZE;
-        let cmdline_at = dma_at + dma.len() * DMA_RECORD_SIZE;
+        let devices_at = dma_at + dma.len() * DMA_RECORD_SIZE;
+        let cmdline_at = devices_at + devices.len() * DEVICE_RECORD_SIZE;
         let mut out = alloc::vec![0; (cmdline_at + cmdline.len()).next_multiple_of(8)];
         out[cmdline_at..cmdline_at + cmdline.len()].copy_from_slice(cmdline.as_bytes());
+        let mut config_at = Vec::new();
+        for p in partitions {
+            config_at.push(out.len());
+            out.extend_from_slice(p.config.as_bytes());
+            out.resize(out.len().next_multiple_of(8), 0);
+        }
         let mut elf_at = Vec::new();
         for p in partitions {
             elf_at.push(out.len());
@@ -554,6 +743,8 @@ pub mod builder {
         put(&mut out, 56, &(regions.len() as u16).to_le_bytes());
         put(&mut out, 58, &(dma_at as u32).to_le_bytes());
         put(&mut out, 62, &(dma.len() as u16).to_le_bytes());
+        put(&mut out, 64, &(devices_at as u32).to_le_bytes());
+        put(&mut out, 68, &(devices.len() as u16).to_le_bytes());
         let name = |out: &mut Vec<u8>, at: usize, name: &str| {
             let b = &name.as_bytes()[..name.len().min(NAME_LEN)];
             out[at..at + b.len()].copy_from_slice(b);
@@ -582,7 +773,7 @@ pub mod builder {
             let at = regions_at + i * REGION_RECORD_SIZE;
             name(&mut out, at, r.name);
             put(&mut out, at + 32, &r.size.to_le_bytes());
-            put(&mut out, at + 40, &[r.mapping_count as u8]);
+            put(&mut out, at + 40, &[r.mapping_count as u8, r.cache as u8]);
             for (k, &(partition, writable)) in r.mappings.iter().enumerate().take(r.mapping_count) {
                 put(&mut out, at + 48 + k * 8, &partition.to_le_bytes());
                 put(&mut out, at + 48 + k * 8 + 2, &[writable as u8]);
@@ -606,6 +797,45 @@ pub mod builder {
             put(&mut out, at + 52, &[p.priority, policy, p.background as u8]);
             put(&mut out, at + 56, &max.to_le_bytes());
             put(&mut out, at + 64, &period.to_le_bytes());
+            put(&mut out, at + 72, &(config_at[i] as u32).to_le_bytes());
+            put(&mut out, at + 76, &(p.config.len() as u32).to_le_bytes());
+        }
+        for (i, d) in devices.iter().enumerate() {
+            let at = devices_at + i * DEVICE_RECORD_SIZE;
+            name(&mut out, at, d.name);
+            put(&mut out, at + 32, &d.owner.to_le_bytes());
+            let pci = d.pci.unwrap_or_default();
+            let flags = d.pci.is_some() as u8
+                | (pci.address.is_some() as u8) << 1
+                | (pci.id.is_some() as u8) << 2;
+            put(
+                &mut out,
+                at + 34,
+                &[
+                    flags,
+                    d.mmio_count as u8,
+                    d.io_count as u8,
+                    d.irq_count as u8,
+                ],
+            );
+            put(&mut out, at + 38, &d.msix.to_le_bytes());
+            let (bus, dev, func) = pci.address.unwrap_or_default();
+            put(&mut out, at + 40, &[bus, dev, func, d.irq_bit]);
+            let (vendor, device) = pci.id.unwrap_or_default();
+            put(&mut out, at + 44, &vendor.to_le_bytes());
+            put(&mut out, at + 46, &device.to_le_bytes());
+            for (k, m) in d.mmio.iter().enumerate().take(d.mmio_count) {
+                put(&mut out, at + 48 + k * 16, &m.base.to_le_bytes());
+                put(&mut out, at + 56 + k * 16, &m.size.to_le_bytes());
+                put(&mut out, at + 60 + k * 16, &[m.cache as u8]);
+            }
+            for (k, io) in d.io_ports.iter().enumerate().take(d.io_count) {
+                put(&mut out, at + 80 + k * 4, &io.0.to_le_bytes());
+                put(&mut out, at + 82 + k * 4, &io.1.to_le_bytes());
+            }
+            for (k, irq) in d.irqs.iter().enumerate().take(d.irq_count) {
+                put(&mut out, at + 96 + k * 4, &irq.to_le_bytes());
+            }
         }
         for (i, w) in windows.iter().enumerate() {
             let at = windows_at + i * WINDOW_RECORD_SIZE;
@@ -636,6 +866,7 @@ mod tests {
                     period_ns: 1_000_000_000,
                 },
                 background: false,
+                config: "queue-depth = 64\n".into(),
             },
             PartitionSpec {
                 name: "beta".into(),
@@ -645,6 +876,7 @@ mod tests {
                 priority: 3,
                 policy: HealthPolicy::Halt,
                 background: true,
+                config: std::string::String::new(),
             },
         ];
         let windows = [WindowRecord {
@@ -672,7 +904,34 @@ mod tests {
             size: 8192,
             mappings,
             mapping_count: 2,
+            cache: Cache::Uncached,
         }];
+        let mut disk = DeviceRecord {
+            name: "disk0",
+            owner: 1,
+            pci: Some(PciRecord {
+                address: Some((0, 4, 0)),
+                id: Some((0x1af4, 0x1001)),
+            }),
+            io_count: 1,
+            irq_count: 1,
+            msix: 2,
+            irq_bit: 1,
+            ..DeviceRecord::default()
+        };
+        disk.io_ports[0] = (0x2f8, 8);
+        disk.irqs[0] = 11;
+        let mut uart = DeviceRecord {
+            name: "uart",
+            owner: 0,
+            mmio_count: 1,
+            ..DeviceRecord::default()
+        };
+        uart.mmio[0] = MmioRecord {
+            base: 0x0900_0000,
+            size: 4096,
+            cache: Cache::Device,
+        };
         super::builder::build_with_ipc(
             "log=debug exit",
             10_000_000,
@@ -687,6 +946,7 @@ mod tests {
                     owner: 1,
                     size: 16384,
                 }],
+                devices: &[disk, uart],
             },
         )
     }
@@ -757,7 +1017,73 @@ mod tests {
             ),
             ("ring", 8192, 2, (0, true), (1, false))
         );
+        assert_eq!(r.cache, Cache::Uncached);
         assert_eq!(img.partition(2), Err(ImageError::BadPartition(2)));
+        assert_eq!(a.config, b"queue-depth = 64\n");
+        assert!(b.config.is_empty());
+        assert_eq!(img.device_count(), 2);
+        let disk = img.device(0).unwrap();
+        assert_eq!(
+            disk.pci,
+            Some(PciRecord {
+                address: Some((0, 4, 0)),
+                id: Some((0x1af4, 0x1001))
+            })
+        );
+        assert_eq!((disk.owner, disk.msix, disk.irq_bit), (1, 2, 1));
+        assert_eq!(
+            (disk.io_ports[0], disk.irqs[0], disk.irq_bit_count()),
+            ((0x2f8, 8), 11, 3)
+        );
+        let uart = img.device(1).unwrap();
+        assert_eq!(
+            (uart.pci, uart.mmio_count, uart.mmio[0].cache),
+            (None, 1, Cache::Device)
+        );
+        assert_eq!(img.device(2), Err(ImageError::BadDevice(2)));
+    }
+
+    #[test]
+    fn rejects_malformed_devices() {
+        let good = sample();
+        let img = SystemImage::parse(&good).unwrap();
+        let at = img.devices_at;
+        // Interrupt bits past the 64-bit word.
+        let mut b = good.clone();
+        b[at + 43] = 62;
+        assert_eq!(
+            SystemImage::parse(&b).unwrap_err(),
+            ImageError::BadDevice(0)
+        );
+        // An owner that does not exist.
+        let mut b = good.clone();
+        b[at + 32] = 9;
+        assert_eq!(
+            SystemImage::parse(&b).unwrap_err(),
+            ImageError::BadDevice(0)
+        );
+        // An MMIO range that is not whole pages.
+        let mut b = good.clone();
+        let uart = at + DEVICE_RECORD_SIZE;
+        b[uart + 56..uart + 60].copy_from_slice(&100u32.to_le_bytes());
+        assert_eq!(
+            SystemImage::parse(&b).unwrap_err(),
+            ImageError::BadDevice(1)
+        );
+        // An I/O range running past port 0xffff.
+        let mut b = good.clone();
+        b[at + 80..at + 82].copy_from_slice(&0xfffcu16.to_le_bytes());
+        assert_eq!(
+            SystemImage::parse(&b).unwrap_err(),
+            ImageError::BadDevice(0)
+        );
+        // MSI-X on a device that is not PCI.
+        let mut b = good.clone();
+        b[uart + 38] = 1;
+        assert_eq!(
+            SystemImage::parse(&b).unwrap_err(),
+            ImageError::BadDevice(1)
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod health;
 pub mod image;
 pub mod log;
 pub mod mem;
+pub mod pci;
 pub mod sched;
 pub mod time;
 

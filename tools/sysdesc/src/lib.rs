@@ -39,6 +39,8 @@ mod validate;
 
 pub use diag::{Diagnostic, Note, Report, Severity, stderr_wants_color};
 pub use model::*;
+/// The TOML crate the model's free-form `config` tables come from.
+pub use toml;
 pub use validate::{DEFAULT_STACK, NOTIFICATION_BITS};
 
 /// Page size every memory budget, stack and region size must be a multiple of.
