@@ -7,8 +7,8 @@ use anyhow::{Context, Result, bail};
 use kcore::image::builder::{PartitionSpec, Tables, build, build_with_ipc};
 use kcore::image::{
     Cache, ChannelRecord, DeviceRecord, DmaRecord, HealthPolicy, MAX_DEVICE_IO, MAX_DEVICE_IRQS,
-    MAX_DEVICE_MMIO, MAX_REGION_MAPPINGS, MmioRecord, NotificationRecord, PciRecord,
-    RegionRecord, WindowRecord,
+    MAX_DEVICE_MMIO, MAX_REGION_MAPPINGS, MmioRecord, NotificationRecord, PciRecord, RegionRecord,
+    WindowRecord,
 };
 use sysdesc::{Programs, System};
 
@@ -240,7 +240,9 @@ pub fn config_text(system: &System, index: usize) -> String {
     fn flatten(out: &mut String, prefix: &str, table: &sysdesc::toml::Table) {
         for (key, value) in table {
             match value {
-                sysdesc::toml::Value::Table(inner) => flatten(out, &format!("{prefix}{key}."), inner),
+                sysdesc::toml::Value::Table(inner) => {
+                    flatten(out, &format!("{prefix}{key}."), inner)
+                }
                 other => out.push_str(&format!("{prefix}{key} = {other}\n")),
             }
         }

@@ -388,10 +388,7 @@ mod tests {
         );
         assert!(check_write(&caps, 0x44, 4, 7, cmd).is_ok());
         // A write straddling past the vendor capability's end is refused.
-        assert_eq!(
-            check_write(&caps, 0x4e, 4, 0, cmd),
-            Err(Refused::BadAccess)
-        );
+        assert_eq!(check_write(&caps, 0x4e, 4, 0, cmd), Err(Refused::BadAccess));
         assert_eq!(
             check_write(&caps, 0x4c, 4, 0, cmd),
             Ok(Write {

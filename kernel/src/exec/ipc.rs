@@ -44,7 +44,7 @@ pub(super) fn write_out(
 }
 
 /// Wakes partition `index`'s thread with `result` as its syscall's return value.
-fn wake(exec: &mut Exec, index: usize, result: Result<usize, SysError>) {
+pub(super) fn wake(exec: &mut Exec, index: usize, result: Result<usize, SysError>) {
     if let Some(p) = exec.partitions[index].as_mut() {
         p.context
             .set_return(result.unwrap_or_else(SysError::encode));
@@ -240,7 +240,8 @@ pub(super) fn ipc(exec: &mut Exec, caller: usize, call: Sysno, a: [usize; 5]) ->
                 .iter()
                 .flatten()
                 .filter(|n| n.receiver == caller)
-                .fold(0u64, |m, n| m | 1 << n.bit);
+                .fold(0u64, |m, n| m | 1 << n.bit)
+                | super::devices::irq_bits_of(exec, caller);
             if mask & receivable == 0 {
                 // Waiting for bits nobody can ever raise would block forever.
                 return Ipc::Done(Err(SysError::BadArgument));
@@ -337,6 +338,8 @@ fn lookup(exec: &Exec, caller: usize, kind: usize, name: UserSlice) -> Result<us
                 .access(caller)
                 .is_some(),
         )
+    } else if kind == ObjectKind::Device as usize {
+        super::devices::find(exec, caller, name).ok_or(SysError::BadArgument)?
     } else {
         return Err(SysError::BadArgument);
     };

@@ -140,7 +140,8 @@ fn map_fresh_page(p: &mut Partition, page: u64, perm: Perm, reload: bool) -> Res
 }
 
 /// Allocates each shared region's frames (zeroed, physically contiguous) and maps them into
-/// every partition that takes part, at the region's fixed address, never executable. A region
+/// every partition that takes part, at the region's fixed address, never executable, with the
+/// region's cache attribute (the same on every side, so no two mappings disagree). A region
 /// that cannot be made is left out, and the partitions that map it are told so at boot.
 pub(super) fn map_regions(
     image: &SystemImage<'static>,
@@ -166,11 +167,10 @@ pub(super) fn map_regions(
             else {
                 continue;
             };
-            let perm = Perm {
-                write: writable,
-                exec: false,
-            };
-            if map_run(&mut p.space, address, phys, r.size, perm).is_err() {
+            let mapped = (0..r.size)
+                .step_by(PAGE_SIZE as usize)
+                .try_for_each(|o| p.space.map_shared(address + o, phys + o, writable, r.cache));
+            if mapped.is_err() {
                 error!(
                     "shared region {}: cannot map it into partition {}",
                     r.name, p.name
@@ -178,10 +178,11 @@ pub(super) fn map_regions(
             }
         }
         info!(
-            "shared region {}: {} KiB at {address:#x} in {} partitions",
+            "shared region {}: {} KiB at {address:#x} in {} partitions, {:?}",
             r.name,
             r.size / 1024,
-            r.mapping_count
+            r.mapping_count,
+            r.cache
         );
         *slot = Some(Region {
             name: r.name,

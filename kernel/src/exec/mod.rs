@@ -21,8 +21,11 @@ use crate::arch::mm::AddressSpace;
 use crate::arch::{self, ExitStatus, TrapFrame};
 use crate::uaccess::{UserSlice, copy_in};
 
+mod devices;
 mod ipc;
 mod loader;
+
+use devices::{Device, MAX_DEVICES};
 
 use ipc::{Ipc, ipc, release_peers, write_out};
 use loader::{elf_machine, load, map_dma, map_regions};
@@ -63,6 +66,8 @@ struct Partition {
     blocked: Blocked,
     /// Its notification word: bits raised and not yet taken by `wait` or `poll`.
     notifications: u64,
+    /// Its configuration text, as `partition_config` returns it.
+    config: &'static [u8],
 }
 
 /// What a partition's thread waits for in the kernel.
@@ -152,6 +157,7 @@ struct Exec {
     notifications: [Option<Notification>; MAX_NOTIFICATIONS],
     regions: [Option<Region>; MAX_REGIONS],
     dma: [Option<Dma>; MAX_REGIONS],
+    devices: [Option<Device>; MAX_DEVICES],
     names: [&'static str; MAX_PARTITIONS],
     count: usize,
     /// One thread per partition for now: thread `i` belongs to partition `i`. Set once the
@@ -231,6 +237,7 @@ pub fn start(image: SystemImage<'static>, cmdline: &CommandLine<'_>) -> ! {
             context: TrapFrame::user(elf.entry(), USER_STACK_TOP),
             blocked: Blocked::Nothing,
             notifications: 0,
+            config: record.config,
         };
         let used = match load(&mut p, false) {
             Ok(used) => used,
@@ -360,6 +367,7 @@ pub fn start(image: SystemImage<'static>, cmdline: &CommandLine<'_>) -> ! {
     }
     exec.regions = map_regions(&image, &mut exec.partitions);
     exec.dma = map_dma(&image, &mut exec.partitions);
+    exec.devices = devices::set_up(&image, &mut exec.partitions);
     exec.count = count;
     exec.sched = Some(sched);
     exec.current = None;
@@ -390,12 +398,14 @@ impl Exec {
         const NO_NOTIFICATION: Option<Notification> = None;
         const NO_REGION: Option<Region> = None;
         const NO_DMA: Option<Dma> = None;
+        const NO_DEVICE: Option<Device> = None;
         Exec {
             partitions: [NO_PARTITION; MAX_PARTITIONS],
             channels: [NO_CHANNEL; MAX_CHANNELS],
             notifications: [NO_NOTIFICATION; MAX_NOTIFICATIONS],
             regions: [NO_REGION; MAX_REGIONS],
             dma: [NO_DMA; MAX_REGIONS],
+            devices: [NO_DEVICE; MAX_DEVICES],
             names: [""; MAX_PARTITIONS],
             count: 0,
             sched: None,
@@ -581,6 +591,13 @@ pub fn on_syscall(frame: &mut TrapFrame) {
                     return;
                 }
             },
+            Some(
+                call @ (Sysno::DeviceInfo
+                | Sysno::PciConfigRead
+                | Sysno::PciConfigWrite
+                | Sysno::IrqAck
+                | Sysno::PartitionConfig),
+            ) => devices::syscall(exec, current, call, args),
             Some(Sysno::Exit) => {
                 let code = args[0] as u64;
                 if code == 0 {
@@ -641,6 +658,17 @@ fn log_partition(name: &str, bytes: &[u8]) {
     crate::klog::record(Level::Info, name, format_args!("{}", Lossy(bytes)));
 }
 
+/// A device interrupt: its owner's notification bit is raised; if that woke the owner, the
+/// scheduler decides who runs now.
+pub fn on_device_irq(frame: &mut TrapFrame, source: arch::irq::IrqSource) {
+    with_exec(|exec| {
+        if devices::on_device_irq(exec, source) {
+            let now = arch::time::uptime_ns();
+            exec.switch(frame, now, true);
+        }
+    });
+}
+
 /// A fault of the current partition: apply its health policy and run someone else.
 pub fn on_user_fault(frame: &mut TrapFrame, fault: Fault) {
     with_exec(|exec| {
@@ -679,6 +707,7 @@ fn handle_fault(exec: &mut Exec, index: usize, fault: Fault, now: u64) {
                 Ok(_) => {
                     // release_peers has already cleared its blocked state and notifications.
                     p.context = TrapFrame::user(p.elf.entry(), USER_STACK_TOP);
+                    devices::on_restart(exec, index);
                     let _ = exec.sched_mut().restart_partition(id);
                     exec.health.restarted(id);
                     info!("health: partition {name} restarted (generation {generation})");

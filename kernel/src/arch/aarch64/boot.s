@@ -9,7 +9,8 @@
 //    on, and by TTBR1 as the linear map at PHYS_OFFSET where the kernel runs.
 // 4. MMU on, jump to the upper half, stack, clear .bss, call `aarch64_entry(dtb)`.
 
-.equ MAIR_VALUE, 0xff00              // attr0 Device-nGnRnE, attr1 Normal write-back
+.equ MAIR_VALUE, 0x0444ff00          // attr0 Device-nGnRnE, attr1 Normal write-back,
+                                    // attr2 Normal non-cacheable, attr3 Device-nGnRE
 .equ TCR_VALUE, 0xb5103510           // 48-bit VAs in both halves, 4 KiB granules, WB, inner shareable
 .equ SCTLR_RES1, 0x30d00800
 .equ SCTLR_MMU_ON, 0x30d01805        // RES1 | M | C | I

@@ -207,8 +207,12 @@ pub fn init() {
 extern "C" fn exception_entry(vector: u64, frame: &mut TrapFrame) {
     let kind = (vector % 4) as usize;
     if kind == 1 {
-        if gic::handle_irq() == Some(time::timer_intid()) {
-            crate::exec::on_tick(frame);
+        match gic::handle_irq() {
+            Some(intid) if intid == time::timer_intid() => crate::exec::on_tick(frame),
+            Some(intid) if intid >= gic::FIRST_SPI => {
+                crate::exec::on_device_irq(frame, super::irq::IrqSource::Line(intid));
+            }
+            _ => {}
         }
         return;
     }

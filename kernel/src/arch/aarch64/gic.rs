@@ -158,6 +158,67 @@ pub fn enable(intid: u32) {
     write(base, enable + (intid as usize / 32) * 4, 1 << (intid % 32));
 }
 
+const GICD_IGROUPR: usize = 0x080;
+const GICD_ICENABLER: usize = 0x180;
+const GICD_ITARGETSR: usize = 0x800;
+const GICD_ICFGR: usize = 0xc00;
+const GICD_IROUTER: usize = 0x6000;
+/// First shared peripheral interrupt id; SPIs end below 1020.
+pub const FIRST_SPI: u32 = 32;
+
+/// Sets one byte of a byte-per-interrupt distributor register array (read-modify-write of the
+/// containing word, which both GIC versions allow).
+fn set_byte(array: usize, intid: u32, value: u8) {
+    let byte = array + intid as usize;
+    let word = byte & !3;
+    let shift = (byte & 3) * 8;
+    let old = read(&DISTRIBUTOR, word) & !(0xff << shift);
+    write(&DISTRIBUTOR, word, old | (u32::from(value) << shift));
+}
+
+/// Configures shared interrupt `intid` (32..1020) for this CPU, disabled: middle priority,
+/// group 1, edge- or level-triggered, routed to CPU 0 (GICv2 target mask / GICv3 affinity 0).
+pub fn configure_spi(intid: u32, edge: bool) {
+    set_spi_enabled(intid, false);
+    set_byte(GICD_IPRIORITYR, intid, 0x80);
+    let group = GICD_IGROUPR + (intid as usize / 32) * 4;
+    if VERSION.load(Ordering::Relaxed) == 3 {
+        write(
+            &DISTRIBUTOR,
+            group,
+            read(&DISTRIBUTOR, group) | 1 << (intid % 32),
+        );
+        let route = GICD_IROUTER + intid as usize * 8;
+        write(&DISTRIBUTOR, route, 0);
+        write(&DISTRIBUTOR, route + 4, 0);
+    } else {
+        set_byte(GICD_ITARGETSR, intid, 1);
+    }
+    let config = GICD_ICFGR + (intid as usize / 16) * 4;
+    let bit = 1 << ((intid % 16) * 2 + 1);
+    let old = read(&DISTRIBUTOR, config);
+    write(
+        &DISTRIBUTOR,
+        config,
+        if edge { old | bit } else { old & !bit },
+    );
+}
+
+/// Enables or disables (masks) shared interrupt `intid`. A disabled interrupt stays pending
+/// and is delivered once enabled again.
+pub fn set_spi_enabled(intid: u32, enabled: bool) {
+    let reg = if enabled {
+        GICD_ISENABLER
+    } else {
+        GICD_ICENABLER
+    };
+    write(
+        &DISTRIBUTOR,
+        reg + (intid as usize / 32) * 4,
+        1 << (intid % 32),
+    );
+}
+
 /// Acknowledges, dispatches and ends the pending IRQ; returns its INTID (none if spurious).
 pub fn handle_irq() -> Option<u32> {
     let v3 = VERSION.load(Ordering::Relaxed) == 3;

@@ -20,12 +20,30 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use aarch64_cpu::registers::{TTBR0_EL1, Writeable};
 
 use super::phys_to_virt;
-use super::pt::{self, AP_EL0, AP_RO, ATTR_NORMAL, NG, PXN, PtError, SH_INNER, UXN};
+use kcore::image::Cache;
+
+use super::pt::{
+    self, AP_EL0, AP_RO, ATTR_DEVICE_NGNRE, ATTR_NORMAL, ATTR_NORMAL_NC, NG, PXN, PtError,
+    SH_INNER, UXN,
+};
 use crate::exec::Perm;
 
 /// 8-bit ASIDs (TCR_EL1.AS = 0); 0 is the kernel's (the empty TTBR0 table).
 const MAX_ASID: u64 = 255;
 static NEXT_ASID: AtomicU64 = AtomicU64::new(1);
+
+/// A software-defined descriptor bit (bits 55-58 are ignored by the MMU): the page holds device
+/// registers, which the kernel never touches for a partition.
+const SW_DEVICE: u64 = 1 << 55;
+
+/// The memory-type and shareability bits for cache attribute `cache`.
+fn memory_attrs(cache: Cache) -> u64 {
+    match cache {
+        Cache::WriteBack => ATTR_NORMAL | SH_INNER,
+        Cache::WriteCombining | Cache::Uncached => ATTR_NORMAL_NC,
+        Cache::Device => ATTR_DEVICE_NGNRE,
+    }
+}
 
 /// Why a page could not be mapped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,10 +86,46 @@ impl AddressSpace {
 
     /// Maps the user page at `va` to frame `phys` with `perm` (never writable and executable).
     pub fn map(&mut self, va: u64, phys: u64, perm: Perm) -> Result<(), MapError> {
+        self.map_attrs(va, phys, perm, ATTR_NORMAL | SH_INNER)
+    }
+
+    /// Maps the user page at `va` to RAM at `phys` shared with other partitions, never
+    /// executable, with cache attribute `cache` (see [`Self::map_device`]).
+    pub fn map_shared(
+        &mut self,
+        va: u64,
+        phys: u64,
+        write: bool,
+        cache: Cache,
+    ) -> Result<(), MapError> {
+        self.map_attrs(va, phys, Perm { write, exec: false }, memory_attrs(cache))
+    }
+
+    /// Maps the user page at `va` to device registers at `phys`, never executable: Device-
+    /// nGnRE for device memory, Normal non-cacheable for uncached and write-combining, normal
+    /// memory for write-back. The page is marked as device memory, so the kernel never reads
+    /// or writes it on the partition's behalf ([`Self::translate`] does not report it).
+    pub fn map_device(
+        &mut self,
+        va: u64,
+        phys: u64,
+        write: bool,
+        cache: Cache,
+    ) -> Result<(), MapError> {
+        let perm = Perm { write, exec: false };
+        self.map_attrs(va, phys, perm, memory_attrs(cache) | SW_DEVICE)
+    }
+
+    /// There are no I/O ports on aarch64: never granted.
+    pub fn grant_io_ports(&mut self, _base: u16, _count: u16) -> bool {
+        false
+    }
+
+    fn map_attrs(&mut self, va: u64, phys: u64, perm: Perm, memory: u64) -> Result<(), MapError> {
         if va >= abi::USER_TOP || !va.is_multiple_of(pt::PAGE) || (perm.write && perm.exec) {
             return Err(MapError::BadAddress);
         }
-        let mut attrs = ATTR_NORMAL | SH_INNER | NG | AP_EL0 | PXN;
+        let mut attrs = memory | NG | AP_EL0 | PXN;
         if !perm.write {
             attrs |= AP_RO;
         }
@@ -94,14 +148,15 @@ impl AddressSpace {
         })
     }
 
-    /// The frame behind user address `va` and its page's permissions, if EL0 may access it.
+    /// The frame behind user address `va` and its page's permissions, if EL0 may access it and
+    /// it is memory (not device registers).
     pub fn translate(&self, va: u64) -> Option<(u64, Perm)> {
         if va >= abi::USER_TOP {
             return None;
         }
         // SAFETY: `root` is this address space's tree, built by `pt`; it is only read.
         let (entry, level) = unsafe { pt::lookup(self.root, va) }?;
-        if level != 3 || entry & AP_EL0 == 0 {
+        if level != 3 || entry & AP_EL0 == 0 || entry & SW_DEVICE != 0 {
             return None;
         }
         let perm = Perm {

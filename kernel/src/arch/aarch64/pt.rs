@@ -13,6 +13,11 @@ pub const TABLE_OR_PAGE: u64 = 1 << 1;
 pub const ATTR_DEVICE: u64 = 0 << 2;
 /// MAIR_EL1 index 1: Normal, write-back cacheable.
 pub const ATTR_NORMAL: u64 = 1 << 2;
+/// MAIR_EL1 index 2: Normal, non-cacheable (uncached shared memory, write-combining).
+pub const ATTR_NORMAL_NC: u64 = 2 << 2;
+/// MAIR_EL1 index 3: Device-nGnRE (partitions' device registers: posted writes allowed, no
+/// gathering or reordering).
+pub const ATTR_DEVICE_NGNRE: u64 = 3 << 2;
 /// AP[1]: EL0 may access the page.
 pub const AP_EL0: u64 = 1 << 6;
 /// AP[2]: read-only (at every level that may access it).

@@ -103,6 +103,8 @@ fn entry(info: &'static mut bootloader_api::BootInfo) -> ! {
     );
     // `info` points into the boot loader's mappings, which are gone now.
     let heap = crate::arch::init_heap(phys_to_virt);
+    // The I/O APIC is reached through the kernel's direct map: only now is it there.
+    super::irq::init();
 
     let (image, cmdline) = boot_payload(payload);
     kmain(&BootInfo {

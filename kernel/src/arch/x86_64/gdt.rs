@@ -65,7 +65,76 @@ pub struct Selectors {
     pub tss: SegmentSelector,
 }
 
-static TSS: Once<TaskStateSegment> = Once::new();
+/// Bytes of the I/O permission bitmap: one bit per port, 0 = the running partition may use it.
+const IOMAP_BYTES: usize = 65536 / 8;
+
+/// The TSS followed by its I/O permission bitmap (Intel SDM vol. 1 §19.5.2), plus the all-ones
+/// byte the CPU requires after the bitmap.
+#[repr(C, align(4096))]
+struct TssWithIoMap {
+    tss: TaskStateSegment,
+    iomap: [u8; IOMAP_BYTES + 1],
+}
+
+struct TssCell(UnsafeCell<TssWithIoMap>);
+
+// SAFETY: the TSS is written once in `init` (interrupts masked, before it is loaded) and its
+// bitmap only by `set_io_ports`, which runs in the kernel with interrupts masked on the one CPU;
+// the CPU reads both.
+unsafe impl Sync for TssCell {}
+
+static TSS: TssCell = TssCell(UnsafeCell::new(TssWithIoMap {
+    tss: TaskStateSegment::new(),
+    iomap: [0xff; IOMAP_BYTES + 1],
+}));
+
+/// Ports the kernel keeps for itself and never grants: the PICs, the PIT, the keyboard
+/// controller/port 0x61, QEMU's debug exit, the primary serial port (the kernel log), ACPI PM,
+/// and PCI configuration mechanism #1.
+const RESERVED_PORTS: [(u16, u16); 8] = [
+    (0x20, 2),
+    (0x40, 4),
+    (0x60, 5),
+    (0xa0, 2),
+    (0xf4, 1),
+    (0x3f8, 8),
+    (0x600, 0x40),
+    (0xcf8, 8),
+];
+
+/// Whether ports `base .. base + count` are free for a partition (none is the kernel's).
+pub fn ports_grantable(base: u16, count: u16) -> bool {
+    let end = u32::from(base) + u32::from(count);
+    count > 0
+        && end <= 0x1_0000
+        && RESERVED_PORTS
+            .iter()
+            .all(|&(b, c)| end <= u32::from(b) || u32::from(b) + u32::from(c) <= u32::from(base))
+}
+
+/// Closes the ports of `close` and opens those of `open` in the I/O permission bitmap, so that
+/// `in`/`out` at CPL 3 reach exactly `open`.
+pub fn set_io_ports(close: &[(u16, u16)], open: &[(u16, u16)]) {
+    let set = |ranges: &[(u16, u16)], allowed: bool| {
+        for &(base, count) in ranges {
+            for port in u32::from(base)..u32::from(base) + u32::from(count) {
+                let (byte, bit) = ((port / 8) as usize, port % 8);
+                // SAFETY: see TssCell: the one CPU, in the kernel, interrupts masked; `byte`
+                // is below 8192 because `port` is below 65536.
+                unsafe {
+                    let map = &mut (*TSS.0.get()).iomap;
+                    if allowed {
+                        map[byte] &= !(1 << bit);
+                    } else {
+                        map[byte] |= 1 << bit;
+                    }
+                }
+            }
+        }
+    };
+    set(close, false);
+    set(open, true);
+}
 /// The stack the CPU switches to when an interrupt or exception arrives in user mode; set by
 /// `set_kernel_stack` before the TSS is built.
 static KERNEL_STACK: Once<VirtAddr> = Once::new();
@@ -83,14 +152,19 @@ pub fn selectors() -> &'static Selectors {
 
 /// Loads the GDT and TSS and reloads every segment register. Called once, early at boot.
 pub fn init() {
-    let tss = TSS.call_once(|| {
-        let mut tss = TaskStateSegment::new();
-        tss.interrupt_stack_table[DOUBLE_FAULT_IST as usize] = DOUBLE_FAULT_STACK.top();
-        tss.interrupt_stack_table[NMI_IST as usize] = NMI_STACK.top();
-        tss.privilege_stack_table[0] =
+    // SAFETY: `init` runs once at boot before the TSS is loaded, so nothing else reads or
+    // writes it now. The shared references made for the descriptor are only used to compute
+    // addresses and the limit, not kept: the bitmap is later changed through the UnsafeCell.
+    let (tss, iomap) = unsafe {
+        let cell = &mut *TSS.0.get();
+        cell.tss.interrupt_stack_table[DOUBLE_FAULT_IST as usize] = DOUBLE_FAULT_STACK.top();
+        cell.tss.interrupt_stack_table[NMI_IST as usize] = NMI_STACK.top();
+        cell.tss.privilege_stack_table[0] =
             *KERNEL_STACK.get().expect("kernel stack set before the GDT");
-        tss
-    });
+        cell.tss.iomap_base = core::mem::size_of::<TaskStateSegment>() as u16;
+        let cell = &*TSS.0.get();
+        (&cell.tss, &cell.iomap[..])
+    };
     let (gdt, sel) = GDT.call_once(|| {
         let mut gdt = GlobalDescriptorTable::new();
         let sel = Selectors {
@@ -98,7 +172,10 @@ pub fn init() {
             kernel_data: gdt.append(Descriptor::kernel_data_segment()),
             user_data: gdt.append(Descriptor::user_data_segment()),
             user_code: gdt.append(Descriptor::user_code_segment()),
-            tss: gdt.append(Descriptor::tss_segment(tss)),
+            tss: gdt.append(
+                Descriptor::tss_segment_with_iomap(tss, iomap)
+                    .expect("the I/O bitmap directly follows the TSS and ends in 0xff"),
+            ),
         };
         (gdt, sel)
     });

@@ -8,8 +8,45 @@ use x86_64::structures::paging::{
 };
 use x86_64::{PhysAddr, VirtAddr};
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use kcore::image::Cache;
+use spin::Mutex;
+
 use super::paging::{kernel_root, mapper_for, phys_to_virt, table_frames};
 use crate::exec::Perm;
+
+/// Most I/O port ranges one partition may be granted.
+pub const MAX_IO_RANGES: usize = 8;
+
+/// The I/O port ranges open in the TSS bitmap now, and the address space they belong to.
+static OPEN_PORTS_OWNER: AtomicU64 = AtomicU64::new(0);
+/// The ranges open in the bitmap and the address space they belong to (0: none).
+struct OpenPorts {
+    owner: u64,
+    ranges: [(u16, u16); MAX_IO_RANGES],
+    count: usize,
+}
+
+/// What is open now, behind OPEN_PORTS_OWNER.
+static OPEN_PORTS: Mutex<OpenPorts> = Mutex::new(OpenPorts {
+    owner: 0,
+    ranges: [(0, 0); MAX_IO_RANGES],
+    count: 0,
+});
+
+/// An available-to-software entry bit: the page holds device registers, which the kernel
+/// never touches for a partition.
+const SW_DEVICE: Flags = Flags::BIT_9;
+
+/// The PAT-selecting bits for cache attribute `cache`.
+fn cache_flags(cache: Cache) -> Flags {
+    match cache {
+        Cache::WriteBack => Flags::empty(),
+        Cache::WriteCombining => Flags::NO_CACHE,
+        Cache::Uncached | Cache::Device => Flags::NO_CACHE | Flags::WRITE_THROUGH,
+    }
+}
 
 /// Why a page could not be mapped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +61,9 @@ pub enum MapError {
 #[derive(Debug)]
 pub struct AddressSpace {
     root: u64,
+    /// I/O port ranges (first, count) the partition may use with `in`/`out`.
+    io_ports: [(u16, u16); MAX_IO_RANGES],
+    io_count: usize,
 }
 
 impl AddressSpace {
@@ -40,15 +80,62 @@ impl AddressSpace {
                 table[i] = kernel[i].clone();
             }
         }
-        Some(Self { root })
+        Some(Self {
+            root,
+            io_ports: [(0, 0); MAX_IO_RANGES],
+            io_count: 0,
+        })
     }
 
     /// Maps the user page at `va` to frame `phys` with `perm` (never writable and executable).
     pub fn map(&mut self, va: u64, phys: u64, perm: Perm) -> Result<(), MapError> {
+        self.map_with(va, phys, perm, Flags::empty())
+    }
+
+    /// Maps the user page at `va` to RAM at `phys` shared with other partitions, never
+    /// executable, with cache attribute `cache` (see [`Self::map_device`]).
+    pub fn map_shared(
+        &mut self,
+        va: u64,
+        phys: u64,
+        write: bool,
+        cache: Cache,
+    ) -> Result<(), MapError> {
+        self.map_with(va, phys, Perm { write, exec: false }, cache_flags(cache))
+    }
+
+    /// Maps the user page at `va` to device registers at `phys`, never executable. With the
+    /// power-on PAT (which the kernel keeps) PCD|PWT selects UC for uncached and device
+    /// memory; write-combining is not set up in the PAT and maps as UC- (PCD): uncached, only
+    /// not combining. The page is marked as device memory, so the kernel never reads or writes
+    /// it on the partition's behalf ([`Self::translate`] does not report it).
+    pub fn map_device(
+        &mut self,
+        va: u64,
+        phys: u64,
+        write: bool,
+        cache: Cache,
+    ) -> Result<(), MapError> {
+        let perm = Perm { write, exec: false };
+        self.map_with(va, phys, perm, cache_flags(cache) | SW_DEVICE)
+    }
+
+    /// Lets the partition use ports `base .. base + count`; false when the kernel keeps any of
+    /// them or the partition has its maximum of ranges.
+    pub fn grant_io_ports(&mut self, base: u16, count: u16) -> bool {
+        if self.io_count == MAX_IO_RANGES || !super::gdt::ports_grantable(base, count) {
+            return false;
+        }
+        self.io_ports[self.io_count] = (base, count);
+        self.io_count += 1;
+        true
+    }
+
+    fn map_with(&mut self, va: u64, phys: u64, perm: Perm, extra: Flags) -> Result<(), MapError> {
         if va >= abi::USER_TOP || !va.is_multiple_of(4096) || (perm.write && perm.exec) {
             return Err(MapError::BadAddress);
         }
-        let mut flags = Flags::PRESENT | Flags::USER_ACCESSIBLE;
+        let mut flags = Flags::PRESENT | Flags::USER_ACCESSIBLE | extra;
         if perm.write {
             flags |= Flags::WRITABLE;
         }
@@ -94,7 +181,7 @@ impl AddressSpace {
                 frame: MappedFrame::Size4KiB(frame),
                 offset,
                 flags,
-            } if flags.contains(Flags::USER_ACCESSIBLE) => {
+            } if flags.contains(Flags::USER_ACCESSIBLE) && !flags.contains(SW_DEVICE) => {
                 let perm = Perm {
                     write: flags.contains(Flags::WRITABLE),
                     exec: !flags.contains(Flags::NO_EXECUTE),
@@ -105,8 +192,28 @@ impl AddressSpace {
         }
     }
 
-    /// Makes this the active address space.
+    /// Makes this the active address space, with its I/O ports open and no others.
     pub fn activate(&self) {
+        // Most switches are between partitions without ports and change nothing in the bitmap.
+        let open_for = OPEN_PORTS_OWNER.load(Ordering::Relaxed);
+        if open_for != self.root && (open_for != 0 || self.io_count > 0) {
+            let mut open = OPEN_PORTS.lock();
+            if open.owner != self.root {
+                super::gdt::set_io_ports(
+                    &open.ranges[..open.count],
+                    &self.io_ports[..self.io_count],
+                );
+                // Owner 0 (nobody) while no ports are open, so that the check above stays
+                // cheap for partitions without ports.
+                let owner = if self.io_count > 0 { self.root } else { 0 };
+                *open = OpenPorts {
+                    owner,
+                    ranges: self.io_ports,
+                    count: self.io_count,
+                };
+                OPEN_PORTS_OWNER.store(owner, Ordering::Relaxed);
+            }
+        }
         let (current, flags) = Cr3::read();
         if current.start_address().as_u64() != self.root {
             // SAFETY: the table maps the kernel's upper half exactly as every other address

@@ -18,7 +18,7 @@ use x86_64::structures::idt::InterruptDescriptorTable;
 
 use super::gdt::{self, GuardedStack};
 use super::idt::TIMER_VECTOR;
-use super::{apic, time};
+use super::{apic, irq, time};
 use crate::arch::{ExitStatus, power_off};
 use crate::exec::{Fault, FaultKind};
 
@@ -146,6 +146,24 @@ core::arch::global_asm!(
     ".text",
 );
 
+// Device vectors: one 16-byte stub per vector from LINE_VECTOR_BASE up, in order, so the
+// stub of vector v is at device_stubs + 16 * (v - LINE_VECTOR_BASE).
+core::arch::global_asm!(
+    ".balign 16",
+    ".global device_stubs",
+    "device_stubs:",
+    ".set device_vector, {first}",
+    ".rept {count}",
+    "    .balign 16",
+    "    push 0",
+    "    push device_vector",
+    "    jmp trap_common",
+    "    .set device_vector, device_vector + 1",
+    ".endr",
+    first = const irq::LINE_VECTOR_BASE,
+    count = const (irq::DEVICE_VECTOR_END - irq::LINE_VECTOR_BASE) as usize,
+);
+
 core::arch::global_asm!(
     ".global trap_common",
     "trap_common:",
@@ -207,6 +225,7 @@ unsafe extern "C" {
     safe static syscall_entry: u8;
     safe static idle_loop: u8;
     safe static trap_stub_table: [i32; 18];
+    safe static device_stubs: u8;
 }
 
 /// Routes the vectors that can come from a partition (and the timer) through the stubs.
@@ -243,6 +262,14 @@ pub fn install(idt: &mut InterruptDescriptorTable) {
             // `int3` from user mode is a partition's breakpoint, handled as its fault.
             entry.set_privilege_level(x86_64::PrivilegeLevel::Ring3);
         }
+    }
+    let stubs = &device_stubs as *const u8 as u64;
+    for vector in irq::LINE_VECTOR_BASE..irq::DEVICE_VECTOR_END {
+        let addr = VirtAddr::new(stubs + 16 * u64::from(vector - irq::LINE_VECTOR_BASE));
+        // SAFETY: each device stub (assembly above) pushes a zero error code and its vector
+        // and joins trap_common, which builds a TrapFrame and ends in `iretq`: the frame an
+        // external interrupt gets. The entry stays at DPL 0, so `int n` from user mode faults.
+        unsafe { idt[vector].set_handler_addr(addr) };
     }
 }
 
@@ -426,6 +453,12 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             } else {
                 crate::exec::on_syscall(frame);
             }
+        }
+        v if (u64::from(irq::LINE_VECTOR_BASE)..u64::from(irq::DEVICE_VECTOR_END)).contains(&v) => {
+            if let Some(source) = irq::source_of(v as u8) {
+                crate::exec::on_device_irq(frame, source);
+            }
+            irq::end_of_interrupt();
         }
         v if frame.is_from_user() => {
             let address = (v == 14).then(Cr2::read_raw);
