@@ -9,6 +9,9 @@
 //! ```
 #![no_std]
 
+pub mod config;
+#[cfg(target_arch = "x86_64")]
+pub mod port;
 pub mod syscall;
 
 use core::fmt::{self, Write};
