@@ -1,0 +1,270 @@
+//! The real disk behind the server: the [`Backend`] trait the request engine drives, and
+//! [`VirtioBackend`], its implementation over a virtio-blk device reached through any
+//! [`Transport`] (PCI modern or legacy on x86_64, MMIO on aarch64; the host tests use the
+//! inter-partition transport with a simulated disk behind it).
+//!
+//! The backend owns a set of bounce *slots* in memory the real device can reach (the server's
+//! DMA region): client data is copied into a slot before a write and out of it after a read, so
+//! the real device never sees client memory and a client can never change data after the
+//! server checked it.
+
+use virtio::devices::blk;
+use virtio::dma::DmaRegion;
+use virtio::features::{Features, bits};
+use virtio::queue::{Buffer, DriverQueue, Token};
+use virtio::split::SplitQueue;
+use virtio::transport::{Transport, initialize, read_config};
+
+/// Most bounce slots a backend offers.
+pub const MAX_SLOTS: usize = 64;
+
+/// What a backend request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Read sectors into the slot's buffer.
+    Read,
+    /// Write the slot's buffer to sectors.
+    Write,
+    /// Make completed writes durable.
+    Flush,
+}
+
+/// Why a backend refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendError {
+    /// No room in the device's queue now: retry after a completion.
+    Busy,
+    /// The request cannot be issued (bad slot, length, or a broken device).
+    Failed,
+}
+
+/// The real disk: asynchronous requests on bounce slots.
+pub trait Backend {
+    /// Size of the disk in 512-byte sectors.
+    fn capacity(&self) -> u64;
+    /// Number of bounce slots (at most [`MAX_SLOTS`]).
+    fn slots(&self) -> usize;
+    /// Bytes per slot, a multiple of 512: the largest single backend request.
+    fn slot_len(&self) -> usize;
+    /// Slot `slot`'s buffer.
+    fn slot_buffer(&self, slot: usize) -> Option<DmaRegion<'_>>;
+    /// Starts `op` on slot `slot`: `len` bytes at `sector` (ignored for a flush).
+    fn submit(&mut self, slot: usize, op: Op, sector: u64, len: usize) -> Result<(), BackendError>;
+    /// Tells the device about the requests submitted since the last call, if it wants to know.
+    fn kick(&mut self);
+    /// Takes one finished request: its slot and whether it succeeded.
+    fn poll(&mut self) -> Option<(usize, bool)>;
+    /// Acknowledges the device's interrupt (reads and clears its cause).
+    fn ack_interrupt(&mut self) {}
+}
+
+/// Bytes of backend memory reserved for request headers and status bytes.
+const HEADER_AREA: usize = 4096;
+/// Header at +0, status byte at +16, per slot.
+const HEADER_STRIDE: usize = 32;
+const NO_SLOT: u16 = u16::MAX;
+
+/// A virtio-blk device as the backend, with a split queue of `Q` entries.
+#[derive(Debug)]
+pub struct VirtioBackend<'a, T, const Q: usize> {
+    transport: T,
+    queue: SplitQueue<'a, Q>,
+    memory: DmaRegion<'a>,
+    slots: usize,
+    slot_len: usize,
+    token_slot: [u16; Q],
+    capacity: u64,
+    features: Features,
+    /// Slots whose request finished without the device (a flush on a write-through disk).
+    done_early: u64,
+    broken: bool,
+}
+
+/// The features the server drives the real device with.
+pub fn backend_features() -> Features {
+    Features::from_bits(&[blk::features::FLUSH, blk::features::RO, bits::EVENT_IDX])
+}
+
+impl<'a, T: Transport, const Q: usize> VirtioBackend<'a, T, Q> {
+    /// Initialises the device (§3.1.1, or §3.1.2 for a legacy interface) with one split queue
+    /// in `ring` and bounce slots of `slot_len` bytes in `memory` (both known to the device by
+    /// their regions' bus addresses). `after_enable` runs once the queue is enabled, before
+    /// DRIVER_OK (e.g. to route the queue's MSI-X vector).
+    pub fn new(
+        mut transport: T,
+        ring: DmaRegion<'a>,
+        memory: DmaRegion<'a>,
+        slot_len: usize,
+        after_enable: impl FnOnce(&mut T) -> virtio::Result<()>,
+    ) -> virtio::Result<Self> {
+        if slot_len == 0 || !slot_len.is_multiple_of(blk::SECTOR_SIZE as usize) {
+            return Err(virtio::Error::OutOfBounds);
+        }
+        let slots = (memory.len().saturating_sub(HEADER_AREA) / slot_len).min(MAX_SLOTS);
+        if slots == 0 {
+            return Err(virtio::Error::OutOfBounds);
+        }
+        let mut queue = None;
+        let features = initialize(&mut transport, backend_features(), |t, negotiated| {
+            let q = SplitQueue::<Q>::new(ring, negotiated, t.is_legacy())?;
+            t.enable_queue(0, q.size(), q.addresses())?;
+            queue = Some(q);
+            after_enable(t)
+        })?;
+        let queue = queue.ok_or(virtio::Error::QueueUnavailable)?;
+        let mut capacity = [0u8; 8];
+        read_config(&mut transport, blk::config::CAPACITY, &mut capacity)?;
+        Ok(Self {
+            transport,
+            queue,
+            memory,
+            slots,
+            slot_len,
+            token_slot: [NO_SLOT; Q],
+            capacity: u64::from_le_bytes(capacity),
+            features,
+            done_early: 0,
+            broken: false,
+        })
+    }
+
+    /// The negotiated features.
+    pub fn features(&self) -> Features {
+        self.features
+    }
+
+    /// Whether the real device is read-only.
+    pub fn read_only(&self) -> bool {
+        self.features.has(blk::features::RO)
+    }
+
+    /// The transport (e.g. to read status).
+    pub fn transport(&mut self) -> &mut T {
+        &mut self.transport
+    }
+
+    fn data_offset(&self, slot: usize) -> usize {
+        HEADER_AREA + slot * self.slot_len
+    }
+}
+
+impl<T: Transport, const Q: usize> Backend for VirtioBackend<'_, T, Q> {
+    fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    fn slots(&self) -> usize {
+        self.slots
+    }
+
+    fn slot_len(&self) -> usize {
+        self.slot_len
+    }
+
+    fn slot_buffer(&self, slot: usize) -> Option<DmaRegion<'_>> {
+        if slot >= self.slots {
+            return None;
+        }
+        self.memory
+            .subregion(self.data_offset(slot), self.slot_len)
+            .ok()
+    }
+
+    fn submit(&mut self, slot: usize, op: Op, sector: u64, len: usize) -> Result<(), BackendError> {
+        if self.broken || slot >= self.slots || len > self.slot_len {
+            return Err(BackendError::Failed);
+        }
+        if op == Op::Flush && !self.features.has(blk::features::FLUSH) {
+            // §5.2.5 (legacy interface note): without VIRTIO_BLK_F_FLUSH the device's cache
+            // is write-through, so completed writes are already durable.
+            self.done_early |= 1 << slot;
+            return Ok(());
+        }
+        if self.queue.free_descriptors() < 3 {
+            return Err(BackendError::Busy);
+        }
+        let request_type = match op {
+            Op::Read => blk::request_type::IN,
+            Op::Write => blk::request_type::OUT,
+            Op::Flush => blk::request_type::FLUSH,
+        };
+        let header = blk::RequestHeader {
+            request_type,
+            sector,
+        };
+        let at = slot * HEADER_STRIDE;
+        self.memory
+            .write_bytes(at, &header.to_bytes())
+            .and_then(|()| self.memory.write_u8(at + 16, 0xff))
+            .map_err(|_| BackendError::Failed)?;
+        let header = Buffer {
+            addr: self.memory.bus_address(at),
+            len: blk::RequestHeader::SIZE as u32,
+        };
+        let status = Buffer {
+            addr: self.memory.bus_address(at + 16),
+            len: 1,
+        };
+        let data = Buffer {
+            addr: self.memory.bus_address(self.data_offset(slot)),
+            len: len as u32,
+        };
+        let submitted = match op {
+            Op::Write if len > 0 => self.queue.submit(&[header, data], &[status]),
+            Op::Read if len > 0 => self.queue.submit(&[header], &[data, status]),
+            _ => self.queue.submit(&[header], &[status]),
+        };
+        let Token(token) = match submitted {
+            Ok(token) => token,
+            Err(virtio::Error::QueueFull) => return Err(BackendError::Busy),
+            Err(_) => {
+                self.broken = true;
+                return Err(BackendError::Failed);
+            }
+        };
+        match self.token_slot.get_mut(usize::from(token)) {
+            Some(entry) => *entry = slot as u16,
+            None => return Err(BackendError::Failed),
+        }
+        Ok(())
+    }
+
+    fn kick(&mut self) {
+        if matches!(self.queue.should_notify(), Ok(true)) {
+            let _ = self.transport.notify(0);
+        }
+    }
+
+    fn poll(&mut self) -> Option<(usize, bool)> {
+        if self.done_early != 0 {
+            let slot = self.done_early.trailing_zeros() as usize;
+            self.done_early &= !(1 << slot);
+            return Some((slot, true));
+        }
+        // A device that breaks the ring protocol is not trusted further: nothing completes,
+        // and every later submit fails.
+        let completion = match self.queue.poll_used() {
+            Ok(Some(c)) => c,
+            Ok(None) => return None,
+            Err(_) => {
+                self.broken = true;
+                return None;
+            }
+        };
+        let entry = self.token_slot.get_mut(usize::from(completion.token.0))?;
+        let slot = core::mem::replace(entry, NO_SLOT);
+        if slot == NO_SLOT {
+            return None;
+        }
+        let slot = usize::from(slot);
+        let status = self
+            .memory
+            .read_u8(slot * HEADER_STRIDE + 16)
+            .unwrap_or(blk::status::IOERR);
+        Some((slot, status == blk::status::OK))
+    }
+
+    fn ack_interrupt(&mut self) {
+        self.transport.ack_interrupt();
+    }
+}

@@ -1,0 +1,820 @@
+//! The request engine: clients' virtio-blk queues in, backend requests out.
+//!
+//! Each pass of [`Server::run_once`]:
+//! 1. answers every client's control requests (reset, feature handshake, queue enable,
+//!    DRIVER_OK) through the library's device side;
+//! 2. reaps finished backend requests, copies read data into the client's buffers and
+//!    completes client requests whose every part finished;
+//! 3. takes new chains from serving clients (round robin), checks them against the client's
+//!    virtual disk, completes refused ones at once (IOERR, UNSUPP) and queues the rest;
+//! 4. issues queued work to the backend in arrival order, one bounce slot per part (a client
+//!    request larger than a slot is split), a flush only once the same client's earlier
+//!    requests completed;
+//! 5. sends used buffer notifications where the clients asked for them.
+//!
+//! Client errors never reach the real device: a request outside the virtual disk, a write to
+//! a read-only disk or a length that is not a whole number of sectors completes with
+//! VIRTIO_BLK_S_IOERR; an unknown request type with VIRTIO_BLK_S_UNSUPP. A chain that breaks
+//! the ring protocol, or one without room for a header and a status byte, stops service to
+//! that client (DEVICE_NEEDS_RESET, §2.1.2) until it resets the device; other clients are not
+//! affected. A reset or break bumps the client's epoch: backend requests still in flight for
+//! the old epoch finish into their bounce slots and are dropped, never copied into the client's
+//! memory.
+
+use virtio::devices::{blk, id};
+use virtio::dma::DmaRegion;
+use virtio::features::bits;
+use virtio::packed::PackedDeviceQueue;
+use virtio::queue::{Chain, DeviceQueue, GrantedArea};
+use virtio::split::SplitDeviceQueue;
+use virtio::transport::shmem::{DeviceDescription, Notifier, SharedMemoryDevice};
+
+use crate::backend::{Backend, BackendError, MAX_SLOTS, Op};
+use crate::disk::{DiskSpec, SECTOR};
+
+/// Most clients one server serves.
+pub const MAX_CLIENTS: usize = 8;
+/// Most client requests queued or in flight at once, over all clients.
+pub const MAX_REQUESTS: usize = 32;
+/// Largest queue size offered to a client.
+pub const MAX_CLIENT_QUEUE: u16 = 256;
+
+/// Why the server stopped serving a client until it resets the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broken {
+    /// The ring broke the virtqueue rules (the library's device side refused a chain: loops,
+    /// bad indexes, buffers outside the data area, readable after writable...).
+    Queue(virtio::Error),
+    /// A chain with fewer than 16 device-readable bytes: no request header (§5.2.6).
+    NoHeader,
+    /// A chain with no device-writable byte: nowhere to put the status (§5.2.6).
+    NoStatus,
+    /// Completing a request failed (the used ring could not be written).
+    Completion(virtio::Error),
+}
+
+/// Where a client stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientState {
+    /// Not (yet) DRIVER_OK, or reset: nothing is served.
+    Idle,
+    /// DRIVER_OK with its queue enabled: requests are served.
+    Serving,
+    /// Stopped until the client resets the device.
+    Broken(Broken),
+}
+
+/// Counters per client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Requests completed with OK.
+    pub ok: u64,
+    /// Requests completed with IOERR (refused by policy, or failed on the real device).
+    pub io_errors: u64,
+    /// Requests refused by policy (out of range, read-only, misaligned): never reached the
+    /// real device. Included in `io_errors`.
+    pub refused: u64,
+    /// Requests completed with UNSUPP.
+    pub unsupported: u64,
+    /// Device resets by the client.
+    pub resets: u32,
+    /// Times service was stopped because the client broke the rules.
+    pub breaks: u32,
+}
+
+enum ClientQueue<'a> {
+    Split(SplitDeviceQueue<'a>),
+    Packed(PackedDeviceQueue<'a>),
+}
+
+impl ClientQueue<'_> {
+    fn queue(&mut self) -> &mut dyn DeviceQueue {
+        match self {
+            ClientQueue::Split(q) => q,
+            ClientQueue::Packed(q) => q,
+        }
+    }
+}
+
+struct Client<'a, N> {
+    device: SharedMemoryDevice<'a, N>,
+    area: GrantedArea<'a>,
+    disk: DiskSpec,
+    id: [u8; blk::ID_BYTES],
+    queue: Option<ClientQueue<'a>>,
+    state: ClientState,
+    epoch: u32,
+    interrupt: bool,
+    stats: ClientStats,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Read,
+    Write,
+    Flush,
+}
+
+struct Request {
+    client: usize,
+    epoch: u32,
+    seq: u64,
+    chain: Chain,
+    kind: Kind,
+    /// First sector on the real disk.
+    sector: u64,
+    /// Data bytes.
+    bytes: u64,
+    /// Data bytes handed to the backend so far (a flush: 1 once issued).
+    issued: u64,
+    /// Backend requests not yet finished.
+    outstanding: u16,
+    failed: bool,
+}
+
+impl Request {
+    fn fully_issued(&self) -> bool {
+        match self.kind {
+            Kind::Flush => self.issued > 0,
+            _ => self.issued >= self.bytes,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SlotUse {
+    request: usize,
+    offset: u64,
+    len: usize,
+}
+
+/// The block server: clients, queued requests and the backend.
+pub struct Server<'a, B, N> {
+    backend: B,
+    clients: [Option<Client<'a, N>>; MAX_CLIENTS],
+    requests: [Option<Request>; MAX_REQUESTS],
+    slots: [Option<SlotUse>; MAX_SLOTS],
+    seq: u64,
+    next_client: usize,
+}
+
+impl<B, N> core::fmt::Debug for Server<'_, B, N> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Server")
+            .field(
+                "clients",
+                &self.clients.iter().filter(|c| c.is_some()).count(),
+            )
+            .field("in_flight", &self.in_flight())
+            .finish()
+    }
+}
+
+impl<B, N> Server<'_, B, N> {
+    /// Backend requests in flight.
+    pub fn in_flight(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
+    }
+
+    /// Client requests accepted and not yet completed.
+    pub fn queued(&self) -> usize {
+        self.requests.iter().filter(|r| r.is_some()).count()
+    }
+}
+
+/// What a pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Something happened (worth another pass).
+    pub busy: bool,
+}
+
+/// An immediate answer to a chain, without the backend.
+enum Immediate {
+    Status(u8),
+    Id,
+}
+
+impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
+    /// A server over `backend`, with no clients yet.
+    pub fn new(backend: B) -> Self {
+        Self {
+            backend,
+            clients: [const { None }; MAX_CLIENTS],
+            requests: [const { None }; MAX_REQUESTS],
+            slots: [None; MAX_SLOTS],
+            seq: 0,
+            next_client: 0,
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&mut self) -> &mut B {
+        &mut self.backend
+    }
+
+    /// Lays out a channel for a client in `region` (`ring_len` bytes of ring area, the rest
+    /// after the control block is its data area) exporting `disk`, and tells the client (a
+    /// configuration change notification, so a client of a previous server generation
+    /// notices the fresh layout). Returns the client's index.
+    pub fn add_client(
+        &mut self,
+        region: DmaRegion<'a>,
+        ring_len: usize,
+        disk: DiskSpec,
+        id: &[u8],
+        queue_size: u16,
+        notifier: N,
+    ) -> virtio::Result<usize> {
+        let index = self
+            .clients
+            .iter()
+            .position(Option::is_none)
+            .ok_or(virtio::Error::QueueUnavailable)?;
+        let config = disk.config_space();
+        let description = DeviceDescription {
+            device_type: id::BLOCK,
+            features: disk.features(),
+            num_queues: 1,
+            max_queue_size: queue_size.clamp(1, MAX_CLIENT_QUEUE),
+            config: &config,
+        };
+        let mut device = SharedMemoryDevice::new(region, ring_len, &description, notifier)?;
+        device.update_config(
+            blk::config::CAPACITY,
+            &config[blk::config::CAPACITY..blk::config::CAPACITY + 8],
+        )?;
+        let mut name = [0u8; blk::ID_BYTES];
+        let n = id.len().min(blk::ID_BYTES);
+        name[..n].copy_from_slice(&id[..n]);
+        self.clients[index] = Some(Client {
+            area: device.data_area(),
+            device,
+            disk,
+            id: name,
+            queue: None,
+            state: ClientState::Idle,
+            epoch: 0,
+            interrupt: false,
+            stats: ClientStats::default(),
+        });
+        Ok(index)
+    }
+
+    /// Client `index`'s state.
+    pub fn client_state(&self, index: usize) -> Option<ClientState> {
+        Some(self.clients.get(index)?.as_ref()?.state)
+    }
+
+    /// Client `index`'s counters.
+    pub fn client_stats(&self, index: usize) -> Option<ClientStats> {
+        Some(self.clients.get(index)?.as_ref()?.stats)
+    }
+
+    /// Client `index`'s virtual disk.
+    pub fn client_disk(&self, index: usize) -> Option<DiskSpec> {
+        Some(self.clients.get(index)?.as_ref()?.disk)
+    }
+
+    /// Runs passes until one does nothing.
+    pub fn run(&mut self) {
+        for _ in 0..10_000 {
+            if !self.run_once().busy {
+                break;
+            }
+        }
+    }
+
+    /// One pass: control, completions, new chains, issue, notifications.
+    pub fn run_once(&mut self) -> Progress {
+        let mut busy = false;
+        for index in 0..MAX_CLIENTS {
+            busy |= self.control(index);
+        }
+        busy |= self.reap();
+        busy |= self.pop_all();
+        busy |= self.issue();
+        self.notify_clients();
+        Progress { busy }
+    }
+
+    /// Answers client `index`'s control requests.
+    fn control(&mut self, index: usize) -> bool {
+        let Some(client) = self.clients[index].as_mut() else {
+            return false;
+        };
+        let _ = client.device.take_kicks();
+        let events = match client.device.process_requests() {
+            Ok(events) => events,
+            // The control block is the server's own layout; failing to access it means the
+            // region itself is unusable: stop serving this client.
+            Err(e) => {
+                if client.state != ClientState::Broken(Broken::Queue(e)) {
+                    client.state = ClientState::Broken(Broken::Queue(e));
+                    client.epoch = client.epoch.wrapping_add(1);
+                    client.queue = None;
+                    client.stats.breaks += 1;
+                }
+                return false;
+            }
+        };
+        let mut busy = false;
+        if events.reset || events.failed {
+            client.epoch = client.epoch.wrapping_add(1);
+            client.queue = None;
+            client.state = ClientState::Idle;
+            if events.reset {
+                client.stats.resets += 1;
+            }
+            busy = true;
+        }
+        if events.queues_enabled & 1 != 0 {
+            let queue = if client.device.negotiated().has(bits::RING_PACKED) {
+                client.device.packed_queue(0).map(ClientQueue::Packed)
+            } else {
+                client.device.split_queue(0).map(ClientQueue::Split)
+            };
+            client.queue = queue.ok();
+            busy = true;
+        }
+        if events.driver_ok && client.queue.is_some() {
+            client.state = ClientState::Serving;
+            busy = true;
+        }
+        busy
+    }
+
+    /// Stops serving client `index` until it resets.
+    fn break_client(&mut self, index: usize, why: Broken) {
+        if let Some(client) = self.clients[index].as_mut() {
+            client.state = ClientState::Broken(why);
+            client.epoch = client.epoch.wrapping_add(1);
+            client.queue = None;
+            client.stats.breaks += 1;
+            let _ = client.device.set_needs_reset();
+        }
+    }
+
+    /// Takes new chains from serving clients, round robin, while request entries are free.
+    fn pop_all(&mut self) -> bool {
+        let mut busy = false;
+        let mut idle_rounds = 0;
+        while idle_rounds < MAX_CLIENTS {
+            let index = self.next_client;
+            self.next_client = (self.next_client + 1) % MAX_CLIENTS;
+            if self.requests.iter().all(Option::is_some) {
+                break;
+            }
+            if self.pop_one(index) {
+                busy = true;
+                idle_rounds = 0;
+            } else {
+                idle_rounds += 1;
+            }
+        }
+        busy
+    }
+
+    /// Takes and handles one chain of client `index`; whether there was one.
+    fn pop_one(&mut self, index: usize) -> bool {
+        let Some(client) = self.clients[index].as_mut() else {
+            return false;
+        };
+        if client.state != ClientState::Serving {
+            return false;
+        }
+        let Some(queue) = client.queue.as_mut() else {
+            return false;
+        };
+        let popped = match queue.queue().pop() {
+            Ok(Some(chain)) => Ok(chain),
+            Ok(None) => {
+                // Ask for a notification, then re-check (§2.7.10): a chain that arrived in
+                // between is taken now rather than after the next kick.
+                match queue.queue().enable_notifications() {
+                    Ok(true) => return true,
+                    Ok(false) => return false,
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match popped {
+            Ok(chain) => self.accept(index, chain),
+            Err(e) => self.break_client(index, Broken::Queue(e)),
+        }
+        true
+    }
+
+    /// Checks a chain against the client's disk; completes it at once or queues it.
+    fn accept(&mut self, index: usize, chain: Chain) {
+        let Some(client) = self.clients[index].as_ref() else {
+            return;
+        };
+        let (area, disk, epoch) = (client.area, client.disk, client.epoch);
+        if chain.readable_len() < blk::RequestHeader::SIZE as u64 {
+            return self.break_client(index, Broken::NoHeader);
+        }
+        if chain.writable_len() < 1 {
+            return self.break_client(index, Broken::NoStatus);
+        }
+        let mut header = [0u8; blk::RequestHeader::SIZE];
+        if chain.reader(&area).read_exact(&mut header).is_err() {
+            return self.break_client(index, Broken::NoHeader);
+        }
+        let header = blk::RequestHeader::from_bytes(&header);
+        // Data bytes: after the header for a write; before the status byte for a read.
+        let (kind, bytes) = match header.request_type {
+            blk::request_type::IN => (Kind::Read, chain.writable_len() - 1),
+            blk::request_type::OUT => (Kind::Write, chain.readable_len() - 16),
+            blk::request_type::FLUSH if disk.read_only => {
+                // Nothing this client can have written: nothing to make durable.
+                return self.complete_now(index, &chain, Immediate::Status(blk::status::OK));
+            }
+            blk::request_type::FLUSH => (Kind::Flush, 0),
+            blk::request_type::GET_ID => return self.complete_now(index, &chain, Immediate::Id),
+            _ => {
+                return self.complete_now(index, &chain, Immediate::Status(blk::status::UNSUPP));
+            }
+        };
+        let sector = if kind == Kind::Flush {
+            Some(0)
+        } else if !bytes.is_multiple_of(SECTOR) || (kind == Kind::Write && disk.read_only) {
+            None
+        } else {
+            disk.translate(header.sector, bytes / SECTOR)
+        };
+        let Some(sector) = sector else {
+            if let Some(client) = self.clients[index].as_mut() {
+                client.stats.refused += 1;
+            }
+            return self.complete_now(index, &chain, Immediate::Status(blk::status::IOERR));
+        };
+        if bytes == 0 && kind != Kind::Flush {
+            return self.complete_now(index, &chain, Immediate::Status(blk::status::OK));
+        }
+        let Some(slot) = self.requests.iter().position(Option::is_none) else {
+            // pop_all checks for a free entry first; keep the client consistent regardless.
+            return self.complete_now(index, &chain, Immediate::Status(blk::status::IOERR));
+        };
+        self.seq += 1;
+        self.requests[slot] = Some(Request {
+            client: index,
+            epoch,
+            seq: self.seq,
+            chain,
+            kind,
+            sector,
+            bytes,
+            issued: 0,
+            outstanding: 0,
+            failed: false,
+        });
+    }
+
+    /// Completes a chain without the backend.
+    fn complete_now(&mut self, index: usize, chain: &Chain, answer: Immediate) {
+        let Some(client) = self.clients[index].as_mut() else {
+            return;
+        };
+        let status_at = chain.writable_len() - 1;
+        let (status, data) = match answer {
+            Immediate::Status(status) => (status, 0),
+            Immediate::Id => {
+                let n = (status_at as usize).min(blk::ID_BYTES);
+                if write_writable(chain, &client.area, 0, &client.id[..n]).is_err() {
+                    return self.break_client(index, Broken::NoStatus);
+                }
+                (blk::status::OK, n as u32)
+            }
+        };
+        match status {
+            blk::status::OK => client.stats.ok += 1,
+            blk::status::UNSUPP => client.stats.unsupported += 1,
+            _ => client.stats.io_errors += 1,
+        }
+        let result = write_writable(chain, &client.area, status_at, &[status]).and_then(|()| {
+            let queue = client
+                .queue
+                .as_mut()
+                .ok_or(virtio::Error::QueueUnavailable)?;
+            // The status byte is the last byte written: it counts in the used length.
+            queue.queue().push(chain, data + 1)
+        });
+        match result {
+            Ok(()) => client.interrupt = true,
+            Err(e) => self.break_client(index, Broken::Completion(e)),
+        }
+    }
+
+    /// Whether request `r` belongs to its client's current epoch.
+    fn current(&self, r: &Request) -> bool {
+        self.clients[r.client]
+            .as_ref()
+            .is_some_and(|c| c.epoch == r.epoch && c.state == ClientState::Serving)
+    }
+
+    /// Reaps finished backend requests.
+    fn reap(&mut self) -> bool {
+        let mut busy = false;
+        while let Some((slot, ok)) = self.backend.poll() {
+            busy = true;
+            let Some(use_) = self.slots.get_mut(slot).and_then(Option::take) else {
+                continue;
+            };
+            let Some(request) = self.requests[use_.request].as_ref() else {
+                continue;
+            };
+            let mut failed = !ok;
+            if ok && request.kind == Kind::Read && self.current(request) {
+                // Copy the data out of the bounce slot into the client's buffers.
+                let copied = match (
+                    self.backend.slot_buffer(slot),
+                    self.clients[request.client].as_ref(),
+                ) {
+                    (Some(buffer), Some(client)) => copy_into_chain(
+                        &request.chain,
+                        &client.area,
+                        use_.offset,
+                        &buffer,
+                        use_.len,
+                    ),
+                    _ => Err(virtio::Error::OutOfBounds),
+                };
+                failed |= copied.is_err();
+            }
+            if let Some(request) = self.requests[use_.request].as_mut() {
+                request.outstanding -= 1;
+                request.failed |= failed;
+            }
+            self.finish_if_done(use_.request);
+        }
+        busy
+    }
+
+    /// Completes (or drops, if its epoch is gone) request `r` once nothing of it is pending.
+    fn finish_if_done(&mut self, r: usize) {
+        let Some(request) = self.requests[r].as_ref() else {
+            return;
+        };
+        let current = self.current(request);
+        let done = request.outstanding == 0 && (request.fully_issued() || !current);
+        if !done {
+            return;
+        }
+        let Some(request) = self.requests[r].take() else {
+            return;
+        };
+        if !current {
+            return;
+        }
+        let (status, data) = if request.failed {
+            (blk::status::IOERR, 0)
+        } else if request.kind == Kind::Read {
+            (blk::status::OK, request.bytes as u32)
+        } else {
+            (blk::status::OK, 0)
+        };
+        let index = request.client;
+        let Some(client) = self.clients[index].as_mut() else {
+            return;
+        };
+        if status == blk::status::OK {
+            client.stats.ok += 1;
+        } else {
+            client.stats.io_errors += 1;
+        }
+        let status_at = request.chain.writable_len() - 1;
+        let result =
+            write_writable(&request.chain, &client.area, status_at, &[status]).and_then(|()| {
+                let queue = client
+                    .queue
+                    .as_mut()
+                    .ok_or(virtio::Error::QueueUnavailable)?;
+                queue.queue().push(&request.chain, data + 1)
+            });
+        match result {
+            Ok(()) => client.interrupt = true,
+            Err(e) => self.break_client(index, Broken::Completion(e)),
+        }
+    }
+
+    /// Whether request `r` is a flush that must still wait for earlier requests of its client.
+    fn flush_blocked(&self, r: &Request) -> bool {
+        r.kind == Kind::Flush
+            && self.requests.iter().flatten().any(|other| {
+                other.client == r.client && other.epoch == r.epoch && other.seq < r.seq
+            })
+    }
+
+    /// Issues queued work to the backend, oldest first, while slots are free.
+    fn issue(&mut self) -> bool {
+        let mut busy = false;
+        let mut issued_any = false;
+        // Requests whose epoch ended and that have nothing in flight are dropped now.
+        for r in 0..MAX_REQUESTS {
+            if self.requests[r]
+                .as_ref()
+                .is_some_and(|req| !self.current(req) && req.outstanding == 0)
+            {
+                self.requests[r] = None;
+                busy = true;
+            }
+        }
+        while let Some(slot) = (0..self.backend.slots()).find(|&s| self.slots[s].is_none()) {
+            // The oldest request with work left that may go now.
+            let next = (0..MAX_REQUESTS)
+                .filter(|&r| {
+                    self.requests[r].as_ref().is_some_and(|req| {
+                        !req.fully_issued()
+                            && !req.failed
+                            && self.current(req)
+                            && !self.flush_blocked(req)
+                    })
+                })
+                .min_by_key(|&r| self.requests[r].as_ref().map_or(u64::MAX, |req| req.seq));
+            let Some(r) = next else {
+                break;
+            };
+            match self.issue_part(r, slot) {
+                Ok(()) => {
+                    busy = true;
+                    issued_any = true;
+                }
+                Err(BackendError::Busy) => break,
+                Err(BackendError::Failed) => {
+                    if let Some(req) = self.requests[r].as_mut() {
+                        req.failed = true;
+                    }
+                    self.finish_if_done(r);
+                    busy = true;
+                }
+            }
+        }
+        // Failed requests with parts still in flight finish as those parts are reaped; failed
+        // ones with nothing in flight finish now.
+        for r in 0..MAX_REQUESTS {
+            if self.requests[r]
+                .as_ref()
+                .is_some_and(|req| req.failed && req.outstanding == 0)
+            {
+                if let Some(req) = self.requests[r].as_mut() {
+                    req.issued = req.bytes.max(1);
+                }
+                self.finish_if_done(r);
+                busy = true;
+            }
+        }
+        if issued_any {
+            self.backend.kick();
+        }
+        busy
+    }
+
+    /// Issues the next part of request `r` on bounce slot `slot`.
+    fn issue_part(&mut self, r: usize, slot: usize) -> Result<(), BackendError> {
+        let slot_len = self.backend.slot_len() as u64;
+        let request = self.requests[r].as_ref().ok_or(BackendError::Failed)?;
+        let offset = request.issued;
+        let len = (request.bytes - offset).min(slot_len) as usize;
+        let sector = request.sector + offset / SECTOR;
+        let op = match request.kind {
+            Kind::Read => Op::Read,
+            Kind::Write => Op::Write,
+            Kind::Flush => Op::Flush,
+        };
+        if op == Op::Write {
+            // Copy the data into the bounce slot now: what the device writes is what the
+            // server checked, whatever the client does to its buffers afterwards.
+            let client = self.clients[request.client]
+                .as_ref()
+                .ok_or(BackendError::Failed)?;
+            let buffer = self.backend.slot_buffer(slot).ok_or(BackendError::Failed)?;
+            copy_from_chain(
+                &request.chain,
+                &client.area,
+                blk::RequestHeader::SIZE as u64 + offset,
+                &buffer,
+                len,
+            )
+            .map_err(|_| BackendError::Failed)?;
+        }
+        self.backend.submit(slot, op, sector, len)?;
+        self.slots[slot] = Some(SlotUse {
+            request: r,
+            offset,
+            len,
+        });
+        if let Some(request) = self.requests[r].as_mut() {
+            request.outstanding += 1;
+            request.issued = if op == Op::Flush {
+                1
+            } else {
+                offset + len as u64
+            };
+        }
+        Ok(())
+    }
+
+    /// Sends used buffer notifications where clients asked for them (§2.7.7, §2.7.10).
+    fn notify_clients(&mut self) {
+        for client in self.clients.iter_mut().flatten() {
+            if !core::mem::take(&mut client.interrupt) {
+                continue;
+            }
+            let wanted = match client.queue.as_mut() {
+                Some(queue) => queue.queue().should_interrupt().unwrap_or(true),
+                None => false,
+            };
+            if wanted {
+                let _ = client.device.interrupt(0);
+            }
+        }
+    }
+}
+
+/// Walks the segments of `chain` with the given direction from byte `offset` of that part,
+/// calling `each(area_offset, segment_position, len)` for `len` bytes in total.
+fn walk(
+    chain: &Chain,
+    writable: bool,
+    offset: u64,
+    len: usize,
+    mut each: impl FnMut(usize, usize, usize) -> virtio::Result<()>,
+) -> virtio::Result<()> {
+    let mut skip = offset;
+    let mut done = 0usize;
+    for segment in chain.segments().iter().filter(|s| s.writable == writable) {
+        if done == len {
+            break;
+        }
+        let seg_len = u64::from(segment.len);
+        if skip >= seg_len {
+            skip -= seg_len;
+            continue;
+        }
+        let take = ((seg_len - skip) as usize).min(len - done);
+        each(segment.offset + skip as usize, done, take)?;
+        done += take;
+        skip = 0;
+    }
+    if done == len {
+        Ok(())
+    } else {
+        Err(virtio::Error::OutOfBounds)
+    }
+}
+
+/// Copies through a small stack buffer: client memory and the bounce slots are both shared
+/// memory, accessed only through volatile copies.
+const COPY_CHUNK: usize = 512;
+
+/// Copies `len` bytes of the chain's readable part from `offset` into `dst` from 0.
+fn copy_from_chain(
+    chain: &Chain,
+    area: &GrantedArea<'_>,
+    offset: u64,
+    dst: &DmaRegion<'_>,
+    len: usize,
+) -> virtio::Result<()> {
+    let mut bounce = [0u8; COPY_CHUNK];
+    walk(chain, false, offset, len, |at, pos, n| {
+        for start in (0..n).step_by(COPY_CHUNK) {
+            let k = (n - start).min(COPY_CHUNK);
+            area.memory().read_bytes(at + start, &mut bounce[..k])?;
+            dst.write_bytes(pos + start, &bounce[..k])?;
+        }
+        Ok(())
+    })
+}
+
+/// Copies `len` bytes of `src` from 0 into the chain's writable part from `offset`.
+fn copy_into_chain(
+    chain: &Chain,
+    area: &GrantedArea<'_>,
+    offset: u64,
+    src: &DmaRegion<'_>,
+    len: usize,
+) -> virtio::Result<()> {
+    let mut bounce = [0u8; COPY_CHUNK];
+    walk(chain, true, offset, len, |at, pos, n| {
+        for start in (0..n).step_by(COPY_CHUNK) {
+            let k = (n - start).min(COPY_CHUNK);
+            src.read_bytes(pos + start, &mut bounce[..k])?;
+            area.memory().write_bytes(at + start, &bounce[..k])?;
+        }
+        Ok(())
+    })
+}
+
+/// Writes `bytes` into the chain's writable part at `offset`.
+fn write_writable(
+    chain: &Chain,
+    area: &GrantedArea<'_>,
+    offset: u64,
+    bytes: &[u8],
+) -> virtio::Result<()> {
+    walk(chain, true, offset, bytes.len(), |at, pos, n| {
+        area.memory().write_bytes(at, &bytes[pos..pos + n])
+    })
+}

@@ -1,0 +1,846 @@
+//! The whole path on the host: `blk_client::BlkClient` → inter-partition transport →
+//! [`Server`] → [`VirtioBackend`] → inter-partition transport → a simulated disk with a
+//! volatile write cache, served by the library's device side. Notifications are simulated:
+//! a client that waits runs the server and the disk until they are quiet, as a blocked
+//! partition lets the others run.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use blk_client::{BlkClient, BlkError, Op as ClientOp, Options};
+use virtio::devices::{blk, id};
+use virtio::dma::{DmaRegion, OwnedDma};
+use virtio::features::{Features, status};
+use virtio::queue::{Buffer, DeviceQueue, DriverQueue};
+use virtio::split::{SplitDeviceQueue, SplitQueue};
+use virtio::transport::shmem::{
+    ChannelEvents, DeviceDescription, Notifier, SharedMemoryDevice, SharedMemoryTransport,
+};
+use virtio::transport::{Transport, initialize};
+
+use crate::backend::{Backend, VirtioBackend};
+use crate::disk::DiskSpec;
+use crate::rt_config::Config;
+use crate::server::{Broken, ClientState, Server};
+
+const DISK_SECTORS: u64 = 4096;
+const REGION_LEN: usize = 0x4_0000;
+const RING_LEN: usize = 0x4000;
+const SECTOR: usize = 512;
+
+#[derive(Default)]
+struct Doorbell {
+    pending: Cell<bool>,
+}
+
+type Pump<'a> = Rc<RefCell<Option<Box<dyn FnMut() + 'a>>>>;
+
+/// One end of a simulated notification pair; `wait` runs the rest of the system.
+#[derive(Clone)]
+struct SimNotifier<'a> {
+    inbox: Rc<Doorbell>,
+    outbox: Rc<Doorbell>,
+    pump: Pump<'a>,
+}
+
+impl Notifier for SimNotifier<'_> {
+    fn notify_peer(&mut self) {
+        self.outbox.pending.set(true);
+    }
+    fn take_pending(&mut self) -> bool {
+        self.inbox.pending.replace(false)
+    }
+    fn wait(&mut self) -> bool {
+        if let Some(run) = self.pump.borrow_mut().as_mut() {
+            run();
+        }
+        self.take_pending()
+    }
+}
+
+fn pair<'a>(pump_a: Pump<'a>, pump_b: Pump<'a>) -> (SimNotifier<'a>, SimNotifier<'a>) {
+    let ab = Rc::new(Doorbell::default());
+    let ba = Rc::new(Doorbell::default());
+    (
+        SimNotifier {
+            inbox: ba.clone(),
+            outbox: ab.clone(),
+            pump: pump_a,
+        },
+        SimNotifier {
+            inbox: ab,
+            outbox: ba,
+            pump: pump_b,
+        },
+    )
+}
+
+fn no_pump<'a>() -> Pump<'a> {
+    Rc::new(RefCell::new(None))
+}
+
+/// A disk with a volatile write cache: writes land in `cache`, a flush moves them to
+/// `durable`, a crash loses the cache. With `hold` set it takes requests but completes none
+/// until released.
+struct SimDisk<'a> {
+    device: SharedMemoryDevice<'a, SimNotifier<'a>>,
+    queue: Option<SplitDeviceQueue<'a>>,
+    durable: Vec<u8>,
+    cache: BTreeMap<u64, Vec<u8>>,
+    hold: bool,
+    held: Vec<virtio::queue::Chain>,
+    /// Every request that reached the device: (type, sector, data bytes).
+    log: Vec<(u32, u64, u64)>,
+}
+
+impl SimDisk<'_> {
+    fn step(&mut self) -> bool {
+        let events = self.device.process_requests().unwrap();
+        let mut busy = events != ChannelEvents::default();
+        if events.reset {
+            self.queue = None;
+            self.held.clear();
+        }
+        if events.queues_enabled & 1 != 0 {
+            self.queue = Some(self.device.split_queue(0).unwrap());
+        }
+        let _ = self.device.take_kicks();
+        let Some(mut queue) = self.queue.take() else {
+            return busy;
+        };
+        let area = self.device.data_area();
+        while let Some(chain) = queue.pop().unwrap() {
+            busy = true;
+            let mut header = [0u8; 16];
+            chain.reader(&area).read_exact(&mut header).unwrap();
+            let header = blk::RequestHeader::from_bytes(&header);
+            let bytes = match header.request_type {
+                blk::request_type::IN => chain.writable_len() - 1,
+                blk::request_type::OUT => chain.readable_len() - 16,
+                _ => 0,
+            };
+            self.log.push((header.request_type, header.sector, bytes));
+            self.held.push(chain);
+        }
+        let mut pushed = false;
+        if !self.hold {
+            for chain in std::mem::take(&mut self.held) {
+                let written = self.serve(&chain, &area);
+                queue.push(&chain, written).unwrap();
+                pushed = true;
+                busy = true;
+            }
+        }
+        if pushed && queue.should_interrupt().unwrap() {
+            self.device.interrupt(0).unwrap();
+        }
+        self.queue = Some(queue);
+        busy
+    }
+
+    fn serve(
+        &mut self,
+        chain: &virtio::queue::Chain,
+        area: &virtio::queue::GrantedArea<'_>,
+    ) -> u32 {
+        let mut reader = chain.reader(area);
+        let mut header = [0u8; 16];
+        reader.read_exact(&mut header).unwrap();
+        let header = blk::RequestHeader::from_bytes(&header);
+        let mut writer = chain.writer(area);
+        match header.request_type {
+            blk::request_type::IN => {
+                let sectors = (chain.writable_len() - 1) / SECTOR as u64;
+                for s in header.sector..header.sector + sectors {
+                    writer.write(&self.sector(s)).unwrap();
+                }
+                writer.write(&[blk::status::OK]).unwrap();
+            }
+            blk::request_type::OUT => {
+                let sectors = (chain.readable_len() - 16) / SECTOR as u64;
+                for s in header.sector..header.sector + sectors {
+                    let mut data = vec![0u8; SECTOR];
+                    reader.read_exact(&mut data).unwrap();
+                    self.cache.insert(s, data);
+                }
+                writer.write(&[blk::status::OK]).unwrap();
+            }
+            blk::request_type::FLUSH => {
+                for (s, data) in std::mem::take(&mut self.cache) {
+                    let at = s as usize * SECTOR;
+                    self.durable[at..at + SECTOR].copy_from_slice(&data);
+                }
+                writer.write(&[blk::status::OK]).unwrap();
+            }
+            _ => writer.write(&[blk::status::UNSUPP]).unwrap(),
+        }
+        writer.written()
+    }
+
+    /// What a read of sector `s` returns now.
+    fn sector(&self, s: u64) -> Vec<u8> {
+        self.cache.get(&s).cloned().unwrap_or_else(|| {
+            let at = s as usize * SECTOR;
+            self.durable[at..at + SECTOR].to_vec()
+        })
+    }
+
+    /// Power loss: the volatile cache is gone.
+    fn crash(&mut self) {
+        self.cache.clear();
+    }
+
+    fn durable(&self, s: u64) -> &[u8] {
+        let at = s as usize * SECTOR;
+        &self.durable[at..at + SECTOR]
+    }
+}
+
+type Backend0<'a> = VirtioBackend<'a, SharedMemoryTransport<'a, SimNotifier<'a>>, 256>;
+type Srv<'a> = Server<'a, Backend0<'a>, SimNotifier<'a>>;
+
+struct World<'a> {
+    disk_memory: &'a OwnedDma,
+    disk: Rc<RefCell<SimDisk<'a>>>,
+    server: Rc<RefCell<Srv<'a>>>,
+    /// Runs disk and server until quiet: what a client's wait does.
+    pump: Pump<'a>,
+    slot_len: usize,
+}
+
+fn disk_pump<'a>(disk: &Rc<RefCell<SimDisk<'a>>>) -> Pump<'a> {
+    let disk = disk.clone();
+    Rc::new(RefCell::new(Some(Box::new(move || {
+        disk.borrow_mut().step();
+    }) as Box<dyn FnMut() + 'a>)))
+}
+
+fn backend<'a>(
+    memory: &'a OwnedDma,
+    disk: &Rc<RefCell<SimDisk<'a>>>,
+    slot_len: usize,
+) -> Backend0<'a> {
+    let (to_disk, _) = pair(disk_pump(disk), no_pump());
+    // The disk's own notifier was made with the disk; reuse its doorbells.
+    let disk_side = disk.borrow_mut().device.notifier().clone();
+    let notifier = SimNotifier {
+        inbox: disk_side.outbox.clone(),
+        outbox: disk_side.inbox.clone(),
+        pump: to_disk.pump,
+    };
+    let transport = SharedMemoryTransport::new(memory.region(0), notifier).unwrap();
+    let ring = transport.ring_area();
+    let data = transport.data_area();
+    VirtioBackend::new(transport, ring, data, slot_len, |_| Ok(())).unwrap()
+}
+
+impl<'a> World<'a> {
+    fn new(disk_memory: &'a OwnedDma, slot_len: usize) -> Self {
+        let (disk_notifier, _) = pair(no_pump(), no_pump());
+        let mut capacity = [0u8; 8];
+        capacity.copy_from_slice(&DISK_SECTORS.to_le_bytes());
+        let description = DeviceDescription {
+            device_type: id::BLOCK,
+            features: Features::from_bits(&[blk::features::FLUSH]),
+            num_queues: 1,
+            max_queue_size: 256,
+            config: &capacity,
+        };
+        let device =
+            SharedMemoryDevice::new(disk_memory.region(0), RING_LEN, &description, disk_notifier)
+                .unwrap();
+        let disk = Rc::new(RefCell::new(SimDisk {
+            device,
+            queue: None,
+            durable: vec![0; DISK_SECTORS as usize * SECTOR],
+            cache: BTreeMap::new(),
+            hold: false,
+            held: Vec::new(),
+            log: Vec::new(),
+        }));
+        let server = Rc::new(RefCell::new(Server::new(backend(
+            disk_memory,
+            &disk,
+            slot_len,
+        ))));
+        let pump: Pump<'a> = no_pump();
+        {
+            let (server, disk) = (server.clone(), disk.clone());
+            *pump.borrow_mut() = Some(Box::new(move || {
+                for _ in 0..1000 {
+                    let a = disk.borrow_mut().step();
+                    let b = server.borrow_mut().run_once().busy;
+                    if !a && !b {
+                        break;
+                    }
+                }
+            }));
+        }
+        Self {
+            disk_memory,
+            disk,
+            server,
+            pump,
+            slot_len,
+        }
+    }
+
+    /// Adds a client channel exporting `disk`; returns the client-side notifier.
+    fn add(&self, region: DmaRegion<'a>, disk: DiskSpec, name: &str) -> (usize, SimNotifier<'a>) {
+        let (server_side, client_side) = pair(no_pump(), self.pump.clone());
+        let index = self
+            .server
+            .borrow_mut()
+            .add_client(region, RING_LEN, disk, name.as_bytes(), 64, server_side)
+            .unwrap();
+        (index, client_side)
+    }
+
+    fn attach(
+        &self,
+        region: DmaRegion<'a>,
+        notifier: SimNotifier<'a>,
+        depth: usize,
+    ) -> BlkClient<'a, SimNotifier<'a>> {
+        BlkClient::attach(
+            region,
+            notifier,
+            Options {
+                depth,
+                max_waits: 20,
+            },
+        )
+        .unwrap()
+    }
+
+    fn run(&self) {
+        if let Some(run) = self.pump.borrow_mut().as_mut() {
+            run();
+        }
+    }
+
+    /// The server partition restarts: a fresh server drives the disk again and lays out every
+    /// client channel afresh.
+    fn restart_server(&self, clients: &[(DmaRegion<'a>, DiskSpec, SimNotifier<'a>)]) {
+        let backend = backend(self.disk_memory, &self.disk, self.slot_len);
+        let mut server = Server::new(backend);
+        for (region, disk, notifier) in clients {
+            server
+                .add_client(*region, RING_LEN, *disk, b"again", 64, notifier.clone())
+                .unwrap();
+        }
+        *self.server.borrow_mut() = server;
+    }
+
+    fn requests_logged(&self) -> usize {
+        self.disk.borrow().log.len()
+    }
+}
+
+fn pattern(seed: u64, sectors: usize) -> Vec<u8> {
+    (0..sectors * SECTOR)
+        .map(|i| (seed.wrapping_mul(31).wrapping_add(i as u64 * 7) >> 1) as u8)
+        .collect()
+}
+
+fn rw(start: u64, count: u64) -> DiskSpec {
+    DiskSpec {
+        lba_start: start,
+        lba_count: count,
+        read_only: false,
+    }
+}
+
+fn ro(start: u64, count: u64) -> DiskSpec {
+    DiskSpec {
+        read_only: true,
+        ..rw(start, count)
+    }
+}
+
+#[test]
+fn write_read_flush_through_the_whole_path() {
+    let disk_memory = OwnedDma::new(REGION_LEN);
+    let memory = OwnedDma::new(REGION_LEN);
+    let world = World::new(&disk_memory, 4096);
+    let (index, notifier) = world.add(memory.region(0), rw(100, 1000), "storage-disk");
+    let mut client = world.attach(memory.region(0), notifier, 4);
+    assert_eq!(client.capacity(), 1000);
+    assert!(!client.read_only());
+    assert!(client.has_flush());
+    assert_eq!(
+        world.server.borrow().client_state(index),
+        Some(ClientState::Serving)
+    );
+    assert_eq!(&client.get_id().unwrap()[..12], b"storage-disk");
+
+    let data = pattern(1, 8);
+    client.write(0, &data).unwrap();
+    let mut back = vec![0u8; data.len()];
+    client.read(0, &mut back).unwrap();
+    assert_eq!(back, data);
+    // Virtual sector 0 is real sector 100: in the cache, not yet durable.
+    assert_eq!(world.disk.borrow().sector(100), data[..SECTOR]);
+    assert_ne!(world.disk.borrow().durable(100), &data[..SECTOR]);
+    client.flush().unwrap();
+    world.disk.borrow_mut().crash();
+    for s in 0..8 {
+        assert_eq!(
+            world.disk.borrow().durable(100 + s),
+            &data[s as usize * SECTOR..(s as usize + 1) * SECTOR]
+        );
+    }
+    let log = world.disk.borrow().log.clone();
+    assert!(log.contains(&(blk::request_type::OUT, 100, 8 * SECTOR as u64)));
+    assert_eq!(log.last().map(|e| e.0), Some(blk::request_type::FLUSH));
+    let stats = world.server.borrow().client_stats(index).unwrap();
+    assert_eq!(stats.refused, 0);
+    assert_eq!(stats.ok, 4);
+}
+
+#[test]
+fn out_of_range_and_read_only_requests_never_reach_the_device() {
+    let disk_memory = OwnedDma::new(REGION_LEN);
+    let (mem_a, mem_b) = (OwnedDma::new(REGION_LEN), OwnedDma::new(REGION_LEN));
+    let world = World::new(&disk_memory, 4096);
+    let (a, na) = world.add(mem_a.region(0), rw(0, 1000), "a");
+    let (b, nb) = world.add(mem_b.region(0), ro(1000, 100), "b");
+    let mut client_a = world.attach(mem_a.region(0), na, 1);
+    let mut client_b = world.attach(mem_b.region(0), nb, 1);
+    assert!(client_b.read_only());
+    assert_eq!(client_b.capacity(), 100);
+
+    let before = world.requests_logged();
+    let mut buf = vec![0u8; 2 * SECTOR];
+    // A's disk ends at 1000: B's range starts there and is out of A's reach.
+    assert_eq!(client_a.read(1000, &mut buf), Err(BlkError::Io));
+    assert_eq!(client_a.read(999, &mut buf), Err(BlkError::Io));
+    assert_eq!(client_a.write(1000, &buf), Err(BlkError::Io));
+    assert_eq!(client_a.read(u64::MAX, &mut buf), Err(BlkError::Io));
+    assert_eq!(
+        client_a.read(u64::MAX - 1, &mut buf[..SECTOR * 2]),
+        Err(BlkError::Io)
+    );
+    // B may not write, even inside its range; its flush has nothing to do.
+    assert_eq!(client_b.write(0, &buf), Err(BlkError::Io));
+    client_b.flush().unwrap();
+    assert_eq!(
+        world.requests_logged(),
+        before,
+        "refused requests reached the device"
+    );
+
+    // Allowed requests still work for both.
+    client_a.read(998, &mut buf).unwrap();
+    client_b.read(98, &mut buf).unwrap();
+    assert_eq!(world.requests_logged(), before + 2);
+    assert_eq!(
+        world.disk.borrow().log[before + 1],
+        (blk::request_type::IN, 1098, 1024)
+    );
+    assert_eq!(world.server.borrow().client_stats(a).unwrap().refused, 5);
+    assert_eq!(world.server.borrow().client_stats(b).unwrap().refused, 1);
+    assert_eq!(
+        world.server.borrow().client_state(a),
+        Some(ClientState::Serving)
+    );
+}
+
+#[test]
+fn misaligned_and_unsupported_requests_get_a_status() {
+    let disk_memory = OwnedDma::new(REGION_LEN);
+    let memory = OwnedDma::new(REGION_LEN);
+    let world = World::new(&disk_memory, 4096);
+    let (_, notifier) = world.add(memory.region(0), rw(0, 100), "a");
+    let (mut transport, mut queue) = raw_client(memory.region(0), notifier);
+    let data = transport.data_area();
+    // A read of 100 bytes: not a whole sector.
+    let status = raw_request(
+        &mut transport,
+        &mut queue,
+        blk::request_type::IN,
+        0,
+        &[Buffer { addr: 0, len: 16 }],
+        &[
+            Buffer {
+                addr: 4096,
+                len: 100,
+            },
+            Buffer { addr: 64, len: 1 },
+        ],
+    );
+    assert_eq!(status, blk::status::IOERR);
+    let status = raw_request(
+        &mut transport,
+        &mut queue,
+        blk::request_type::DISCARD,
+        0,
+        &[Buffer { addr: 0, len: 16 }],
+        &[Buffer { addr: 64, len: 1 }],
+    );
+    assert_eq!(status, blk::status::UNSUPP);
+    assert_eq!(data.read_u8(64).unwrap(), blk::status::UNSUPP);
+    assert!(world.disk.borrow().log.is_empty());
+}
+
+/// A client driving the ring by hand, to send what a correct driver never would.
+fn raw_client<'a>(
+    region: DmaRegion<'a>,
+    notifier: SimNotifier<'a>,
+) -> (
+    SharedMemoryTransport<'a, SimNotifier<'a>>,
+    SplitQueue<'a, 16>,
+) {
+    let mut transport = SharedMemoryTransport::new(region, notifier).unwrap();
+    let ring = transport.ring_area();
+    let mut queue = None;
+    initialize(&mut transport, Features(0), |t, features| {
+        let q = SplitQueue::<16>::new(ring, features, false)?;
+        t.enable_queue(0, q.size(), q.addresses())?;
+        queue = Some(q);
+        Ok(())
+    })
+    .unwrap();
+    (transport, queue.unwrap())
+}
+
+/// Writes a header at data offset 0, submits the chain, runs the world; returns the status
+/// byte at data offset 64 (0xee if the request did not complete).
+fn raw_request<'a>(
+    transport: &mut SharedMemoryTransport<'a, SimNotifier<'a>>,
+    queue: &mut SplitQueue<'a, 16>,
+    request_type: u32,
+    sector: u64,
+    readable: &[Buffer],
+    writable: &[Buffer],
+) -> u8 {
+    let data = transport.data_area();
+    data.write_bytes(
+        0,
+        &blk::RequestHeader {
+            request_type,
+            sector,
+        }
+        .to_bytes(),
+    )
+    .unwrap();
+    data.write_u8(64, 0xee).unwrap();
+    queue.submit(readable, writable).unwrap();
+    transport.notify(0).unwrap();
+    transport.notifier().wait();
+    while queue.poll_used().unwrap().is_some() {}
+    data.read_u8(64).unwrap()
+}
+
+#[test]
+fn malformed_chains_stop_only_that_client_until_it_resets() {
+    let disk_memory = OwnedDma::new(REGION_LEN);
+    let (mem_good, mem_bad) = (OwnedDma::new(REGION_LEN), OwnedDma::new(REGION_LEN));
+    let world = World::new(&disk_memory, 4096);
+    let (_, ng) = world.add(mem_good.region(0), rw(0, 1000), "good");
+    let (bad, nb) = world.add(mem_bad.region(0), rw(1000, 1000), "bad");
+    let mut good = world.attach(mem_good.region(0), ng, 2);
+    let (mut transport, mut queue) = raw_client(mem_bad.region(0), nb.clone());
+    let data_len = transport.data_area().len() as u64;
+
+    let cases: [(&str, Vec<Buffer>, Vec<Buffer>, Broken); 4] = [
+        (
+            "short header",
+            vec![Buffer { addr: 0, len: 8 }],
+            vec![Buffer { addr: 64, len: 1 }],
+            Broken::NoHeader,
+        ),
+        (
+            "no status byte",
+            vec![Buffer { addr: 0, len: 16 }],
+            vec![],
+            Broken::NoStatus,
+        ),
+        (
+            "buffer outside the data area",
+            vec![Buffer { addr: 0, len: 16 }],
+            vec![
+                Buffer {
+                    addr: data_len - 8,
+                    len: 512,
+                },
+                Buffer { addr: 64, len: 1 },
+            ],
+            Broken::Queue(virtio::Error::BufferOutsideGrant),
+        ),
+        (
+            "descriptor loop",
+            vec![Buffer { addr: 0, len: 16 }],
+            vec![Buffer { addr: 64, len: 1 }],
+            Broken::Queue(virtio::Error::DescriptorLoop),
+        ),
+    ];
+    let mut breaks = 0;
+    for (what, readable, writable, why) in cases {
+        let data = transport.data_area();
+        data.write_bytes(
+            0,
+            &blk::RequestHeader {
+                request_type: blk::request_type::IN,
+                sector: 0,
+            }
+            .to_bytes(),
+        )
+        .unwrap();
+        let token = queue.submit(&readable, &writable).unwrap();
+        if why == Broken::Queue(virtio::Error::DescriptorLoop) {
+            // Make the head descriptor point at itself with NEXT set, behind the driver's back.
+            let ring = transport.ring_area();
+            let desc = usize::from(token.0) * 16;
+            let flags = ring.read_u16(desc + 12).unwrap();
+            ring.write_u16(desc + 12, flags | 1).unwrap();
+            ring.write_u16(desc + 14, token.0).unwrap();
+        }
+        transport.notify(0).unwrap();
+        world.run();
+        breaks += 1;
+        assert_eq!(
+            world.server.borrow().client_state(bad),
+            Some(ClientState::Broken(why)),
+            "{what}"
+        );
+        assert_eq!(
+            world.server.borrow().client_stats(bad).unwrap().breaks,
+            breaks
+        );
+        assert_ne!(transport.status() & status::DEVICE_NEEDS_RESET, 0, "{what}");
+        // Everything but a reset is ignored now; the other client is served all along.
+        let mut buf = [0u8; SECTOR];
+        good.write(breaks as u64, &[breaks as u8; SECTOR]).unwrap();
+        good.read(breaks as u64, &mut buf).unwrap();
+        assert_eq!(buf, [breaks as u8; SECTOR], "{what}");
+        // The broken client resets and is served again.
+        let (t, q) = raw_client(mem_bad.region(0), nb.clone());
+        transport = t;
+        queue = q;
+        assert_eq!(
+            world.server.borrow().client_state(bad),
+            Some(ClientState::Serving),
+            "{what}"
+        );
+        let status = raw_request(
+            &mut transport,
+            &mut queue,
+            blk::request_type::IN,
+            0,
+            &[Buffer { addr: 0, len: 16 }],
+            &[
+                Buffer {
+                    addr: 4096,
+                    len: 512,
+                },
+                Buffer { addr: 64, len: 1 },
+            ],
+        );
+        assert_eq!(status, blk::status::OK, "{what}");
+    }
+    // Nothing the broken client sent reached the device as a write.
+    assert!(
+        world
+            .disk
+            .borrow()
+            .log
+            .iter()
+            .all(|&(t, s, _)| t != blk::request_type::OUT || s < 1000)
+    );
+}
+
+#[test]
+fn flush_completes_only_after_earlier_writes_and_the_device_flush() {
+    let disk_memory = OwnedDma::new(REGION_LEN);
+    let memory = OwnedDma::new(REGION_LEN);
+    let world = World::new(&disk_memory, 4096);
+    let (_, notifier) = world.add(memory.region(0), rw(0, 1000), "a");
+    let mut client = world.attach(memory.region(0), notifier, 4);
+    let data = pattern(7, 2);
+    client.buffer(0).unwrap().write_bytes(0, &data).unwrap();
+    world.disk.borrow_mut().hold = true;
+    let before = world.requests_logged();
+    client.submit(0, ClientOp::Write, 10, data.len()).unwrap();
+    client.submit(1, ClientOp::Flush, 0, 0).unwrap();
+    world.run();
+    // The write reached the device; the flush waits for it to complete.
+    assert_eq!(
+        world.disk.borrow().log[before..],
+        [(blk::request_type::OUT, 10, 1024)]
+    );
+    assert_eq!(client.poll().unwrap(), None);
+    // The device completes the write; now the flush goes out, and is held in turn.
+    world.disk.borrow_mut().hold = false;
+    world.disk.borrow_mut().step();
+    world.disk.borrow_mut().hold = true;
+    world.run();
+    assert_eq!(world.disk.borrow().log.len(), before + 2);
+    assert_eq!(
+        world.disk.borrow().log[before + 1].0,
+        blk::request_type::FLUSH
+    );
+    assert_eq!(client.poll().unwrap(), Some((0, blk::status::OK)));
+    assert_eq!(
+        client.poll().unwrap(),
+        None,
+        "flush completed before the device's"
+    );
+    assert_ne!(world.disk.borrow().durable(10), &data[..SECTOR]);
+    world.disk.borrow_mut().hold = false;
+    world.run();
+    assert_eq!(client.poll().unwrap(), Some((1, blk::status::OK)));
+    world.disk.borrow_mut().crash();
+    assert_eq!(world.disk.borrow().durable(10), &data[..SECTOR]);
+    assert_eq!(world.disk.borrow().durable(11), &data[SECTOR..]);
+}
+
+#[test]
+fn large_requests_are_split_and_many_are_in_flight() {
+    let disk_memory = OwnedDma::new(REGION_LEN);
+    let memory = OwnedDma::new(REGION_LEN);
+    // Small bounce slots: a 32 KiB request takes eight of them.
+    let world = World::new(&disk_memory, 4096);
+    assert!(world.server.borrow_mut().backend().slots() >= 8);
+    let (_, notifier) = world.add(memory.region(0), rw(500, 2000), "a");
+    let mut client = world.attach(memory.region(0), notifier, 4);
+    let data = pattern(3, 64);
+    client.write(100, &data).unwrap();
+    let mut back = vec![0u8; data.len()];
+    client.read(100, &mut back).unwrap();
+    assert_eq!(back, data);
+    // Four requests at once, each on its own tag.
+    for tag in 0..4 {
+        let chunk = &data[tag * 4096..(tag + 1) * 4096];
+        client.buffer(tag).unwrap().write_bytes(0, chunk).unwrap();
+        client
+            .submit(tag, ClientOp::Write, 1000 + tag as u64 * 8, 4096)
+            .unwrap();
+    }
+    let mut done = 0;
+    while done < 4 {
+        let (_, status) = client.wait_any().unwrap();
+        assert_eq!(status, blk::status::OK);
+        done += 1;
+    }
+    for tag in 0..4 {
+        client
+            .submit(tag, ClientOp::Read, 1000 + tag as u64 * 8, 4096)
+            .unwrap();
+    }
+    let mut seen = [false; 4];
+    for _ in 0..4 {
+        let (tag, status) = client.wait_any().unwrap();
+        assert_eq!(status, blk::status::OK);
+        let mut chunk = vec![0u8; 4096];
+        client
+            .buffer(tag)
+            .unwrap()
+            .read_bytes(0, &mut chunk)
+            .unwrap();
+        assert_eq!(chunk, data[tag * 4096..(tag + 1) * 4096]);
+        seen[tag] = true;
+    }
+    assert_eq!(seen, [true; 4]);
+    assert_eq!(world.server.borrow().in_flight(), 0);
+    assert_eq!(world.server.borrow().queued(), 0);
+}
+
+#[test]
+fn a_server_restart_is_reported_and_flushed_writes_survive_it() {
+    let disk_memory = OwnedDma::new(REGION_LEN);
+    let memory = OwnedDma::new(REGION_LEN);
+    let world = World::new(&disk_memory, 4096);
+    let spec = rw(200, 800);
+    let (_, notifier) = world.add(memory.region(0), spec, "a");
+    let server_side = {
+        // The server's end of this channel, for the restarted server.
+        let n = notifier.clone();
+        SimNotifier {
+            inbox: n.outbox.clone(),
+            outbox: n.inbox.clone(),
+            pump: no_pump(),
+        }
+    };
+    let mut client = world.attach(memory.region(0), notifier, 2);
+    let flushed = pattern(11, 4);
+    client.write(0, &flushed).unwrap();
+    client.flush().unwrap();
+    // A write in flight when the server goes down: the device never completes it.
+    let lost = pattern(12, 4);
+    client.buffer(0).unwrap().write_bytes(0, &lost).unwrap();
+    world.disk.borrow_mut().hold = true;
+    client.submit(0, ClientOp::Write, 0, lost.len()).unwrap();
+    world.run();
+    world.restart_server(&[(memory.region(0), spec, server_side)]);
+    world.disk.borrow_mut().hold = false;
+    world.disk.borrow_mut().crash();
+    // The client learns of the restart as a device reset, not a hang.
+    assert_eq!(client.wait_any(), Err(BlkError::Reset));
+    client.reconnect().unwrap();
+    let mut back = vec![0u8; flushed.len()];
+    client.read(0, &mut back).unwrap();
+    assert_eq!(back, flushed, "a write acknowledged by a flush was lost");
+    // The defined retry: write again, flush, verify.
+    client.write(0, &lost).unwrap();
+    client.flush().unwrap();
+    client.read(0, &mut back).unwrap();
+    assert_eq!(back, lost);
+}
+
+#[test]
+fn a_client_reset_drops_its_requests_in_flight() {
+    let disk_memory = OwnedDma::new(REGION_LEN);
+    let memory = OwnedDma::new(REGION_LEN);
+    let world = World::new(&disk_memory, 4096);
+    let (index, notifier) = world.add(memory.region(0), rw(0, 100), "a");
+    let mut client = world.attach(memory.region(0), notifier, 2);
+    client.write(5, &[0x5a; SECTOR]).unwrap();
+    world.disk.borrow_mut().hold = true;
+    client.submit(0, ClientOp::Read, 5, SECTOR).unwrap();
+    world.run();
+    assert_eq!(world.server.borrow().in_flight(), 1);
+    // The client resets and sets up a fresh queue while the read is still on the device.
+    client.reconnect().unwrap();
+    client.buffer(0).unwrap().fill(0, SECTOR, 0).unwrap();
+    world.disk.borrow_mut().hold = false;
+    world.run();
+    assert_eq!(world.server.borrow().in_flight(), 0);
+    assert_eq!(world.server.borrow().queued(), 0);
+    // The stale completion went nowhere: not into the new queue, not into the buffer.
+    assert_eq!(client.poll().unwrap(), None);
+    let mut buf = [0u8; SECTOR];
+    client.buffer(0).unwrap().read_bytes(0, &mut buf).unwrap();
+    assert_eq!(buf, [0; SECTOR]);
+    assert_eq!(world.server.borrow().client_stats(index).unwrap().resets, 1);
+    client.read(5, &mut buf).unwrap();
+    assert_eq!(buf, [0x5a; SECTOR]);
+}
+
+#[test]
+fn virtual_disks_come_from_the_configuration_text() {
+    let text = "queue-depth = 64\n\
+        channels.storage-disk.disk = \"disk0\"\n\
+        channels.storage-disk.lba-start = 0\n\
+        channels.storage-disk.lba-count = 65536\n\
+        channels.storage-disk.access = \"read-write\"\n\
+        channels.control-disk.disk = \"disk0\"\n\
+        channels.control-disk.lba-start = 65536\n\
+        channels.control-disk.lba-count = 2048\n\
+        channels.control-disk.access = \"read-only\"\n";
+    let config = Config::new(text);
+    let specs: Vec<_> = config
+        .channels()
+        .map(|c| {
+            DiskSpec::from_config(
+                config.channel_u64(c, "lba-start"),
+                config.channel_u64(c, "lba-count"),
+                config.channel_get(c, "access"),
+                1 << 20,
+            )
+        })
+        .collect();
+    assert_eq!(specs, [Ok(rw(0, 65536)), Ok(ro(65536, 2048))]);
+    assert_eq!(config.get_u64("queue-depth"), Some(64));
+}
