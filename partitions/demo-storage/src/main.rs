@@ -1,0 +1,276 @@
+//! The demo's storage partition: on its virtual disk (exported by the block server over the
+//! inter-partition VirtIO transport) it writes a round of checksummed blocks, flushes, reads
+//! them back and verifies them, prints what it did, sleeps a little and goes again.
+//!
+//! Rounds alternate between two areas of the disk, so the previous round's flushed blocks are
+//! always on the disk while the next round writes. When the server restarts (the transport
+//! reports a device reset) the round in progress is abandoned, the client reconnects, checks
+//! that the last flushed round is intact (no acknowledged write may be lost), and redoes the
+//! round. When this partition itself restarts it looks for the newest intact round first.
+//!
+//! Configuration (`[partitions.storage.config]`, all optional): `channel` (default
+//! `storage-disk`; the shared region and notifications are named after it as in
+//! docs/io-servers.md), `blocks` per round (default 16), `sleep-ms` between rounds (default
+//! 100), `irq-mask` (notification bits to wait on, default all).
+#![no_std]
+#![no_main]
+
+use abi::ObjectKind;
+use blk_client::{BlkClient, BlkError, Options};
+use rt::println;
+use rt::syscall::{lookup, notify, partition_info, poll, region_info, sleep_until, time_now_ns};
+use virtio::dma::DmaRegion;
+use virtio::transport::shmem::Notifier;
+
+rt::entry!(main);
+
+const SECTOR: usize = 512;
+/// Most blocks per round (the buffer is on the stack).
+const MAX_BLOCKS: usize = 32;
+/// Bytes of a block covered by its checksum.
+const BODY: usize = SECTOR - 4;
+const MAGIC: &[u8; 4] = b"BHDS";
+/// How long one wait for the server lasts before it counts as a miss.
+const WAIT_NS: u64 = 50_000_000;
+/// Sleep between polls of the notification word while waiting.
+const POLL_NS: u64 = 1_000_000;
+
+/// Kicks the server through the `C-kick` notification; waits for `C-irq` by polling the
+/// notification word with short sleeps, so that a server that is gone costs a bounded wait
+/// (and a [`BlkError::Timeout`]) rather than a hang.
+#[derive(Clone)]
+struct KernelNotifier {
+    kick: usize,
+    mask: u64,
+}
+
+impl Notifier for KernelNotifier {
+    fn notify_peer(&mut self) {
+        let _ = notify(self.kick);
+    }
+    fn take_pending(&mut self) -> bool {
+        poll(self.mask).is_ok_and(|bits| bits != 0)
+    }
+    fn wait(&mut self) -> bool {
+        let deadline = time_now_ns() + WAIT_NS;
+        loop {
+            if self.take_pending() {
+                return true;
+            }
+            let now = time_now_ns();
+            if now >= deadline {
+                return false;
+            }
+            sleep_until(now + POLL_NS);
+        }
+    }
+}
+
+/// FNV-1a, 32 bits.
+fn checksum(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// Block `lba` of round `round`: magic, round, LBA, pseudo-random filler, checksum.
+fn fill_block(block: &mut [u8], round: u64, lba: u64) {
+    block[0..4].copy_from_slice(MAGIC);
+    block[4..12].copy_from_slice(&round.to_le_bytes());
+    block[12..20].copy_from_slice(&lba.to_le_bytes());
+    let mut x = round.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ lba ^ 0x5555;
+    for b in &mut block[20..BODY] {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let sum = checksum(&block[..BODY]);
+    block[BODY..SECTOR].copy_from_slice(&sum.to_le_bytes());
+}
+
+/// The round a block belongs to, if its checksum and LBA are right.
+fn check_block(block: &[u8], lba: u64) -> Option<u64> {
+    let sum = u32::from_le_bytes(block[BODY..SECTOR].try_into().ok()?);
+    if &block[0..4] != MAGIC || checksum(&block[..BODY]) != sum {
+        return None;
+    }
+    let round = u64::from_le_bytes(block[4..12].try_into().ok()?);
+    let at = u64::from_le_bytes(block[12..20].try_into().ok()?);
+    (at == lba).then_some(round)
+}
+
+/// Reads area `area` and returns the round all its blocks carry, if they are all intact and
+/// agree.
+fn read_area(
+    disk: &mut BlkClient<'_, KernelNotifier>,
+    buf: &mut [u8],
+    area_lba: u64,
+) -> Result<Option<u64>, BlkError> {
+    disk.read(area_lba, buf)?;
+    let mut round = None;
+    for (i, block) in buf.chunks(SECTOR).enumerate() {
+        let r = check_block(block, area_lba + i as u64);
+        match (r, round) {
+            (None, _) => return Ok(None),
+            (Some(r), None) => round = Some(r),
+            (Some(r), Some(seen)) if r != seen => return Ok(None),
+            _ => {}
+        }
+    }
+    Ok(round)
+}
+
+fn sleep_ms(ms: u64) {
+    sleep_until(time_now_ns() + ms * 1_000_000);
+}
+
+/// Attaches (or re-attaches) to the disk, waiting for the server as long as it takes.
+fn connect<'a>(
+    region: DmaRegion<'a>,
+    notifier: &KernelNotifier,
+    channel: &str,
+) -> BlkClient<'a, KernelNotifier> {
+    let mut reported = false;
+    loop {
+        let options = Options {
+            depth: 1,
+            max_waits: 100,
+        };
+        match BlkClient::attach(region, notifier.clone(), options) {
+            Ok(disk) => return disk,
+            Err(e) => {
+                if !reported {
+                    println!("{channel}: waiting for the disk server ({e:?})");
+                    reported = true;
+                }
+                sleep_ms(100);
+            }
+        }
+    }
+}
+
+/// `name` + `suffix` in `buf`.
+fn join<'b>(buf: &'b mut [u8; 64], name: &str, suffix: &str) -> &'b str {
+    let name = &name.as_bytes()[..name.len().min(buf.len() - suffix.len())];
+    let n = name.len() + suffix.len();
+    buf[..name.len()].copy_from_slice(name);
+    buf[name.len()..n].copy_from_slice(suffix.as_bytes());
+    core::str::from_utf8(&buf[..n]).unwrap_or("")
+}
+
+fn main() {
+    let generation = partition_info().map_or(0, |i| i.generation);
+    let mut text = [0u8; 1024];
+    let config = rt::config::read(&mut text).unwrap_or(rt::config::Config::new(""));
+    let channel = config.get("channel").unwrap_or("storage-disk");
+    let blocks = config
+        .get_u64("blocks")
+        .unwrap_or(16)
+        .clamp(1, MAX_BLOCKS as u64) as usize;
+    let pause = config.get_u64("sleep-ms").unwrap_or(100);
+    let mask = config.get_u64("irq-mask").unwrap_or(u64::MAX);
+    let mut b = [0u8; 64];
+    let kick_name = config
+        .get("kick")
+        .unwrap_or_else(|| join(&mut b, channel, "-kick"));
+    let region_name = config.get("region").unwrap_or(channel);
+
+    let region = lookup(ObjectKind::SharedRegion, region_name).and_then(region_info);
+    let kick = lookup(ObjectKind::Notification, kick_name);
+    let (Ok(region), Ok(kick)) = (region, kick) else {
+        println!(
+            "{channel}: shared region {region_name} or notification {kick_name} not granted: {region:?} {kick:?}"
+        );
+        return;
+    };
+    // SAFETY: the kernel mapped the shared region at `address` for this partition and the
+    // server for the partition's whole life; it is accessed only through DmaRegion views
+    // (volatile and atomic accesses), and the library treats its contents as untrusted.
+    let Ok(memory) =
+        (unsafe { DmaRegion::new(region.address as *mut u8, region.size as usize, 0) })
+    else {
+        return;
+    };
+    let notifier = KernelNotifier { kick, mask };
+    let mut disk = connect(memory, &notifier, channel);
+    let sectors = (blocks * SECTOR) as u64 / SECTOR as u64;
+    println!(
+        "{channel}: {} sectors ({} KiB){}, flush {}; rounds of {blocks} blocks (generation {generation})",
+        disk.capacity(),
+        disk.capacity() / 2,
+        if disk.read_only() { ", read-only" } else { "" },
+        if disk.has_flush() { "yes" } else { "no" },
+    );
+    if disk.read_only() || disk.capacity() < 2 * sectors {
+        println!("{channel}: the disk is read-only or too small for two areas; stopping");
+        return;
+    }
+    let mut buf = [0u8; MAX_BLOCKS * SECTOR];
+    let buf = &mut buf[..blocks * SECTOR];
+    let area = |round: u64| (round % 2) * sectors;
+
+    // After our own restart: continue after the newest intact round on the disk.
+    let mut flushed: Option<u64> = None;
+    for a in 0..2 {
+        if let Ok(Some(r)) = read_area(&mut disk, buf, a * sectors) {
+            flushed = Some(flushed.map_or(r, |f: u64| f.max(r)));
+        }
+    }
+    if let Some(r) = flushed {
+        println!("{channel}: found round {r} intact on the disk; continuing after it");
+    }
+    let mut round = flushed.map_or(1, |r| r + 1);
+    let mut recovering = false;
+    loop {
+        let started = time_now_ns();
+        let result = (|| -> Result<(), BlkError> {
+            if recovering {
+                if let Some(r) = flushed {
+                    match read_area(&mut disk, buf, area(r))? {
+                        Some(found) if found == r => println!(
+                            "{channel}: round {r}'s flushed blocks survived the restart intact"
+                        ),
+                        other => println!(
+                            "FAIL {channel}: round {r}'s flushed blocks were lost: found {other:?}"
+                        ),
+                    }
+                }
+                recovering = false;
+            }
+            let lba = area(round);
+            for (i, block) in buf.chunks_mut(SECTOR).enumerate() {
+                fill_block(block, round, lba + i as u64);
+            }
+            disk.write(lba, buf)?;
+            disk.flush()?;
+            flushed = Some(round);
+            buf.fill(0);
+            match read_area(&mut disk, buf, lba)? {
+                Some(r) if r == round => Ok(()),
+                other => {
+                    println!("FAIL {channel}: round {round} read back wrong: {other:?}");
+                    Ok(())
+                }
+            }
+        })();
+        match result {
+            Ok(()) => {
+                let us = (time_now_ns() - started) / 1000;
+                println!(
+                    "round {round}: wrote {blocks} blocks at sector {}, flushed, read back, verified ({us} us)",
+                    area(round)
+                );
+                round += 1;
+            }
+            Err(e @ (BlkError::Reset | BlkError::NeedsReset | BlkError::Timeout)) => {
+                println!("round {round}: disk server gone ({e:?}); reconnecting and retrying");
+                disk = connect(memory, &notifier, channel);
+                recovering = true;
+                continue;
+            }
+            Err(e) => println!("round {round}: I/O error {e:?}; retrying"),
+        }
+        sleep_ms(pause);
+    }
+}
