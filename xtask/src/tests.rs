@@ -550,6 +550,65 @@ const DMA_CASE: Case = Case {
     qemu_args: &[],
 };
 
+/// QEMU devices of the device-grant case: a virtio-blk PCI function at 00:04.0 over a null
+/// block driver (reads zeros, no file needed) and a second serial port for COM2.
+const DEVICE_QEMU: &[&str] = &[
+    "-serial",
+    "null",
+    "-blockdev",
+    "driver=null-co,node-name=null0,size=67108864",
+    "-device",
+    "virtio-blk-pci,drive=null0,addr=0x4,disable-legacy=off,disable-modern=off",
+    "-icount",
+    "shift=0",
+];
+
+/// Device grants: a PCI function's registers, configuration space and windows for its owner;
+/// I/O ports and an interrupt line for another; nothing past either grant.
+const DEVICE_CASE: Case = Case {
+    name: "x86_64-device-grants-pci-io-ports-and-interrupts",
+    arch: Arch::X86_64,
+    uefi: false,
+    system: Some("devices"),
+    cmdline: "exit",
+    expect: Outcome::Success,
+    patterns: &[
+        r"device disk0: granted to probe \(3 windows, interrupt bits 0x3\)",
+        r"device com2: granted to uart \(1 windows, interrupt bits 0x1\)",
+        r"every partition has ended; powering off",
+    ],
+    check: Some(|log| {
+        absent(log, "FAIL")?;
+        for pattern in [
+            r"probe: disk0: PCI 00:04\.0 1af4:1001, MSI-X vectors 2, interrupt bits 0x3",
+            r"probe: disk0: window IoBar 0 at 0x0 port 0x[0-9a-f]+ size 0x80",
+            r"probe: disk0: window MemoryBar 4 at 0x3000000[0-9a-f]+ port 0x0 size 0x4000",
+            r"probe: ok: another partition's device is not granted",
+            r"probe: ok: BAR0 reads its type bits only",
+            r"probe: ok: writing a BAR is refused",
+            r"probe: ok: writing MSI-X message control is refused",
+            r"probe: ok: bus mastering can be enabled",
+            r"probe: ok: the legacy I/O BAR answers",
+            r"probe: ok: the modern memory BAR answers",
+            r"probe: ok: the kernel will not read device registers",
+            r"probe: ok: config access to another partition's device is refused",
+            r#"health: partition "probe" page fault \(read\) at 0x3000000[0-9a-f]+ .*stopped"#,
+            r"uart: com2: ports 0x2f8\+8, interrupt bits 0x1",
+            r"uart: bench: device interrupt to handler \d+ ns",
+            r"uart: 200 interrupts taken and acknowledged",
+            r#"health: partition "uart" general protection .*stopped"#,
+        ] {
+            find(log, pattern)?;
+        }
+        let probe_oks = log.iter().filter(|l| l.contains("probe: ok: ")).count();
+        if probe_oks != 17 {
+            return Err(format!("expected 17 probe checks to pass, saw {probe_oks}"));
+        }
+        Ok(())
+    }),
+    qemu_args: DEVICE_QEMU,
+};
+
 /// Seconds since boot of a log line (`[    1.234567] ...`).
 fn timestamp_us(line: &str) -> Option<u64> {
     let rest = line.strip_prefix('[')?;
@@ -782,6 +841,7 @@ fn all_cases() -> Vec<Case> {
         .chain(PARTITION_CASES)
         .copied()
         .chain(aarch64_partition_cases())
+        .chain([DEVICE_CASE])
         .collect()
 }
 
