@@ -188,6 +188,8 @@ impl<T: Transport, const Q: usize> Backend for VirtioBackend<'_, T, Q> {
             Op::Write => blk::request_type::OUT,
             Op::Flush => blk::request_type::FLUSH,
         };
+        // §5.2.6: `sector` is unused and 0 for anything but reads and writes.
+        let sector = if op == Op::Flush { 0 } else { sector };
         let header = blk::RequestHeader {
             request_type,
             sector,

@@ -562,6 +562,22 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
         if !done {
             return;
         }
+        // §5.2.6.2: when the client did not negotiate VIRTIO_BLK_F_FLUSH (which is always
+        // offered), a completed write must already be stable: follow it with a flush of the
+        // real device and complete it only after that.
+        let write_through = current
+            && request.kind == Kind::Write
+            && !request.failed
+            && self.clients[request.client]
+                .as_ref()
+                .is_some_and(|c| !c.device.negotiated().has(blk::features::FLUSH));
+        if write_through {
+            if let Some(request) = self.requests[r].as_mut() {
+                request.kind = Kind::Flush;
+                request.issued = 0;
+            }
+            return;
+        }
         let Some(request) = self.requests[r].take() else {
             return;
         };

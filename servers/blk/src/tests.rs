@@ -844,3 +844,39 @@ fn virtual_disks_come_from_the_configuration_text() {
     assert_eq!(specs, [Ok(rw(0, 65536)), Ok(ro(65536, 2048))]);
     assert_eq!(config.get_u64("queue-depth"), Some(64));
 }
+
+#[test]
+fn writes_of_a_client_without_flush_are_made_stable_before_they_complete() {
+    let disk_memory = OwnedDma::new(REGION_LEN);
+    let memory = OwnedDma::new(REGION_LEN);
+    let world = World::new(&disk_memory, 4096);
+    let (_, notifier) = world.add(memory.region(0), rw(0, 100), "a");
+    // This driver negotiates no features at all: not VIRTIO_BLK_F_FLUSH either.
+    let (mut transport, mut queue) = raw_client(memory.region(0), notifier);
+    transport.data_area().fill(4096, SECTOR, 0x77).unwrap();
+    let status = raw_request(
+        &mut transport,
+        &mut queue,
+        blk::request_type::OUT,
+        3,
+        &[
+            Buffer { addr: 0, len: 16 },
+            Buffer {
+                addr: 4096,
+                len: 512,
+            },
+        ],
+        &[Buffer { addr: 64, len: 1 }],
+    );
+    assert_eq!(status, blk::status::OK);
+    let log = world.disk.borrow().log.clone();
+    assert_eq!(
+        log,
+        [
+            (blk::request_type::OUT, 3, 512),
+            (blk::request_type::FLUSH, 0, 0)
+        ]
+    );
+    world.disk.borrow_mut().crash();
+    assert_eq!(world.disk.borrow().durable(3), &[0x77; SECTOR]);
+}
