@@ -6,6 +6,7 @@
 
 mod bench;
 mod build;
+mod devices;
 mod image;
 mod lint;
 mod qemu;
@@ -57,7 +58,7 @@ pub struct BuildOpts {
 /// What goes into a bootable image; shared by `image` and `run`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ImageOpts {
-    /// System description: a name in systems/ or a path (default: hello). `none` means no
+    /// System description: a name in systems/ or a path (default: demo). `none` means no
     /// system: the kernel alone.
     pub system: Option<String>,
     #[command(flatten)]
@@ -76,7 +77,7 @@ impl ImageOpts {
         match self.system.as_deref() {
             Some("none") => None,
             Some(name) => Some(name),
-            None => Some("hello"),
+            None => Some("demo"),
         }
     }
 }
@@ -105,6 +106,10 @@ enum Command {
         /// Give up after this many seconds when not on a terminal.
         #[arg(long, default_value_t = 120)]
         timeout: u64,
+        /// Raw disk image for the system's block device (default: one made under
+        /// target/disks, 64 MiB).
+        #[arg(long)]
+        disk: Option<std::path::PathBuf>,
         /// Extra arguments passed to QEMU as they are.
         #[arg(last = true)]
         qemu_args: Vec<String>,
@@ -121,6 +126,9 @@ enum Command {
         #[arg(long)]
         filter: Option<String>,
     },
+    /// The long fuzz: twenty million random system calls on each architecture while a
+    /// neighbour checks its memory (the test suite runs one million).
+    Soak,
     /// Check formatting and run clippy (warnings denied) on host and target crates.
     Lint,
     /// Print performance figures, each compared with a reference measured in the same run.
@@ -155,12 +163,13 @@ fn run() -> Result<()> {
         Command::Run {
             image,
             timeout,
+            disk,
             qemu_args,
         } => {
             setup::ensure_toolchain()?;
             setup::ensure_qemu()?;
             let interactive = std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
-            qemu::run(&image, interactive, timeout, &qemu_args)
+            qemu::run(&image, interactive, timeout, disk.as_deref(), &qemu_args)
         }
         Command::Test {
             host_only,
@@ -176,6 +185,11 @@ fn run() -> Result<()> {
                 tests::qemu(filter.as_deref())?;
             }
             Ok(())
+        }
+        Command::Soak => {
+            setup::ensure_toolchain()?;
+            setup::ensure_qemu()?;
+            tests::soak()
         }
         Command::Lint => {
             setup::ensure_toolchain()?;

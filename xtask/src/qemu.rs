@@ -105,6 +105,7 @@ pub fn run(
     image_opts: &ImageOpts,
     interactive: bool,
     timeout: u64,
+    disk: Option<&std::path::Path>,
     extra: &[String],
 ) -> Result<()> {
     let (opts, uefi, cmdline, system) = (
@@ -118,11 +119,17 @@ pub fn run(
     }
     let mut words = cmdline.to_string();
     if !interactive {
-        words.push_str(" exit");
+        // A system that ends by itself powers off when done; one that serves forever (the
+        // demo) is shown for a few seconds of guest time.
+        words.push_str(" exit run_ms=4000");
     }
     let cmdline = effective_cmdline(opts.arch, &words);
     let bootable = image::bootable(opts, uefi, &cmdline, system)?;
     let mut cmd = command(opts.arch, &bootable, interactive);
+    if let Some(name) = system {
+        let description = crate::system::load(&crate::system::description_path(name))?;
+        cmd.args(crate::devices::qemu_args(&description, opts.arch, disk)?);
+    }
     cmd.args(extra);
     if interactive {
         eprintln!(

@@ -17,7 +17,9 @@ use crate::{Arch, build as cargo_build};
 /// Crates under these folders whose manifest has a binary are programs a description may name.
 const PROGRAM_DIRS: [&str; 2] = ["partitions", "servers"];
 
-/// Names of the programs that can be built: crates with a `src/main.rs`.
+/// Names of the programs that can be built: the packages of crates with a `src/main.rs` (a
+/// server's folder is named for its device class, `servers/blk`, its package for what it is,
+/// `virtio-blk-server`).
 pub fn available_programs() -> Vec<String> {
     let mut names = Vec::new();
     for dir in PROGRAM_DIRS {
@@ -25,9 +27,16 @@ pub fn available_programs() -> Vec<String> {
             continue;
         };
         for entry in entries.flatten() {
-            if entry.path().join("src/main.rs").exists() {
-                names.push(entry.file_name().to_string_lossy().into_owned());
+            if !entry.path().join("src/main.rs").exists() {
+                continue;
             }
+            let manifest = fs::read_to_string(entry.path().join("Cargo.toml")).unwrap_or_default();
+            let name = manifest
+                .parse::<sysdesc::toml::Table>()
+                .ok()
+                .and_then(|t| t.get("package")?.get("name")?.as_str().map(str::to_owned))
+                .unwrap_or_else(|| entry.file_name().to_string_lossy().into_owned());
+            names.push(name);
         }
     }
     names.sort();

@@ -552,7 +552,7 @@ const DMA_CASE: Case = Case {
 
 /// QEMU devices of the device-grant case: a virtio-blk PCI function at 00:04.0 over a null
 /// block driver (reads zeros, no file needed) and a second serial port for COM2.
-const DEVICE_QEMU: &[&str] = &[
+pub const DEVICE_QEMU: &[&str] = &[
     "-serial",
     "null",
     "-blockdev",
@@ -852,10 +852,38 @@ pub fn qemu(filter: Option<&str>) -> Result<()> {
         .iter()
         .filter(|c| filter.is_none_or(|f| c.name.contains(f)))
         .collect();
+    run_cases(&cases, Duration::from_secs(90))
+}
+
+/// The soak run (`cargo xtask soak`): the hostile system with twenty million random syscalls
+/// instead of one million, on both architectures, checked as the test suite checks the short
+/// run.
+pub fn soak() -> Result<()> {
+    let x86 = Case {
+        name: "x86_64-soak-20-million-random-syscalls",
+        system: Some("soak"),
+        patterns: &[
+            r"hostile: all \d+ malformed calls returned their errors$",
+            r"fuzz: 250000 calls, \d+ returned errors",
+            r"fuzz: done: 20000000 calls, \d+ errors, the kernel is still here",
+            r"partition fuzz has ended; powering off",
+        ],
+        ..HOSTILE_CASE
+    };
+    let aarch64 = Case {
+        name: "aarch64-soak-20-million-random-syscalls",
+        arch: Arch::Aarch64,
+        ..x86
+    };
+    run_cases(&[&x86, &aarch64], Duration::from_secs(3600))
+}
+
+/// Boots each case with its own image and checks its log; fails if any case failed.
+fn run_cases(cases: &[&Case], timeout: Duration) -> Result<()> {
     let mut failed = Vec::new();
     println!("xtask: {} QEMU integration tests", cases.len());
     let mut kernels = std::collections::HashMap::new();
-    for case in &cases {
+    for case in cases {
         if let std::collections::hash_map::Entry::Vacant(slot) = kernels.entry(case.arch.name()) {
             slot.insert(build::kernel(&BuildOpts {
                 arch: case.arch,
@@ -863,7 +891,7 @@ pub fn qemu(filter: Option<&str>) -> Result<()> {
             })?);
         }
     }
-    for case in &cases {
+    for case in cases {
         let kernel = &kernels[&case.arch.name()];
         let cmdline = qemu_cmdline(case);
         let payload = image::payload(case.arch, &cmdline, case.system)?;
@@ -871,7 +899,7 @@ pub fn qemu(filter: Option<&str>) -> Result<()> {
         let bootable = image::from_kernel(kernel, case.arch, case.uefi, &cmdline, &payload, tag)?;
         let mut cmd = qemu::command(case.arch, &bootable, false);
         cmd.args(case.qemu_args);
-        let captured = qemu::capture(cmd, case.arch, Duration::from_secs(90), false)?;
+        let captured = qemu::capture(cmd, case.arch, timeout, false)?;
         match verify(case, &captured) {
             Ok(()) => println!(
                 "test {} ... ok ({:.1} s)",

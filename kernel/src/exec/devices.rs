@@ -14,7 +14,7 @@ use super::{Blocked, Exec, MAX_PARTITIONS, Partition};
 use crate::arch;
 use crate::arch::irq::IrqSource;
 use crate::arch::pci::Bdf;
-use crate::uaccess::{UserSlice, copy_out};
+use crate::uaccess::{UserSlice, check, copy_out};
 
 /// Most devices an image may grant.
 pub const MAX_DEVICES: usize = 16;
@@ -494,6 +494,10 @@ pub(super) fn syscall(
         Sysno::PartitionConfig => {
             let p = exec.partitions[caller].as_ref().expect("the caller exists");
             let config = p.config;
+            // The whole buffer named must be the caller's and writable, however much of it the
+            // text fills.
+            let buf = UserSlice::new(a[0], a[1]);
+            check(&p.space, buf, true)?;
             let take = config.len().min(a[1]);
             copy_out(&p.space, UserSlice::new(a[0], take), &config[..take])?;
             Ok(config.len())

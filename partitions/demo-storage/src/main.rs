@@ -159,6 +159,48 @@ fn join<'b>(buf: &'b mut [u8; 64], name: &str, suffix: &str) -> &'b str {
     core::str::from_utf8(&buf[..n]).unwrap_or("")
 }
 
+/// On a read-only disk: shows that reads work and that the server refuses writes (IOERR,
+/// never reaching the real device), then keeps reading the disk every `pause_ms`.
+fn read_only_rounds(
+    disk: &mut BlkClient<'_, KernelNotifier>,
+    buf: &mut [u8],
+    channel: &str,
+    pause_ms: u64,
+) -> ! {
+    match disk.write(0, &buf[..SECTOR]) {
+        Err(BlkError::Io) => {
+            println!("{channel}: a write to the read-only disk was refused by the server (IOERR)")
+        }
+        other => println!("FAIL {channel}: a write to the read-only disk returned {other:?}"),
+    }
+    let mut round = 0u64;
+    let mut sector = 0u64;
+    loop {
+        round += 1;
+        let span = (buf.len() / SECTOR) as u64;
+        if sector + span > disk.capacity() {
+            sector = 0;
+        }
+        match disk.read(sector, buf) {
+            Ok(()) => {
+                let sum = buf
+                    .iter()
+                    .fold(0u32, |s, &b| s.rotate_left(5) ^ u32::from(b));
+                println!(
+                    "{channel}: read round {round}: {} blocks at sector {sector}, checksum {sum:#010x}",
+                    span
+                );
+                sector += span;
+            }
+            Err(e) => {
+                println!("{channel}: read round {round} failed ({e:?}); reconnecting");
+                let _ = disk.reconnect();
+            }
+        }
+        sleep_until(time_now_ns() + pause_ms * 1_000_000);
+    }
+}
+
 fn main() {
     let generation = partition_info().map_or(0, |i| i.generation);
     let mut text = [0u8; 1024];
@@ -202,12 +244,15 @@ fn main() {
         if disk.read_only() { ", read-only" } else { "" },
         if disk.has_flush() { "yes" } else { "no" },
     );
-    if disk.read_only() || disk.capacity() < 2 * sectors {
-        println!("{channel}: the disk is read-only or too small for two areas; stopping");
-        return;
-    }
     let mut buf = [0u8; MAX_BLOCKS * SECTOR];
     let buf = &mut buf[..blocks * SECTOR];
+    if disk.read_only() {
+        read_only_rounds(&mut disk, buf, channel, pause);
+    }
+    if disk.capacity() < 2 * sectors {
+        println!("{channel}: the disk is too small for two areas of {blocks} blocks; stopping");
+        return;
+    }
     let area = |round: u64| (round % 2) * sectors;
 
     // After our own restart: continue after the newest intact round on the disk.

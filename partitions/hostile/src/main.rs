@@ -32,7 +32,14 @@ fn expect_error(what: &str, result: usize, wanted: SysError, failures: &mut u32)
 fn main() {
     let mut failures = 0;
     let mut calls = 0u32;
-    for number in [16usize, 17, 100, 0xffff, ERROR_BASE, usize::MAX] {
+    for number in [
+        abi::SYSCALL_COUNT,
+        abi::SYSCALL_COUNT + 1,
+        100,
+        0xffff,
+        ERROR_BASE,
+        usize::MAX,
+    ] {
         calls += 1;
         expect_error(
             "an unknown syscall",
@@ -47,6 +54,13 @@ fn main() {
             expect_error(
                 "log_write of a bad pointer",
                 raw_syscall(Sysno::LogWrite as usize, ptr, len),
+                SysError::BadPointer,
+                &mut failures,
+            );
+            calls += 1;
+            expect_error(
+                "partition_config into a bad pointer",
+                raw_syscall(Sysno::PartitionConfig as usize, ptr, len),
                 SysError::BadPointer,
                 &mut failures,
             );
@@ -144,6 +158,47 @@ fn main() {
     expect_error(
         "lookup with a kernel pointer",
         rt::syscall::raw_syscall5(Sysno::Lookup as usize, [0, 0xffff_ffff_8000_0000, 8, 0, 0]),
+        SysError::BadPointer,
+        &mut failures,
+    );
+    // Devices: none is granted to this partition, so every index is unknown, whatever else.
+    for device in [0usize, 1, 15, 16, usize::MAX] {
+        calls += 4;
+        expect_error(
+            "device_info of a device not granted",
+            rt::syscall::raw_syscall5(
+                Sysno::DeviceInfo as usize,
+                [device, buf.as_mut_ptr() as usize, buf.len(), 0, 0],
+            ),
+            SysError::BadArgument,
+            &mut failures,
+        );
+        expect_error(
+            "pci_config_read of a device not granted",
+            rt::syscall::raw_syscall5(Sysno::PciConfigRead as usize, [device, 0, 4, 0, 0]),
+            SysError::BadArgument,
+            &mut failures,
+        );
+        expect_error(
+            "pci_config_write of a device not granted",
+            rt::syscall::raw_syscall5(
+                Sysno::PciConfigWrite as usize,
+                [device, 0x10, 4, usize::MAX, 0],
+            ),
+            SysError::BadArgument,
+            &mut failures,
+        );
+        expect_error(
+            "irq_ack of a device not granted",
+            raw_syscall(Sysno::IrqAck as usize, device, usize::MAX),
+            SysError::BadArgument,
+            &mut failures,
+        );
+    }
+    calls += 1;
+    expect_error(
+        "lookup of a device kind with a kernel pointer",
+        rt::syscall::raw_syscall5(Sysno::Lookup as usize, [4, 0xffff_ffff_8000_0000, 8, 0, 0]),
         SysError::BadPointer,
         &mut failures,
     );

@@ -10,7 +10,8 @@ use rt::syscall::{raw_syscall5, time_now_ns};
 
 rt::entry!(main);
 
-const CALLS: u32 = 1_000_000;
+/// Calls made unless the description's `calls` setting says otherwise (soak runs give more).
+const DEFAULT_CALLS: u64 = 1_000_000;
 
 /// Arguments worth trying beside random ones.
 const INTERESTING: [usize; 12] = [
@@ -29,6 +30,11 @@ const INTERESTING: [usize; 12] = [
 ];
 
 fn main() {
+    let mut text = [0u8; 256];
+    let calls = rt::config::read(&mut text)
+        .ok()
+        .and_then(|config| config.get_u64("calls"))
+        .unwrap_or(DEFAULT_CALLS);
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15 ^ time_now_ns();
     let mut next = move || {
         seed ^= seed << 13;
@@ -36,8 +42,8 @@ fn main() {
         seed ^= seed << 17;
         seed
     };
-    let mut errors = 0u32;
-    for i in 0..CALLS {
+    let mut errors = 0u64;
+    for i in 0..calls {
         let r = next();
         let number = match r % 8 {
             0 => Sysno::Exit as usize + 1 + (r >> 8) as usize % 64, // unknown
@@ -45,7 +51,8 @@ fn main() {
             2 => Sysno::Yield as usize,
             3 => Sysno::SleepUntil as usize,
             4 => Sysno::PartitionInfo as usize,
-            5 => Sysno::Call as usize + (r >> 8) as usize % 8, // the IPC calls, none granted
+            // The IPC and device calls, none granted.
+            5 => Sysno::Call as usize + (r >> 8) as usize % (abi::SYSCALL_COUNT - Sysno::Call as usize),
             _ => (r >> 16) as usize,                           // anything at all
         };
         if number == Sysno::Exit as usize {
@@ -74,5 +81,5 @@ fn main() {
             println!("{} calls, {errors} returned errors", i + 1);
         }
     }
-    println!("done: {CALLS} calls, {errors} errors, the kernel is still here");
+    println!("done: {calls} calls, {errors} errors, the kernel is still here");
 }
