@@ -13,9 +13,19 @@ use crate::{Arch, build};
 /// Size of a disk image made when none is given: room for the demo's virtual disks.
 const DEFAULT_DISK_BYTES: u64 = 64 << 20;
 
-/// QEMU arguments for the devices of `system` on `arch`. Block devices use `disk` if given,
-/// else an image made (once, zero-filled, sparse) under target/disks.
-pub fn qemu_args(system: &System, arch: Arch, disk: Option<&Path>) -> Result<Vec<String>> {
+/// Where block devices get their disk image.
+#[derive(Clone, Copy, Debug)]
+pub enum Disk<'a> {
+    /// This image file.
+    Given(&'a Path),
+    /// target/disks/SYSTEM-DEVICE.img, made zero-filled the first time and kept after.
+    Kept,
+    /// The same file, zero-filled anew for this boot (tests start from a blank disk).
+    Fresh,
+}
+
+/// QEMU arguments for the devices of `system` on `arch`.
+pub fn qemu_args(system: &System, arch: Arch, disk: Disk<'_>) -> Result<Vec<String>> {
     let target = match arch {
         Arch::X86_64 => sysdesc::Arch::X86_64,
         Arch::Aarch64 => sysdesc::Arch::Aarch64,
@@ -35,13 +45,14 @@ pub fn qemu_args(system: &System, arch: Arch, disk: Option<&Path>) -> Result<Vec
         let id = &device.name;
         match kind {
             "virtio-blk" => {
-                if disks > 0 && disk.is_some() {
+                if disks > 0 && matches!(disk, Disk::Given(_)) {
                     bail!("one --disk image given, but the system has several block devices");
                 }
                 disks += 1;
                 let path = match disk {
-                    Some(path) => path.to_path_buf(),
-                    None => default_disk(&system.name, id)?,
+                    Disk::Given(path) => path.to_path_buf(),
+                    Disk::Kept => default_disk(&system.name, id, false)?,
+                    Disk::Fresh => default_disk(&system.name, id, true)?,
                 };
                 args.push("-drive".into());
                 args.push(format!(
@@ -67,12 +78,12 @@ pub fn qemu_args(system: &System, arch: Arch, disk: Option<&Path>) -> Result<Vec
     Ok(args)
 }
 
-/// target/disks/SYSTEM-DEVICE.img, created zero-filled if it does not exist.
-fn default_disk(system: &str, device: &str) -> Result<PathBuf> {
+/// target/disks/SYSTEM-DEVICE.img, created zero-filled if it does not exist or `fresh`.
+fn default_disk(system: &str, device: &str, fresh: bool) -> Result<PathBuf> {
     let dir = build::root().join("target/disks");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(format!("{system}-{device}.img"));
-    if !path.exists() {
+    if fresh || !path.exists() {
         let file = fs::File::create(&path)
             .with_context(|| format!("creating disk image {}", path.display()))?;
         file.set_len(DEFAULT_DISK_BYTES)

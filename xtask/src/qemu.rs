@@ -128,6 +128,7 @@ pub fn run(
     let mut cmd = command(opts.arch, &bootable, interactive);
     if let Some(name) = system {
         let description = crate::system::load(&crate::system::description_path(name))?;
+        let disk = disk.map_or(crate::devices::Disk::Kept, crate::devices::Disk::Given);
         cmd.args(crate::devices::qemu_args(&description, opts.arch, disk)?);
     }
     cmd.args(extra);

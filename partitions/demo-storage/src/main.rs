@@ -159,6 +159,79 @@ fn join<'b>(buf: &'b mut [u8; 64], name: &str, suffix: &str) -> &'b str {
     core::str::from_utf8(&buf[..n]).unwrap_or("")
 }
 
+/// `mode = "rogue"` (a test client): asks for sectors past its disk (which is how another
+/// client's range would be named: sector numbers are relative to the own disk) and for a
+/// wrapping range, then corrupts its own ring with a descriptor naming memory outside its data
+/// area. Each must fail with a defined error while the server goes on serving everyone else;
+/// then it resets its device and carries on as a normal client.
+fn rogue(disk: &mut BlkClient<'_, KernelNotifier>, buf: &mut [u8], channel: &str, region: u64) {
+    let capacity = disk.capacity();
+    match disk.read(capacity, &mut buf[..SECTOR]) {
+        Err(BlkError::Io) => {
+            println!("{channel}: rogue: reading past its disk was refused (IOERR)")
+        }
+        other => println!("FAIL {channel}: rogue: reading past its disk returned {other:?}"),
+    }
+    match disk.read(u64::MAX - 1, &mut buf[..2 * SECTOR]) {
+        Err(BlkError::Io) => {
+            println!("{channel}: rogue: a wrapping sector range was refused (IOERR)")
+        }
+        other => println!("FAIL {channel}: rogue: a wrapping sector range returned {other:?}"),
+    }
+    match disk.write(capacity - 1, &buf[..2 * SECTOR]) {
+        Err(BlkError::Io) => {
+            println!("{channel}: rogue: a write across the end of its disk was refused (IOERR)")
+        }
+        other => println!("FAIL {channel}: rogue: a write across its end returned {other:?}"),
+    }
+    // The split ring of queue 0, from the control block (docs/virtio.md): a descriptor naming
+    // an address far outside the data area, made available ahead of a legitimate request.
+    let base = region as *mut u8;
+    // SAFETY: the shared region is this partition's mapping (read-write); these are the
+    // control block's and its own ring's fields, which the client may write, and the server
+    // treats everything in them as untrusted.
+    unsafe {
+        let rd64 = |at: usize| core::ptr::read_volatile(base.add(at) as *const u64);
+        let ring_area = rd64(0x40) as usize;
+        let size = core::ptr::read_volatile(base.add(0x100) as *const u16) as usize;
+        let desc = ring_area + rd64(0x108) as usize;
+        let avail = ring_area + rd64(0x110) as usize;
+        let last = size - 1;
+        let d = base.add(desc + 16 * last);
+        core::ptr::write_volatile(d as *mut u64, 0xffff_ffff_0000_0000);
+        core::ptr::write_volatile(d.add(8) as *mut u32, 0x1000);
+        core::ptr::write_volatile(d.add(12) as *mut u16, 0);
+        let idx_at = base.add(avail + 2) as *mut u16;
+        let idx = core::ptr::read_volatile(idx_at);
+        core::ptr::write_volatile(
+            base.add(avail + 4 + 2 * (usize::from(idx) % size)) as *mut u16,
+            last as u16,
+        );
+        core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
+        core::ptr::write_volatile(idx_at, idx.wrapping_add(1));
+        // Kick queue 0 by hand (the driver would overwrite the entry with its own next one).
+        let kicks = &*(base.add(0x38) as *const core::sync::atomic::AtomicU32);
+        kicks.fetch_or(1, core::sync::atomic::Ordering::Release);
+    }
+    disk.notifier().notify_peer();
+    sleep_ms(50);
+    match disk.read(0, &mut buf[..SECTOR]) {
+        Err(e @ (BlkError::NeedsReset | BlkError::Timeout | BlkError::Transport(_))) => {
+            println!(
+                "{channel}: rogue: a descriptor outside its data area stopped its device ({e:?})"
+            )
+        }
+        other => println!("FAIL {channel}: rogue: a corrupt ring returned {other:?}"),
+    }
+    match disk
+        .reconnect()
+        .and_then(|()| disk.read(0, &mut buf[..SECTOR]))
+    {
+        Ok(()) => println!("{channel}: rogue: after a reset its disk works again"),
+        Err(e) => println!("FAIL {channel}: rogue: after a reset: {e:?}"),
+    }
+}
+
 /// On a read-only disk: shows that reads work and that the server refuses writes (IOERR,
 /// never reaching the real device), then keeps reading the disk every `pause_ms`.
 fn read_only_rounds(
@@ -246,6 +319,9 @@ fn main() {
     );
     let mut buf = [0u8; MAX_BLOCKS * SECTOR];
     let buf = &mut buf[..blocks * SECTOR];
+    if config.get("mode") == Some("rogue") {
+        rogue(&mut disk, buf, channel, region.address);
+    }
     if disk.read_only() {
         read_only_rounds(&mut disk, buf, channel, pause);
     }

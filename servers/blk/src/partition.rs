@@ -245,6 +245,11 @@ fn main() {
     let disk_name = config.get("disk").unwrap_or("disk0");
     let dma_name = config.get("dma").unwrap_or("queues");
     let queue_depth = config.get_u64("queue-depth").unwrap_or(64).clamp(1, 256) as u16;
+    // Fault injection for the tests: in the first generation only, fault in the middle of
+    // I/O once this many requests have completed.
+    let crash_after = config
+        .get_u64("crash-after-requests")
+        .filter(|_| generation == 0);
 
     let Ok(device) = lookup(ObjectKind::Device, disk_name) else {
         println!("device {disk_name} is not granted to this partition; stopping");
@@ -404,7 +409,23 @@ fn main() {
 
     let mut states = [None; MAX_CLIENTS];
     loop {
-        while server.run_once().busy {}
+        while server.run_once().busy {
+            if let Some(limit) = crash_after {
+                let done: u64 = (0..MAX_CLIENTS)
+                    .filter_map(|i| server.client_stats(i))
+                    .map(|s| s.ok)
+                    .sum();
+                if done >= limit && server.in_flight() > 0 {
+                    println!(
+                        "fault injection: crashing with {} requests in flight",
+                        server.in_flight()
+                    );
+                    // SAFETY: deliberately reading address 0, which is never mapped: the
+                    // page fault is the injected crash.
+                    unsafe { core::ptr::read_volatile(core::ptr::null::<u8>()) };
+                }
+            }
+        }
         for (index, last) in states.iter_mut().enumerate() {
             let now = server.client_state(index);
             if now != *last {
