@@ -338,6 +338,7 @@ fn device_records(system: &System, arch: Arch) -> Result<Vec<DeviceRecord<'_>>> 
                 size: u32::try_from(end - first)
                     .with_context(|| format!("device {}: MMIO range too large", d.name))?,
                 cache: cache(m.cache),
+                offset: (m.base - first) as u16,
             };
         }
         for (slot, io) in r.io_ports.iter_mut().zip(&res.io_ports) {

@@ -655,6 +655,42 @@ const DEVICE_CASE: Case = Case {
     qemu_args: DEVICE_QEMU,
 };
 
+/// The block server case on aarch64, over virtio-mmio version 1 (QEMU's default, legacy) and
+/// version 2 (`force-legacy=false`).
+fn aarch64_block_cases() -> Vec<Case> {
+    let v1 = Case {
+        name: "aarch64-block-server-virtio-mmio-v1-rogue-client-and-crash",
+        arch: Arch::Aarch64,
+        patterns: &[
+            r"blk: disk0: virtio-blk virtio-mmio version 1 \(legacy\)",
+            r"archive: archive-disk: rogue: a wrapping sector range was refused \(IOERR\)",
+            r"blk: archive-disk: stopped until it resets",
+            r"archive: archive-disk: rogue: after a reset its disk works again",
+            r"blk: fault injection: crashing with \d+ requests in flight",
+            r"health: partition blk restarted \(generation 1\)",
+            r"storage: storage-disk: round \d+'s flushed blocks survived the restart intact",
+            r"run time elapsed",
+        ],
+        ..BLK_FAULTS_CASE
+    };
+    let v2 = Case {
+        name: "aarch64-block-server-virtio-mmio-v2-rogue-client-and-crash",
+        patterns: &[
+            r"blk: disk0: virtio-blk virtio-mmio version 2",
+            r"archive: archive-disk: rogue: a wrapping sector range was refused \(IOERR\)",
+            r"blk: archive-disk: stopped until it resets",
+            r"archive: archive-disk: rogue: after a reset its disk works again",
+            r"blk: fault injection: crashing with \d+ requests in flight",
+            r"health: partition blk restarted \(generation 1\)",
+            r"storage: storage-disk: round \d+'s flushed blocks survived the restart intact",
+            r"run time elapsed",
+        ],
+        qemu_args: &["-global", "virtio-mmio.force-legacy=false"],
+        ..v1
+    };
+    vec![v1, v2]
+}
+
 /// Seconds since boot of a log line (`[    1.234567] ...`).
 fn timestamp_us(line: &str) -> Option<u64> {
     let rest = line.strip_prefix('[')?;
@@ -888,6 +924,7 @@ fn all_cases() -> Vec<Case> {
         .copied()
         .chain(aarch64_partition_cases())
         .chain([DEVICE_CASE, BLK_FAULTS_CASE])
+        .chain(aarch64_block_cases())
         .collect()
 }
 

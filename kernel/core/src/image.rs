@@ -100,9 +100,14 @@ impl Cache {
 /// An MMIO range of a device.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MmioRecord {
+    /// First page of the range.
     pub base: u64,
+    /// Bytes from `base`, whole pages.
     pub size: u32,
     pub cache: Cache,
+    /// Where the device's registers start within the first page (a range granted in whole
+    /// pages need not start on one: a virtio-mmio transport is 512 bytes).
+    pub offset: u16,
 }
 
 /// Where a PCI function is: its location and/or its identity (`None`: not given).
@@ -119,7 +124,8 @@ pub struct PciRecord {
 /// Layout: name (32), owner partition (2), flags (1: bit 0 PCI, bit 1 PCI address given, bit
 /// 2 PCI id given), MMIO count (1), I/O range count (1), interrupt-line count (1), MSI-X vectors
 /// (2), PCI bus, device, function (3), first notification bit (1), PCI vendor and device id
-/// (2 + 2), [`MAX_DEVICE_MMIO`] MMIO ranges of 16 bytes (base 8, size 4, cache 1, pad 3),
+/// (2 + 2), [`MAX_DEVICE_MMIO`] MMIO ranges of 16 bytes (base 8, size 4, cache 1, pad 1,
+/// offset of the registers in the first page 2),
 /// [`MAX_DEVICE_IO`] I/O ranges of 4 bytes (first port 2, count 2), [`MAX_DEVICE_IRQS`]
 /// interrupt lines of 4 bytes, reserved (16).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -487,8 +493,13 @@ impl<'a> SystemImage<'a> {
                 base: u64_at(r, at),
                 size: u32_at(r, at + 8),
                 cache: Cache::from_byte(r[at + 12]).ok_or(bad)?,
+                offset: u16_at(r, at + 14),
             };
-            if m.size == 0 || !m.base.is_multiple_of(4096) || !m.size.is_multiple_of(4096) {
+            if m.size == 0
+                || !m.base.is_multiple_of(4096)
+                || !m.size.is_multiple_of(4096)
+                || u32::from(m.offset) >= m.size
+            {
                 return Err(bad);
             }
         }
@@ -828,6 +839,7 @@ pub mod builder {
                 put(&mut out, at + 48 + k * 16, &m.base.to_le_bytes());
                 put(&mut out, at + 56 + k * 16, &m.size.to_le_bytes());
                 put(&mut out, at + 60 + k * 16, &[m.cache as u8]);
+                put(&mut out, at + 62 + k * 16, &m.offset.to_le_bytes());
             }
             for (k, io) in d.io_ports.iter().enumerate().take(d.io_count) {
                 put(&mut out, at + 80 + k * 4, &io.0.to_le_bytes());
@@ -931,6 +943,7 @@ mod tests {
             base: 0x0900_0000,
             size: 4096,
             cache: Cache::Device,
+            offset: 0xe00,
         };
         super::builder::build_with_ipc(
             "log=debug exit",
@@ -1037,8 +1050,13 @@ mod tests {
         );
         let uart = img.device(1).unwrap();
         assert_eq!(
-            (uart.pci, uart.mmio_count, uart.mmio[0].cache),
-            (None, 1, Cache::Device)
+            (
+                uart.pci,
+                uart.mmio_count,
+                uart.mmio[0].cache,
+                uart.mmio[0].offset
+            ),
+            (None, 1, Cache::Device, 0xe00)
         );
         assert_eq!(img.device(2), Err(ImageError::BadDevice(2)));
     }

@@ -222,14 +222,15 @@ fn set_up_one(
                 .map_device(address + offset, m.base + offset, true, m.cache)
                 .map_err(|_| "an MMIO page cannot be mapped")?;
         }
+        // The window starts at the device's registers, which need not start the page.
         windows.push(
             &mut device.info,
             DeviceWindow {
                 kind: WindowKind::Mmio,
                 index: k as u8,
                 port: 0,
-                address,
-                size,
+                address: address + u64::from(m.offset),
+                size: size - u64::from(m.offset),
             },
         )?;
     }

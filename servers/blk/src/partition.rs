@@ -219,11 +219,13 @@ fn open_device(
         .find(|w| w.kind == abi::WindowKind::Mmio)
         .ok_or(virtio::Error::NoDevice)?;
     let regs = mmio_window(window, 0, window.size)?;
-    Ok((
-        virtio::transport::mmio::MmioTransport::new(regs)?,
-        None,
-        "virtio-mmio",
-    ))
+    let transport = virtio::transport::mmio::MmioTransport::new(regs)?;
+    let kind = if transport.version() == 1 {
+        "virtio-mmio version 1 (legacy)"
+    } else {
+        "virtio-mmio version 2"
+    };
+    Ok((transport, None, kind))
 }
 
 /// `name` followed by `suffix`, in `buf`.
