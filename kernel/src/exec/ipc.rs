@@ -64,9 +64,14 @@ fn deliver(exec: &mut Exec, channel: usize, buf: UserSlice) -> Result<usize, Sys
     let CallState::Pending { message } = c.state else {
         return Err(SysError::BadArgument);
     };
-    let (client, server) = pair(exec, c.client, c.server).ok_or(SysError::PeerStopped)?;
     // The client's message was checked when it called; the server's buffer when it received.
-    let len = copy_between(&client.space, message, &server.space, buf)?;
+    let len = if message.len == 0 || buf.len == 0 {
+        // Nothing to copy (and nothing left to check: both ranges passed `check`).
+        0
+    } else {
+        let (client, server) = pair(exec, c.client, c.server).ok_or(SysError::PeerStopped)?;
+        copy_between(&client.space, message, &server.space, buf)?
+    };
     if let Some(c) = exec.channels[channel].as_mut() {
         c.state = CallState::Serving;
     }
@@ -137,8 +142,13 @@ fn reply(
     else {
         return Err(SysError::PeerStopped);
     };
-    let (server, client_p) = pair(exec, caller, client).ok_or(SysError::PeerStopped)?;
-    let copied = copy_between(&server.space, message, &client_p.space, reply);
+    let copied = if message.len == 0 || reply.len == 0 {
+        // Nothing to copy; both ranges passed `check` (the reply buffer when the client called).
+        Ok(0)
+    } else {
+        let (server, client_p) = pair(exec, caller, client).ok_or(SysError::PeerStopped)?;
+        copy_between(&server.space, message, &client_p.space, reply)
+    };
     exec.channels[channel]
         .as_mut()
         .expect("checked above")
