@@ -24,8 +24,6 @@ use crate::exec::{Fault, FaultKind};
 
 /// The pseudo-vector recorded in a frame built by the `syscall` entry.
 pub const SYSCALL_VECTOR: u64 = 0x100;
-/// Set by `trap_dispatch` on a frame that may leave through `sysretq`.
-const SYSRET_VECTOR: u64 = 0x101;
 
 /// Registers saved on every kernel entry, lowest address first (the order the entry code
 /// pushes them in reverse).
@@ -437,22 +435,5 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             crate::exec::on_user_fault(frame, fault);
         }
         _ => kernel_fault(frame),
-    }
-    mark_sysret(frame);
-}
-
-/// Lets a frame leave through `sysretq` when that is safe: it was saved by the `syscall` entry
-/// (so its rcx and r11 hold nothing the thread may keep), it returns to user mode with the
-/// user segments, and its RIP is a user address. SYSRET to a non-canonical RIP would fault
-/// in ring 0 with the user's stack (the Intel SYSRET erratum); user addresses stop below
-/// bulkhead_abi::USER_TOP, far from the canonical boundary, so this check rules it out.
-fn mark_sysret(frame: &mut TrapFrame) {
-    let sel = gdt::selectors();
-    if frame.vector == SYSCALL_VECTOR
-        && frame.cs == sel.user_code.0 as u64
-        && frame.ss == sel.user_data.0 as u64
-        && frame.rip < abi::USER_TOP
-    {
-        frame.vector = SYSRET_VECTOR;
     }
 }
