@@ -7,6 +7,7 @@
 //! interrupted thread's, another thread's, or the idle loop's.
 
 use abi::{PartitionInfo, SysError, Sysno, USER_STACK_TOP};
+use core::sync::atomic::{AtomicPtr, Ordering};
 use kcore::cmdline::CommandLine;
 use kcore::elf::Elf;
 use kcore::health::{Action, HealthMonitor, Policy};
@@ -179,6 +180,19 @@ struct Exec {
 /// The partitions and everything they share, in static memory from the start: building it as
 /// a value would put tens of KiB on the boot stack. `start` fills it in place.
 static EXEC: Mutex<Exec> = Mutex::new(Exec::EMPTY);
+
+/// The saved context the kernel entry in progress resumes, when it switched to a partition:
+/// the trap path restores the registers straight from it (see [`resume_frame`]) instead of
+/// the kernel copying it into the trap frame first. Null: resume the trap frame.
+static RESUME: AtomicPtr<TrapFrame> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Called by the trap path once the kernel entry's work is done: the context to restore the
+/// registers from, if not the trap frame. It points into a partition's slot of [`EXEC`], which
+/// is static and which nothing writes until the next kernel entry (one CPU, interrupts masked
+/// until the return to the partition).
+pub fn resume_frame() -> *const TrapFrame {
+    RESUME.swap(core::ptr::null_mut(), Ordering::Relaxed)
+}
 
 /// The partition's stored policy, in the health monitor's terms.
 fn policy(p: HealthPolicy) -> Policy {
@@ -489,9 +503,16 @@ impl Exec {
         match next.and_then(|c| self.partitions[c].as_ref()) {
             Some(p) => {
                 p.space.activate();
-                *frame = p.context;
+                // Restored in place by the trap path: no copy into the trap frame.
+                RESUME.store(
+                    core::ptr::from_ref(&p.context).cast_mut(),
+                    Ordering::Relaxed,
+                );
             }
-            None => *frame = TrapFrame::idle(),
+            None => {
+                RESUME.store(core::ptr::null_mut(), Ordering::Relaxed);
+                *frame = TrapFrame::idle();
+            }
         }
     }
 

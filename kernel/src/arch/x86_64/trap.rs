@@ -165,6 +165,8 @@ core::arch::global_asm!(
     "    mov rdi, rsp",
     "    cld",
     "    call trap_dispatch",
+    // Restore from the frame trap_dispatch returns: this one, or a saved context.
+    "    mov rsp, rax",
     "    pop r15",
     "    pop r14",
     "    pop r13",
@@ -403,8 +405,19 @@ fn kernel_fault(frame: &TrapFrame) -> ! {
 }
 
 /// Called by the entry code with the saved registers; may replace them to switch threads.
+/// Returns the frame to restore the registers from and return through: `frame`, or the saved
+/// context of the partition the kernel switched to ([`crate::exec::resume_frame`]). The entry
+/// code moves the stack pointer there, pops the registers and leaves with `iretq`, which only
+/// reads the frame; interrupts stay masked until then and the NMI and double-fault handlers
+/// have stacks of their own, so nothing is pushed onto a saved context.
 #[unsafe(no_mangle)]
-extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+extern "C" fn trap_dispatch(frame: &mut TrapFrame) -> *const TrapFrame {
+    handle(frame);
+    let resume = crate::exec::resume_frame();
+    if resume.is_null() { frame } else { resume }
+}
+
+fn handle(frame: &mut TrapFrame) {
     match frame.vector {
         v if v == TIMER_VECTOR as u64 => {
             time::TICKS.fetch_add(1, Ordering::Relaxed);
