@@ -452,15 +452,7 @@ impl<const THREADS: usize> Scheduler<THREADS> {
             return None;
         }
         self.last_now = now;
-        let since = self.running_since.min(now);
-        match self.current.and_then(|id| self.thread(id).ok()) {
-            Some(t) => {
-                let partition = t.partition;
-                self.accounting
-                    .charge(&self.schedule, partition, since, now);
-            }
-            None => self.accounting.idle_ns = self.accounting.idle_ns.saturating_add(now - since),
-        }
+        self.charge_in_slot(&last.slot, now);
         // No window started in (last dispatch, now]: the window-start count has nothing to add.
         self.wake_expired(now);
         let picked = self.pick_in(&last.slot);
@@ -474,6 +466,86 @@ impl<const THREADS: usize> Scheduler<THREADS> {
         };
         self.last_dispatch = Some(dispatch);
         Some(dispatch)
+    }
+
+    /// Charges `[running_since, now)` to the current thread's partition (or to idle) when
+    /// that interval lies in `slot`, the slot of the last dispatch: `now` is before its next
+    /// event, so no boundary lies between.
+    fn charge_in_slot(&mut self, slot: &Slot, now: u64) {
+        let since = self.running_since.min(now);
+        match self.current.and_then(|id| self.thread(id).ok()) {
+            Some(t) => {
+                let partition = t.partition;
+                self.accounting
+                    .charge_in_slot(&self.schedule, slot, partition, since, now);
+            }
+            None => self.accounting.idle_ns = self.accounting.idle_ns.saturating_add(now - since),
+        }
+    }
+
+    /// Whether [`dispatch`](Self::dispatch) at `now` would run `to`, and decide nothing else
+    /// on the way: the test of [`hand_off`](Self::hand_off), side-effect free. If so, returns
+    /// the next event `dispatch` would compute. It holds when no timer event is due (`now` is
+    /// before the last dispatch's next event, so the slot is the same), no sleeper's deadline
+    /// has passed (`dispatch` would wake it), `to` is ready and eligible in the slot, and no
+    /// other ready, eligible thread comes before it (a higher priority, or the same priority
+    /// and an earlier turn).
+    pub fn can_hand_off(&self, to: ThreadId, now: u64) -> Option<u64> {
+        let last = self.last_dispatch.as_ref()?;
+        let now = now.max(self.last_now);
+        if now >= last.next_event_ns {
+            return None;
+        }
+        let slot = &last.slot;
+        let target = self.thread(to).ok()?;
+        if target.state != ThreadState::Ready || !self.schedule.admits(slot, target.partition) {
+            return None;
+        }
+        let key = (target.priority, core::cmp::Reverse(target.turn));
+        let mut next = slot.end_ns.max(now);
+        for (i, t) in self.threads[..self.thread_count].iter().enumerate() {
+            match t.state {
+                ThreadState::Ready if i != usize::from(to.0) => {
+                    let other = (t.priority, core::cmp::Reverse(t.turn));
+                    // `pick` keeps the first of equal keys, as it scans in thread order.
+                    if (other > key || (other == key && i < usize::from(to.0)))
+                        && self.schedule.admits(slot, t.partition)
+                    {
+                        return None;
+                    }
+                }
+                ThreadState::Sleeping { until_ns } => {
+                    if until_ns <= now {
+                        return None;
+                    }
+                    if t.priority > target.priority && self.schedule.admits(slot, t.partition) {
+                        next = next.min(until_ns);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Some(next)
+    }
+
+    /// The IPC fast path's scheduling decision: a kernel entry between timer events blocked
+    /// the running thread and made `to` ready (a call handed to its waiting server, a reply to
+    /// its waiting client). When [`can_hand_off`](Self::can_hand_off) holds, makes exactly the
+    /// decision [`dispatch`](Self::dispatch) would (charging the time since the last decision,
+    /// running `to`) without recomputing the slot or picking, and returns the next event;
+    /// otherwise changes nothing and returns `None`, and the caller dispatches.
+    pub fn hand_off(&mut self, to: ThreadId, now: u64) -> Option<u64> {
+        let next = self.can_hand_off(to, now)?;
+        let now = now.max(self.last_now);
+        self.last_now = now;
+        let last = self.last_dispatch.as_mut()?;
+        last.thread = Some(to);
+        last.next_event_ns = next;
+        let slot = last.slot;
+        self.charge_in_slot(&slot, now);
+        self.current = Some(to);
+        self.running_since = now;
+        Some(next)
     }
 
     /// Accounting of `partition` (all zero for an unknown one).

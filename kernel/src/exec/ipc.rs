@@ -17,6 +17,9 @@ pub(super) enum Ipc {
     DoneSwitch(Result<usize, SysError>),
     /// The caller blocked; its result is set when it wakes.
     Blocked,
+    /// The caller blocked and made this partition's thread ready (a call delivered to its
+    /// waiting server, a reply to its waiting client): run it at once if the scheduler agrees.
+    HandOff(usize),
 }
 
 /// The partitions `a` and `b` (distinct, both loaded), for copying between them.
@@ -61,12 +64,18 @@ fn deliver(exec: &mut Exec, channel: usize, buf: UserSlice) -> Result<usize, Sys
     let CallState::Pending { message } = c.state else {
         return Err(SysError::BadArgument);
     };
-    let (client, server) = pair(exec, c.client, c.server).ok_or(SysError::PeerStopped)?;
     // The client's message was checked when it called; the server's buffer when it received.
-    let len = copy_between(&client.space, message, &server.space, buf)?;
+    let len = if message.len == 0 || buf.len == 0 {
+        // Nothing to copy (and nothing left to check: both ranges passed `check`).
+        0
+    } else {
+        let (client, server) = pair(exec, c.client, c.server).ok_or(SysError::PeerStopped)?;
+        copy_between(&client.space, message, &server.space, buf)?
+    };
     if let Some(c) = exec.channels[channel].as_mut() {
         c.state = CallState::Serving;
     }
+    exec.pending &= !(1 << channel);
     Ok(RecvResult {
         channel: channel as u32,
         len: len as u32,
@@ -76,14 +85,12 @@ fn deliver(exec: &mut Exec, channel: usize, buf: UserSlice) -> Result<usize, Sys
 
 /// A pending call on one of `server`'s channels, lowest channel first.
 fn pending_for(exec: &Exec, server: usize) -> Option<usize> {
-    exec.channels.iter().position(|c| {
-        c.as_ref()
-            .is_some_and(|c| c.server == server && matches!(c.state, CallState::Pending { .. }))
-    })
+    let calls = exec.pending & exec.serves[server];
+    (calls != 0).then(|| calls.trailing_zeros() as usize)
 }
 
 fn recv(exec: &mut Exec, caller: usize, buf: UserSlice) -> Ipc {
-    if !exec.channels.iter().flatten().any(|c| c.server == caller) {
+    if exec.serves[caller] == 0 {
         return Ipc::Done(Err(SysError::NotGranted));
     }
     let p = exec.partitions[caller].as_mut().expect("the caller exists");
@@ -99,6 +106,7 @@ fn recv(exec: &mut Exec, caller: usize, buf: UserSlice) -> Ipc {
     Ipc::Blocked
 }
 
+/// Answers the call served on `channel`; returns the client, which it made ready.
 fn reply(
     exec: &mut Exec,
     caller: usize,
@@ -134,14 +142,19 @@ fn reply(
     else {
         return Err(SysError::PeerStopped);
     };
-    let (server, client_p) = pair(exec, caller, client).ok_or(SysError::PeerStopped)?;
-    let copied = copy_between(&server.space, message, &client_p.space, reply);
+    let copied = if message.len == 0 || reply.len == 0 {
+        // Nothing to copy; both ranges passed `check` (the reply buffer when the client called).
+        Ok(0)
+    } else {
+        let (server, client_p) = pair(exec, caller, client).ok_or(SysError::PeerStopped)?;
+        copy_between(&server.space, message, &client_p.space, reply)
+    };
     exec.channels[channel]
         .as_mut()
         .expect("checked above")
         .state = CallState::Idle;
     wake(exec, client, copied);
-    Ok(0)
+    Ok(client)
 }
 
 /// The IPC system calls: call/recv/reply on channels, notify/wait/poll, lookup.
@@ -186,6 +199,7 @@ pub(super) fn ipc(exec: &mut Exec, caller: usize, call: Sysno, a: [usize; 5]) ->
                 .as_mut()
                 .expect("checked above")
                 .state = CallState::Pending { message };
+            exec.pending |= 1 << channel;
             exec.partitions[caller]
                 .as_mut()
                 .expect("the caller exists")
@@ -195,18 +209,21 @@ pub(super) fn ipc(exec: &mut Exec, caller: usize, call: Sysno, a: [usize; 5]) ->
             {
                 let result = deliver(exec, channel, buf);
                 wake(exec, server, result);
+                return Ipc::HandOff(server);
             }
             Ipc::Blocked
         }
         Sysno::Recv => recv(exec, caller, UserSlice::new(a[0], a[1])),
         Sysno::Reply => match reply(exec, caller, a[0], UserSlice::new(a[1], a[2])) {
-            Ok(v) => Ipc::DoneSwitch(Ok(v)),
+            Ok(_) => Ipc::DoneSwitch(Ok(0)),
             Err(e) => Ipc::Done(Err(e)),
         },
         Sysno::ReplyRecv => match reply(exec, caller, a[0], UserSlice::new(a[1], a[2])) {
             // The reply woke the client, which may outrank the server: decide again.
-            Ok(_) => match recv(exec, caller, UserSlice::new(a[3], a[4])) {
+            Ok(client) => match recv(exec, caller, UserSlice::new(a[3], a[4])) {
                 Ipc::Done(result) => Ipc::DoneSwitch(result),
+                // The server waits now: the client is the one to run, if nothing outranks it.
+                Ipc::Blocked => Ipc::HandOff(client),
                 other => other,
             },
             Err(e) => Ipc::Done(Err(e)),
@@ -359,6 +376,10 @@ pub(super) fn release_peers(exec: &mut Exec, index: usize, error: SysError) {
             continue;
         };
         let busy = !matches!(c.state, CallState::Idle);
+        if (c.server == index || c.client == index) && busy {
+            // Whatever happens below, the channel's call is no longer pending.
+            exec.pending &= !(1 << channel);
+        }
         if c.server == index && busy && !matches!(c.state, CallState::ClientGone(_)) {
             let client = c.client;
             c.state = CallState::Idle;

@@ -7,6 +7,7 @@
 //! interrupted thread's, another thread's, or the idle loop's.
 
 use abi::{PartitionInfo, SysError, Sysno, USER_STACK_TOP};
+use core::sync::atomic::{AtomicPtr, Ordering};
 use kcore::cmdline::CommandLine;
 use kcore::elf::Elf;
 use kcore::health::{Action, HealthMonitor, Policy};
@@ -34,8 +35,9 @@ use loader::{elf_machine, load, map_dma, map_regions};
 pub const MAX_PARTITIONS: usize = 16;
 /// Most windows in a major frame.
 pub const MAX_WINDOWS: usize = 64;
-/// Most channels a system may have.
+/// Most channels a system may have (sets of channels are 32-bit masks).
 pub const MAX_CHANNELS: usize = 32;
+const _: () = assert!(MAX_CHANNELS <= u32::BITS as usize);
 /// Most notifications a system may have.
 pub const MAX_NOTIFICATIONS: usize = 64;
 /// Most shared regions a system may have.
@@ -160,6 +162,10 @@ struct Exec {
     devices: [Option<Device>; MAX_DEVICES],
     names: [&'static str; MAX_PARTITIONS],
     count: usize,
+    /// Bit `c`: channel `c` has a pending call (its state is `CallState::Pending`).
+    pending: u32,
+    /// Bit `c` of entry `p`: partition `p` serves channel `c`.
+    serves: [u32; MAX_PARTITIONS],
     /// One thread per partition for now: thread `i` belongs to partition `i`. Set once the
     /// partitions are loaded; until then no trap does anything.
     sched: Option<Scheduler<MAX_PARTITIONS>>,
@@ -180,6 +186,19 @@ struct Exec {
 /// The partitions and everything they share, in static memory from the start: building it as
 /// a value would put tens of KiB on the boot stack. `start` fills it in place.
 static EXEC: Mutex<Exec> = Mutex::new(Exec::EMPTY);
+
+/// The saved context the kernel entry in progress resumes, when it switched to a partition:
+/// the trap path restores the registers straight from it (see [`resume_frame`]) instead of
+/// the kernel copying it into the trap frame first. Null: resume the trap frame.
+static RESUME: AtomicPtr<TrapFrame> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Called by the trap path once the kernel entry's work is done: the context to restore the
+/// registers from, if not the trap frame. It points into a partition's slot of [`EXEC`], which
+/// is static and which nothing writes until the next kernel entry (one CPU, interrupts masked
+/// until the return to the partition).
+pub fn resume_frame() -> *const TrapFrame {
+    RESUME.swap(core::ptr::null_mut(), Ordering::Relaxed)
+}
 
 /// The partition's stored policy, in the health monitor's terms.
 fn policy(p: HealthPolicy) -> Policy {
@@ -340,6 +359,9 @@ pub fn start(image: SystemImage<'static>, cmdline: &CommandLine<'_>) -> ! {
         .take(image.channel_count())
     {
         if let Ok(c) = image.channel(i) {
+            if let Some(mask) = exec.serves.get_mut(c.server as usize) {
+                *mask |= 1 << i;
+            }
             *slot = Some(Channel {
                 name: c.name,
                 client: c.client as usize,
@@ -408,6 +430,8 @@ impl Exec {
             devices: [NO_DEVICE; MAX_DEVICES],
             names: [""; MAX_PARTITIONS],
             count: 0,
+            pending: 0,
+            serves: [0; MAX_PARTITIONS],
             sched: None,
             health: HealthMonitor::new(),
             current: None,
@@ -437,11 +461,8 @@ impl Exec {
     /// faulted and its context was reset), asks the scheduler who runs next and loads that
     /// context, or the idle loop's, into the frame.
     fn switch(&mut self, frame: &mut TrapFrame, now: u64, keep_current: bool) {
-        if let Some(c) = self.current
-            && keep_current
-            && let Some(p) = &mut self.partitions[c]
-        {
-            p.context = *frame;
+        if keep_current {
+            self.save(frame);
         }
         // Between timer events (a system call, an IPC hand-off) the slot cannot have changed,
         // and the scheduler can decide without recomputing it; at an event it must.
@@ -450,22 +471,58 @@ impl Exec {
             Some(decision) => decision,
             None => sched.dispatch(now),
         };
+        let next = dispatch.thread.map(|t| t.0 as usize);
+        self.resume(frame, now, next, dispatch.next_event_ns);
+    }
+
+    /// The IPC fast path: the current partition blocked and partition `to` became ready. If
+    /// the scheduler would run `to` now ([`Scheduler::hand_off`]), the CPU goes straight to
+    /// it; otherwise this is [`switch`](Self::switch).
+    fn hand_off(&mut self, frame: &mut TrapFrame, now: u64, to: usize) {
+        match self.sched_mut().hand_off(ThreadId(to as u16), now) {
+            Some(next_event_ns) => {
+                self.save(frame);
+                self.resume(frame, now, Some(to), next_event_ns);
+            }
+            None => self.switch(frame, now, true),
+        }
+    }
+
+    /// Saves the trap frame into the current partition's context.
+    fn save(&mut self, frame: &TrapFrame) {
+        if let Some(c) = self.current
+            && let Some(p) = &mut self.partitions[c]
+        {
+            p.context = *frame;
+        }
+    }
+
+    /// Arms the timer for the scheduler's next event and loads partition `next`'s context, or
+    /// the idle loop's, into the frame.
+    fn resume(&mut self, frame: &mut TrapFrame, now: u64, next: Option<usize>, next_event_ns: u64) {
         let deadline = self
             .run_until_ns
-            .map_or(dispatch.next_event_ns, |t| t.min(dispatch.next_event_ns));
+            .map_or(next_event_ns, |t| t.min(next_event_ns));
         // Reprogramming the timer costs a division and a device write; skip it when the
         // deadline is the one already armed and still ahead.
         if deadline != self.armed_deadline_ns || deadline <= now {
             arch::time::set_deadline(deadline);
             self.armed_deadline_ns = deadline;
         }
-        self.current = dispatch.thread.map(|t| t.0 as usize);
-        match self.current.and_then(|c| self.partitions[c].as_ref()) {
+        self.current = next;
+        match next.and_then(|c| self.partitions[c].as_ref()) {
             Some(p) => {
                 p.space.activate();
-                *frame = p.context;
+                // Restored in place by the trap path: no copy into the trap frame.
+                RESUME.store(
+                    core::ptr::from_ref(&p.context).cast_mut(),
+                    Ordering::Relaxed,
+                );
             }
-            None => *frame = TrapFrame::idle(),
+            None => {
+                RESUME.store(core::ptr::null_mut(), Ordering::Relaxed);
+                *frame = TrapFrame::idle();
+            }
         }
     }
 
@@ -533,7 +590,6 @@ pub fn on_syscall(frame: &mut TrapFrame) {
         let id = PartitionId(current as u8);
         let thread = ThreadId(current as u16);
         let mut reschedule = false;
-        let generation = exec.health.generation(id).unwrap_or(0);
         let p = exec.partitions[current]
             .as_mut()
             .expect("the current partition exists");
@@ -563,7 +619,7 @@ pub fn on_syscall(frame: &mut TrapFrame) {
             Some(Sysno::PartitionInfo) => {
                 let info = PartitionInfo {
                     id: current as u32,
-                    generation,
+                    generation: exec.health.generation(id).unwrap_or(0),
                     memory_bytes: p.memory_bytes,
                 };
                 write_out(exec, current, args[0], args[1], &info.to_bytes())
@@ -583,6 +639,10 @@ pub fn on_syscall(frame: &mut TrapFrame) {
                 Ipc::Done(result) => result,
                 Ipc::Blocked => {
                     exec.switch(frame, now, true);
+                    return;
+                }
+                Ipc::HandOff(to) => {
+                    exec.hand_off(frame, now, to);
                     return;
                 }
                 Ipc::DoneSwitch(result) => {

@@ -4,7 +4,7 @@
 
 use core::fmt;
 
-use super::schedule::Schedule;
+use super::schedule::{Schedule, Slot};
 use super::{MAX_PARTITIONS, PartitionId};
 
 /// Counters of one partition. All times are nanoseconds.
@@ -124,6 +124,49 @@ impl Accounting {
             stats.overrun_ns = stats.overrun_ns.saturating_add(outside);
             if outside > self.tolerance_ns {
                 stats.overruns += 1;
+            }
+        }
+    }
+
+    /// [`charge`](Self::charge) for an interval inside one slot of the schedule (`slot.start_ns
+    /// <= from` and `to <= slot.end_ns`), in constant time: the whole interval is in the slot's
+    /// window, or in no window of the partition at all. This is the case between two timer
+    /// events, where the IPC paths charge; the result is exactly `charge`'s.
+    pub(super) fn charge_in_slot(
+        &mut self,
+        schedule: &Schedule,
+        slot: &Slot,
+        partition: PartitionId,
+        from: u64,
+        to: u64,
+    ) {
+        if to <= from || !partition.in_range() {
+            return;
+        }
+        let total = to - from;
+        let stats = &mut self.partitions[partition.index()];
+        stats.used_ns = stats.used_ns.saturating_add(total);
+        match slot.window {
+            Some(index) if slot.partition == Some(partition) => {
+                stats.window_ns = stats.window_ns.saturating_add(total);
+                let w = &mut self.windows[index];
+                w.used_ns = w.used_ns.saturating_add(total);
+                if w.last_frame == Some(slot.frame) {
+                    w.last_used_ns = w.last_used_ns.saturating_add(total);
+                } else {
+                    w.last_frame = Some(slot.frame);
+                    w.last_used_ns = total;
+                }
+                w.max_used_ns = w.max_used_ns.max(w.last_used_ns);
+            }
+            _ if schedule.is_background(partition) => {
+                stats.background_ns = stats.background_ns.saturating_add(total);
+            }
+            _ => {
+                stats.overrun_ns = stats.overrun_ns.saturating_add(total);
+                if total > self.tolerance_ns {
+                    stats.overruns += 1;
+                }
             }
         }
     }

@@ -802,3 +802,148 @@ fn dispatch_fast_decides_exactly_like_dispatch() {
         "both paths exercised: {shortcuts} shortcuts, {fallbacks} full"
     );
 }
+
+/// The IPC hand-off applies only when `dispatch` would run the thread handed to, and then
+/// charges like it.
+#[test]
+fn hand_off_only_when_dispatch_would_pick_the_receiver() {
+    let mut s: Scheduler<8> = Scheduler::new(small_schedule(0), 0);
+    let client = s.add_thread(A, prio(10), true).unwrap();
+    let server = s.add_thread(BG, prio(20), false).unwrap();
+    let other = s.add_thread(B, prio(30), false).unwrap();
+    assert_eq!(s.dispatch(0).thread, Some(client));
+    // No dispatch has run `server` since it was made ready: the call hands over.
+    s.block(client).unwrap();
+    s.make_ready(server).unwrap();
+    assert_eq!(s.can_hand_off(server, 100 * US), Some(3 * MS));
+    assert_eq!(s.hand_off(server, 100 * US), Some(3 * MS));
+    assert_eq!(s.current(), Some(server));
+    // The reply hands back.
+    s.block(server).unwrap();
+    s.make_ready(client).unwrap();
+    assert_eq!(s.hand_off(client, 150 * US), Some(3 * MS));
+    assert_eq!(s.stats(A).window_ns, 100 * US);
+    assert_eq!(s.stats(BG).background_ns, 50 * US);
+    // A blocked or sleeping receiver, or one that is not eligible, is refused.
+    assert_eq!(s.can_hand_off(server, 200 * US), None, "blocked");
+    assert_eq!(s.can_hand_off(other, 200 * US), None, "blocked");
+    s.make_ready(other).unwrap();
+    assert_eq!(
+        s.can_hand_off(other, 200 * US),
+        None,
+        "B's window is elsewhere"
+    );
+    // A more urgent ready thread, or an equal one whose turn comes first, wins.
+    s.block(other).unwrap();
+    let rival = s.add_thread(BG, prio(20), true).unwrap();
+    s.make_ready(server).unwrap();
+    assert_eq!(s.can_hand_off(server, 200 * US), None, "the rival's turn");
+    assert_eq!(s.can_hand_off(rival, 200 * US), Some(3 * MS));
+    s.block(rival).unwrap();
+    assert_eq!(s.can_hand_off(server, 200 * US), Some(3 * MS));
+    // At or past the next event (here the end of the window) the slot must be recomputed.
+    assert_eq!(s.can_hand_off(server, 3 * MS), None, "a timer event is due");
+    // A sleeper whose deadline has passed must be woken by a dispatch first.
+    s.block_until(rival, 250 * US).unwrap();
+    assert_eq!(s.can_hand_off(server, 260 * US), None, "an expired sleeper");
+    // A more urgent eligible sleeper still asleep brings the next event forward.
+    s.block_until(rival, 2 * MS).unwrap();
+    let urgent = s.add_thread(BG, prio(40), false).unwrap();
+    s.block_until(urgent, MS).unwrap();
+    assert_eq!(s.can_hand_off(server, 260 * US), Some(MS));
+    // Refusals change nothing: the last decision still stands.
+    assert_eq!(s.current(), Some(client));
+}
+
+/// `hand_off` must decide exactly as `dispatch` would: two schedulers get the same random
+/// IPC-like operations (the running thread blocks, another becomes ready) at the same random
+/// times; one always dispatches in full, the other hands off whenever that applies. Every
+/// decision and all accounting must agree.
+#[test]
+fn hand_off_decides_exactly_like_dispatch() {
+    let epoch = 1_000 * MS;
+    let mut full = Scheduler::<8>::new(small_schedule(epoch), 200_000);
+    for (p, pr) in [
+        (A, 10),
+        (A, 20),
+        (B, 10),
+        (B, 30),
+        (BG, 15),
+        (BG, 5),
+        (BG, 15),
+    ] {
+        full.add_thread(p, prio(pr), true).unwrap();
+    }
+    full.dispatch(epoch);
+    let mut fast = full.clone();
+    let mut seed = 0x1319_8a2e_0370_7344u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut now = epoch;
+    let (mut handed, mut refused) = (0u32, 0u32);
+    for _ in 0..50_000 {
+        let r = next();
+        let t = ThreadId((r % 7) as u16);
+        let to = ThreadId(((r >> 3) % 7) as u16);
+        let running = full.current();
+        match (r >> 8) % 8 {
+            // An IPC between the running thread and another: block one, wake the other.
+            0..=3 => {
+                if let Some(c) = running {
+                    assert_eq!(full.block(c), fast.block(c));
+                }
+                assert_eq!(full.make_ready(to), fast.make_ready(to));
+            }
+            4 => assert_eq!(full.make_ready(t), fast.make_ready(t)),
+            5 => {
+                let until = now + (r >> 16) % (4 * MS);
+                assert_eq!(full.block_until(t, until), fast.block_until(t, until));
+            }
+            6 => assert_eq!(full.yield_now(t), fast.yield_now(t)),
+            _ => {}
+        }
+        now += if r >> 40 & 7 == 0 {
+            (r >> 20) % (3 * MS)
+        } else {
+            (r >> 20) % 50_000
+        };
+        let a = full.dispatch(now);
+        match fast.hand_off(to, now) {
+            Some(next_event) => {
+                handed += 1;
+                assert_eq!(
+                    a.thread,
+                    Some(to),
+                    "handed to a thread dispatch did not pick"
+                );
+                assert_eq!(a.next_event_ns, next_event, "next event at {now}");
+            }
+            None => {
+                refused += 1;
+                let b = fast
+                    .dispatch_fast(now)
+                    .unwrap_or_else(|| fast.dispatch(now));
+                assert_eq!(a, b, "decisions differ at {now}");
+            }
+        }
+    }
+    for p in [A, B, BG] {
+        assert_eq!(full.stats(p), fast.stats(p), "accounting of {p:?}");
+    }
+    for i in 0..3 {
+        assert_eq!(
+            full.window_stats(i),
+            fast.window_stats(i),
+            "accounting of window {i}"
+        );
+    }
+    assert_eq!(full.idle_ns(), fast.idle_ns());
+    assert!(
+        handed > 5_000 && refused > 5_000,
+        "both paths exercised: {handed} hand-offs, {refused} refusals"
+    );
+}

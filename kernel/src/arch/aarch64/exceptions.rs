@@ -79,26 +79,27 @@ exception_common:
     stp     x1, x2, [sp, #256]
     mov     x1, sp
     bl      exception_entry
-    ldp     x1, x2, [sp, #256]
+    // x0: the frame to restore from, this one or a saved context (exception_entry).
+    ldp     x1, x2, [x0, #256]
     msr     spsr_el1, x1
     msr     sp_el0, x2
-    ldp     x30, x1, [sp, #240]
+    ldp     x30, x1, [x0, #240]
     msr     elr_el1, x1
-    ldp     x0, x1, [sp, #0]
-    ldp     x2, x3, [sp, #16]
-    ldp     x4, x5, [sp, #32]
-    ldp     x6, x7, [sp, #48]
-    ldp     x8, x9, [sp, #64]
-    ldp     x10, x11, [sp, #80]
-    ldp     x12, x13, [sp, #96]
-    ldp     x14, x15, [sp, #112]
-    ldp     x16, x17, [sp, #128]
-    ldp     x18, x19, [sp, #144]
-    ldp     x20, x21, [sp, #160]
-    ldp     x22, x23, [sp, #176]
-    ldp     x24, x25, [sp, #192]
-    ldp     x26, x27, [sp, #208]
-    ldp     x28, x29, [sp, #224]
+    ldp     x2, x3, [x0, #16]
+    ldp     x4, x5, [x0, #32]
+    ldp     x6, x7, [x0, #48]
+    ldp     x8, x9, [x0, #64]
+    ldp     x10, x11, [x0, #80]
+    ldp     x12, x13, [x0, #96]
+    ldp     x14, x15, [x0, #112]
+    ldp     x16, x17, [x0, #128]
+    ldp     x18, x19, [x0, #144]
+    ldp     x20, x21, [x0, #160]
+    ldp     x22, x23, [x0, #176]
+    ldp     x24, x25, [x0, #192]
+    ldp     x26, x27, [x0, #208]
+    ldp     x28, x29, [x0, #224]
+    ldp     x0, x1, [x0, #0]
     add     sp, sp, #272
     eret
 "#
@@ -202,9 +203,18 @@ pub fn init() {
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }
 
-/// Called by the vector code with the vector number (0-15) and the saved registers.
+/// Called by the vector code with the vector number (0-15) and the saved registers. Returns
+/// the frame to restore the registers from: `frame`, or the saved context of the partition
+/// the kernel switched to ([`crate::exec::resume_frame`]), which the vector code only reads
+/// (IRQs stay masked until the `eret`) before freeing `frame`'s stack space.
 #[unsafe(no_mangle)]
-extern "C" fn exception_entry(vector: u64, frame: &mut TrapFrame) {
+extern "C" fn exception_entry(vector: u64, frame: &mut TrapFrame) -> *const TrapFrame {
+    handle(vector, frame);
+    let resume = crate::exec::resume_frame();
+    if resume.is_null() { frame } else { resume }
+}
+
+fn handle(vector: u64, frame: &mut TrapFrame) {
     let kind = (vector % 4) as usize;
     if kind == 1 {
         match gic::handle_irq() {

@@ -24,8 +24,6 @@ use crate::exec::{Fault, FaultKind};
 
 /// The pseudo-vector recorded in a frame built by the `syscall` entry.
 pub const SYSCALL_VECTOR: u64 = 0x100;
-/// Set by `trap_dispatch` on a frame that may leave through `sysretq`.
-const SYSRET_VECTOR: u64 = 0x101;
 
 /// Registers saved on every kernel entry, lowest address first (the order the entry code
 /// pushes them in reverse).
@@ -185,6 +183,8 @@ core::arch::global_asm!(
     "    mov rdi, rsp",
     "    cld",
     "    call trap_dispatch",
+    // Restore from the frame trap_dispatch returns: this one, or a saved context.
+    "    mov rsp, rax",
     "    pop r15",
     "    pop r14",
     "    pop r13",
@@ -432,8 +432,19 @@ fn kernel_fault(frame: &TrapFrame) -> ! {
 }
 
 /// Called by the entry code with the saved registers; may replace them to switch threads.
+/// Returns the frame to restore the registers from and return through: `frame`, or the saved
+/// context of the partition the kernel switched to ([`crate::exec::resume_frame`]). The entry
+/// code moves the stack pointer there, pops the registers and leaves with `iretq`, which only
+/// reads the frame; interrupts stay masked until then and the NMI and double-fault handlers
+/// have stacks of their own, so nothing is pushed onto a saved context.
 #[unsafe(no_mangle)]
-extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+extern "C" fn trap_dispatch(frame: &mut TrapFrame) -> *const TrapFrame {
+    handle(frame);
+    let resume = crate::exec::resume_frame();
+    if resume.is_null() { frame } else { resume }
+}
+
+fn handle(frame: &mut TrapFrame) {
     match frame.vector {
         v if v == TIMER_VECTOR as u64 => {
             time::TICKS.fetch_add(1, Ordering::Relaxed);
@@ -470,22 +481,5 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             crate::exec::on_user_fault(frame, fault);
         }
         _ => kernel_fault(frame),
-    }
-    mark_sysret(frame);
-}
-
-/// Lets a frame leave through `sysretq` when that is safe: it was saved by the `syscall` entry
-/// (so its rcx and r11 hold nothing the thread may keep), it returns to user mode with the
-/// user segments, and its RIP is a user address. SYSRET to a non-canonical RIP would fault
-/// in ring 0 with the user's stack (the Intel SYSRET erratum); user addresses stop below
-/// bulkhead_abi::USER_TOP, far from the canonical boundary, so this check rules it out.
-fn mark_sysret(frame: &mut TrapFrame) {
-    let sel = gdt::selectors();
-    if frame.vector == SYSCALL_VECTOR
-        && frame.cs == sel.user_code.0 as u64
-        && frame.ss == sel.user_data.0 as u64
-        && frame.rip < abi::USER_TOP
-    {
-        frame.vector = SYSRET_VECTOR;
     }
 }
