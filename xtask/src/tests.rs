@@ -884,7 +884,9 @@ fn ticks_advance(log: &[String]) -> Result<(), String> {
     }
     for pair in reports.windows(2) {
         let ((t0, _), (t1, us)) = (pair[0], pair[1]);
-        if !(100..=110).contains(&(t1 - t0)) {
+        // Reports fall due at each multiple of 100 ticks; a report that comes a tick late (a
+        // busy host) makes the next difference 99.
+        if !(90..=110).contains(&(t1 - t0)) {
             return Err(format!("ticks went from {t0} to {t1}, expected about +100"));
         }
         // 100 ticks are 100 ms; TCG on a busy host stretches, but not by 20x or to nothing.
