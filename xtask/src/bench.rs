@@ -118,18 +118,26 @@ fn kernel_paths(arch: Arch) -> Result<()> {
     Ok(())
 }
 
-/// Boots the `devices` system (x86_64) under -icount: its `uart` partition owns COM2 and
-/// measures, over 200 rounds, the instructions from enabling the UART's transmitter-empty
-/// interrupt (which fires at once) to its own return from `wait`: the I/O APIC, the kernel's
-/// interrupt entry, the notification and the switch back into the owner.
+/// Boots the `devices` system (x86_64) or `devices-aarch64` under -icount: its `uart`
+/// partition owns COM2 (x86_64) or the PL061 GPIO (aarch64) and measures, over 200 rounds, the
+/// instructions from making the device raise its interrupt (at once) to its own return from
+/// `wait`: the interrupt controller, the kernel's interrupt entry, the notification and the
+/// switch back into the owner.
 fn device_interrupt(arch: Arch) -> Result<Option<u64>> {
-    if arch != Arch::X86_64 {
-        return Ok(None);
-    }
+    let system = match arch {
+        Arch::X86_64 => "devices",
+        Arch::Aarch64 => "devices-aarch64",
+    };
     let opts = BuildOpts { arch, debug: false };
     let cmdline = qemu::effective_cmdline(arch, "exit");
-    let bootable = image::bootable(&opts, false, &cmdline, Some("devices"))?;
+    let bootable = image::bootable(&opts, false, &cmdline, Some(system))?;
     let mut cmd = qemu::command(arch, &bootable, false);
+    let description = crate::system::load(&crate::system::description_path(system))?;
+    cmd.args(crate::devices::qemu_args(
+        &description,
+        arch,
+        crate::devices::Disk::Fresh,
+    )?);
     cmd.args(crate::tests::DEVICE_QEMU);
     let captured = qemu::capture(cmd, arch, Duration::from_secs(300), false)?;
     let value = captured

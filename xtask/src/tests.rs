@@ -555,6 +555,26 @@ const DMA_CASE: Case = Case {
 /// counting, so the interrupt figure it prints is deterministic.
 pub const DEVICE_QEMU: &[&str] = &["-icount", "shift=0"];
 
+/// Device grants on aarch64: an MMIO page and a GIC line for the owner, nothing past them.
+const AARCH64_DEVICE_CASE: Case = Case {
+    name: "aarch64-device-grants-mmio-and-interrupts",
+    arch: Arch::Aarch64,
+    uefi: false,
+    system: Some("devices-aarch64"),
+    cmdline: "exit",
+    expect: Outcome::Success,
+    patterns: &[
+        r"device gpio: granted to uart \(1 windows, interrupt bits 0x1\)",
+        r"uart: gpio: registers at 0x300000000000, 4096 bytes, interrupt bits 0x1",
+        r"uart: bench: device interrupt to handler \d+ ns",
+        r"uart: 200 interrupts taken and acknowledged",
+        r#"health: partition "uart" page fault \(read\) at 0x300000001000 .*stopped"#,
+        r"every partition has ended; powering off",
+    ],
+    check: Some(|log| absent(log, "FAIL")),
+    qemu_args: DEVICE_QEMU,
+};
+
 /// The block server under a rogue client and an injected crash mid-I/O.
 const BLK_FAULTS_CASE: Case = Case {
     name: "x86_64-block-server-rogue-client-and-crash-mid-io",
@@ -925,7 +945,7 @@ fn all_cases() -> Vec<Case> {
         .chain(PARTITION_CASES)
         .copied()
         .chain(aarch64_partition_cases())
-        .chain([DEVICE_CASE, BLK_FAULTS_CASE])
+        .chain([DEVICE_CASE, AARCH64_DEVICE_CASE, BLK_FAULTS_CASE])
         .chain(aarch64_block_cases())
         .collect()
 }
