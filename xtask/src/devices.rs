@@ -60,12 +60,15 @@ pub fn qemu_args(system: &System, arch: Arch, disk: Disk<'_>) -> Result<Vec<Stri
                     path.display()
                 ));
                 args.push("-device".into());
-                args.push(match arch {
-                    Arch::X86_64 => format!(
+                // A PCI function where the description gives one (x86_64; aarch64's PCIe host),
+                // else a virtio-mmio transport (aarch64).
+                args.push(if res.pci.is_some() || arch == Arch::X86_64 {
+                    format!(
                         "virtio-blk-pci,drive={id}{pci_addr},num-queues=1,queue-size=256,\
                          disable-legacy=off,disable-modern=off"
-                    ),
-                    Arch::Aarch64 => format!("virtio-blk-device,drive={id}"),
+                    )
+                } else {
+                    format!("virtio-blk-device,drive={id}")
                 });
             }
             "serial" if arch == Arch::X86_64 => {

@@ -708,7 +708,25 @@ fn aarch64_block_cases() -> Vec<Case> {
         qemu_args: &["-global", "virtio-mmio.force-legacy=false"],
         ..v1
     };
-    vec![v1, v2]
+    let pcie = Case {
+        name: "aarch64-block-server-virtio-pci-on-pcie-rogue-client-and-crash",
+        system: Some("blk-pcie"),
+        patterns: &[
+            r"pci: PCIe host bridge: ECAM 0x4010000000 \(256 buses\)",
+            r"device disk0: granted to blk \(2 windows, interrupt bits 0x4\)",
+            r"blk: disk0: virtio-blk PCI modern \(memory BARs\).*interrupts on",
+            r"archive: archive-disk: rogue: a wrapping sector range was refused \(IOERR\)",
+            r"blk: archive-disk: stopped until it resets",
+            r"archive: archive-disk: rogue: after a reset its disk works again",
+            r"blk: fault injection: crashing with \d+ requests in flight",
+            r"health: partition blk restarted \(generation 1\)",
+            r"storage: storage-disk: round \d+'s flushed blocks survived the restart intact",
+            r"run time elapsed",
+        ],
+        qemu_args: &[],
+        ..v1
+    };
+    vec![v1, v2, pcie]
 }
 
 /// Seconds since boot of a log line (`[    1.234567] ...`).

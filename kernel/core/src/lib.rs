@@ -25,6 +25,7 @@ pub mod image;
 pub mod log;
 pub mod mem;
 pub mod pci;
+pub mod pcihost;
 pub mod sched;
 pub mod time;
 

@@ -141,6 +141,7 @@ fn set_up_one(
         }
         let bdf = find_function(pci_record.address, pci_record.id)
             .ok_or("no PCI function at the given address with the given id")?;
+        arch::pci::assign_bars(bdf);
         let caps = Capabilities::read(|at| arch::pci::read(bdf, at, 1) as u8);
         device.info.is_pci = true;
         device.info.pci_address = bdf;
@@ -159,6 +160,9 @@ fn set_up_one(
         for (bar, decoded) in bars.iter().enumerate() {
             match *decoded {
                 Bar::None => {}
+                // No port I/O on this architecture: the function is used through its memory
+                // BARs (a transitional virtio device's I/O BAR is its legacy interface).
+                Bar::Io { .. } if !arch::pci::PORT_IO => {}
                 Bar::Io { base, size } => {
                     if !owner.space.grant_io_ports(base, size) {
                         return Err("an I/O BAR's ports cannot be granted");
@@ -257,11 +261,7 @@ fn set_up_one(
                 .as_ref()
                 .ok_or("INTx of a device that is not PCI")?
                 .bdf;
-            let pin = arch::pci::read(bdf, pci::INTERRUPT_PIN, 1);
-            let line = arch::pci::read(bdf, pci::INTERRUPT_LINE, 1);
-            if pin == 0 || line == 0 || line == 0xff {
-                return Err("the function has no INTx line the firmware routed");
-            }
+            let line = arch::pci::intx_irq(bdf).ok_or("the function has no routed INTx line")?;
             (line, true)
         } else {
             (irq, device.pci.is_some() || arch::irq::PLATFORM_LINES_LEVEL)

@@ -123,10 +123,8 @@ fn mmio_window(window: &abi::DeviceWindow, offset: u64, length: u64) -> virtio::
 }
 
 /// PCI configuration space of a granted function, through the kernel.
-#[cfg(target_arch = "x86_64")]
 struct PciConfig(usize);
 
-#[cfg(target_arch = "x86_64")]
 impl RegisterAccess for PciConfig {
     fn read_u8(&mut self, offset: usize) -> u8 {
         rt::syscall::pci_config_read(self.0, offset as u16, 1).map_or(u8::MAX, |v| v as u8)
@@ -148,11 +146,12 @@ impl RegisterAccess for PciConfig {
     }
 }
 
-/// The transport to the real device, and how to route its queue's interrupt.
-#[cfg(target_arch = "x86_64")]
-type DeviceTransport = virtio::transport::pci::PciTransport<Regs>;
-#[cfg(target_arch = "aarch64")]
-type DeviceTransport = virtio::transport::mmio::MmioTransport<Regs>;
+/// The transport to the real device: a PCI function (modern over memory BARs, or legacy over
+/// the I/O BAR where there is port I/O) or a virtio-mmio transport.
+type DeviceTransport = virtio::transport::EitherTransport<
+    virtio::transport::pci::PciTransport<Regs>,
+    virtio::transport::mmio::MmioTransport<Regs>,
+>;
 
 /// Where to write queue 0's MSI-X vector after the queue is enabled (the library leaves it at
 /// NO_VECTOR): the register window and the offsets of queue select and queue vector.
@@ -162,25 +161,49 @@ struct VectorRoute {
     vector: usize,
 }
 
+/// The legacy interface's I/O BAR 0 as a register window.
 #[cfg(target_arch = "x86_64")]
+fn legacy_io(info: &DeviceInfo) -> virtio::Result<Regs> {
+    let bar = info.io_bar(0).ok_or(virtio::Error::NoDevice)?;
+    // SAFETY: the kernel granted these ports of our own device in the I/O bitmap.
+    let ports = unsafe { rt::port::PortWindow::new(bar.port, bar.size as u16) };
+    ports.map(Regs::Port).ok_or(virtio::Error::NoDevice)
+}
+
+/// No port I/O here: only the modern interface.
+#[cfg(not(target_arch = "x86_64"))]
+fn legacy_io(_info: &DeviceInfo) -> virtio::Result<Regs> {
+    Err(virtio::Error::NoDevice)
+}
+
 fn open_device(
     device: usize,
     info: &DeviceInfo,
 ) -> virtio::Result<(DeviceTransport, Option<VectorRoute>, &'static str)> {
+    use virtio::transport::EitherTransport;
     use virtio::transport::pci::{PciTransport, VirtioPciCapabilities, common, legacy};
+    if !info.is_pci {
+        let window = info
+            .windows
+            .iter()
+            .find(|w| w.kind == abi::WindowKind::Mmio)
+            .ok_or(virtio::Error::NoDevice)?;
+        let regs = mmio_window(window, 0, window.size)?;
+        let transport = virtio::transport::mmio::MmioTransport::new(regs)?;
+        let kind = if transport.version() == 1 {
+            "virtio-mmio version 1 (legacy)"
+        } else {
+            "virtio-mmio version 2"
+        };
+        return Ok((EitherTransport::Second(transport), None, kind));
+    }
     let msix = info.msix_vectors > 0;
     let mut config = PciConfig(device);
     let map = |w: &virtio::transport::pci::CapabilityWindow| {
         let bar = info.memory_bar(w.bar).ok_or(virtio::Error::NoDevice)?;
         mmio_window(bar, u64::from(w.offset), u64::from(w.length))
     };
-    let legacy_io = || {
-        let bar = info.io_bar(0).ok_or(virtio::Error::NoDevice)?;
-        // SAFETY: the kernel granted these ports of our own device in the I/O bitmap.
-        let ports = unsafe { rt::port::PortWindow::new(bar.port, bar.size as u16) };
-        ports.map(Regs::Port).ok_or(virtio::Error::NoDevice)
-    };
-    let transport = PciTransport::probe(&mut config, map, legacy_io, msix)?;
+    let transport = PciTransport::probe(&mut config, map, || legacy_io(info), msix)?;
     let (route, kind) = match &transport {
         PciTransport::Modern(_) => {
             let caps = VirtioPciCapabilities::find(&mut config)?;
@@ -193,39 +216,19 @@ fn open_device(
                 select: common::QUEUE_SELECT,
                 vector: common::QUEUE_MSIX_VECTOR,
             };
-            (msix.then_some(route), "modern (memory BARs)")
+            (msix.then_some(route), "PCI modern (memory BARs)")
         }
         PciTransport::Legacy(_) => {
-            let route = legacy_io().map(|regs| VectorRoute {
+            let route = legacy_io(info).map(|regs| VectorRoute {
                 regs,
                 select: legacy::QUEUE_SELECT,
                 // §4.1.4.10: with MSI-X enabled, the queue vector follows the config vector.
                 vector: legacy::CONFIG + 2,
             });
-            (route.ok().filter(|_| msix), "legacy (I/O BAR)")
+            (route.ok().filter(|_| msix), "PCI legacy (I/O BAR)")
         }
     };
-    Ok((transport, route, kind))
-}
-
-#[cfg(target_arch = "aarch64")]
-fn open_device(
-    _device: usize,
-    info: &DeviceInfo,
-) -> virtio::Result<(DeviceTransport, Option<VectorRoute>, &'static str)> {
-    let window = info
-        .windows
-        .iter()
-        .find(|w| w.kind == abi::WindowKind::Mmio)
-        .ok_or(virtio::Error::NoDevice)?;
-    let regs = mmio_window(window, 0, window.size)?;
-    let transport = virtio::transport::mmio::MmioTransport::new(regs)?;
-    let kind = if transport.version() == 1 {
-        "virtio-mmio version 1 (legacy)"
-    } else {
-        "virtio-mmio version 2"
-    };
-    Ok((transport, None, kind))
+    Ok((EitherTransport::First(transport), route, kind))
 }
 
 /// `name` followed by `suffix`, in `buf`.

@@ -126,7 +126,22 @@ extern "C" fn aarch64_entry(dtb_phys: u64) -> ! {
     // SAFETY: the linear map covers physical memory below 4 GiB, writable, and memory_map
     // keeps only usable RAM below that, minus the kernel image and the device tree.
     unsafe { crate::arch::init_frames(memory, phys_to_virt) };
-    paging::init(memory);
+    // The PCIe host bridge's configuration window lies above RAM (QEMU virt: the high ECAM at
+    // 256 GiB): the kernel's tables map it too, as device memory.
+    // (Below RAM, as with `highmem=off`, the device part of the linear map covers it.)
+    let pcie = kcore::pcihost::EcamHost::from_fdt(&tree);
+    let below_ram = |h: &kcore::pcihost::EcamHost| h.ecam.0 + h.ecam.1 <= 1 << 30;
+    let high = pcie.filter(|h| {
+        !below_ram(h)
+            && h.ecam.0 >= LINEAR_MAP_END
+            && h.ecam.0.is_multiple_of(2 << 20)
+            && h.ecam.1.is_multiple_of(2 << 20)
+    });
+    let ecam = high.map(|h| [(h.ecam.0, h.ecam.0 + h.ecam.1)]);
+    paging::init(memory, ecam.as_ref().map_or(&[], |r| &r[..]));
+    if let Some(host) = pcie.filter(|h| below_ram(h) || high.is_some()) {
+        super::pci::init(host);
+    }
     let heap = crate::arch::init_heap(phys_to_virt);
 
     kmain(&BootInfo {

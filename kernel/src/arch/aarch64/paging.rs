@@ -79,7 +79,9 @@ pub fn stack_guard() -> core::ops::Range<u64> {
 
 /// Builds the kernel's tables from the memory map (RAM is every region that is not Reserved)
 /// and switches TTBR1 to them; TTBR0 gets an empty table and its walks are enabled.
-pub fn init(memory: &[PhysRegion]) {
+/// `high_devices` are device ranges above RAM to map too (the PCIe ECAM window), 2 MiB
+/// aligned.
+pub fn init(memory: &[PhysRegion], high_devices: &[(u64, u64)]) {
     let alloc = || crate::arch::alloc_zeroed_frame(phys_to_virt).expect("no frame for tables");
     let root = alloc();
     let empty = alloc();
@@ -123,6 +125,9 @@ pub fn init(memory: &[PhysRegion]) {
     // Devices: everything below RAM (QEMU virt: the GIC, the PL011, virtio-mmio, PCIe PIO).
     if ram_start != u64::MAX {
         map(0, ram_start & !(pt::BLOCK_2M - 1), device_attrs);
+    }
+    for &(start, end) in high_devices {
+        map(start, end, device_attrs);
     }
     for (start, end, attrs) in sections() {
         map(start, end, attrs);

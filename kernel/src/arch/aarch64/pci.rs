@@ -1,19 +1,128 @@
-//! PCI configuration space on aarch64: not reached yet (the virt machine's ECAM window is not
-//! mapped), so no PCI function can be granted on this architecture for now; the kernel says so
-//! at boot for each PCI device of the image.
+//! PCI configuration space on aarch64 through the ECAM window of the generic host bridge the
+//! device tree describes (QEMU virt's PCIe host). Without firmware nobody assigns BARs, so the
+//! kernel assigns the BARs of the functions it grants from the bridge's 32-bit memory window.
+//! There is no port I/O on aarch64: I/O BARs are left unassigned and not granted.
+
+use kcore::pcihost::EcamHost;
+use spin::{Mutex, Once};
+
+use super::phys_to_virt;
 
 /// A function's location: `bus << 8 | device << 3 | function`.
 pub type Bdf = u16;
 
+/// Whether I/O BARs can be granted (port I/O exists): not on aarch64.
+pub const PORT_IO: bool = false;
+
+static HOST: Once<EcamHost> = Once::new();
+/// The next free CPU address of the 32-bit memory window, and its end.
+static MEM32: Mutex<(u64, u64)> = Mutex::new((0, 0));
+
+/// Records the host bridge; its ECAM window must already be in the kernel's linear map. A
+/// bridge whose memory window translates addresses (PCI address != CPU address) is not used.
+pub fn init(host: EcamHost) {
+    let Some((pci, cpu, size)) = host.mem32 else {
+        warn!("PCIe host bridge without a 32-bit memory window: PCI devices not granted");
+        return;
+    };
+    if pci != cpu {
+        warn!("PCIe host bridge translates its memory window: PCI devices not granted");
+        return;
+    }
+    *MEM32.lock() = (cpu, cpu + size);
+    HOST.call_once(|| host);
+    info!(
+        "PCIe host bridge: ECAM {:#x} ({} buses), memory window {cpu:#x}..{:#x}",
+        host.ecam.0,
+        u32::from(host.bus_end) - u32::from(host.bus_start) + 1,
+        cpu + size
+    );
+}
+
 /// Whether configuration space can be reached on this machine.
 pub fn available() -> bool {
-    false
+    HOST.get().is_some()
 }
 
-/// Reads as an absent function (all ones).
-pub fn read(_bdf: Bdf, _offset: u16, _width: u16) -> u32 {
-    u32::MAX
+/// The linear-map address of `offset` in `bdf`'s configuration space.
+fn address(bdf: Bdf, offset: u16) -> Option<usize> {
+    let host = HOST.get()?;
+    let at = host.config_offset(bdf)?;
+    Some(phys_to_virt(host.ecam.0 + at + u64::from(offset & 0xffc)))
 }
 
-/// Has no effect.
-pub fn write(_bdf: Bdf, _offset: u16, _width: u16, _value: u32) {}
+/// Reads `width` (1, 2, 4) bytes at `offset` (< 4096, aligned to `width`); all ones for a
+/// function the bridge does not have.
+pub fn read(bdf: Bdf, offset: u16, width: u16) -> u32 {
+    let Some(at) = address(bdf, offset) else {
+        return u32::MAX;
+    };
+    // SAFETY: `at` is a 32-bit aligned register in the ECAM window, which the kernel's tables
+    // map as device memory (paging::init); configuration reads have no side effects.
+    let dword = unsafe { core::ptr::read_volatile(at as *const u32) };
+    let shift = 8 * u32::from(offset & 3);
+    match width {
+        1 => (dword >> shift) & 0xff,
+        2 => (dword >> shift) & 0xffff,
+        _ => dword,
+    }
+}
+
+/// Writes `width` (1, 2, 4) bytes at `offset`; narrower writes merge into the dword.
+pub fn write(bdf: Bdf, offset: u16, width: u16, value: u32) {
+    let Some(at) = address(bdf, offset) else {
+        return;
+    };
+    let merged = if width == 4 {
+        value
+    } else {
+        let shift = 8 * u32::from(offset & 3);
+        let mask = if width == 1 { 0xff } else { 0xffff } << shift;
+        (read(bdf, offset & !3, 4) & !mask) | ((value << shift) & mask)
+    };
+    // SAFETY: as in `read`; what is written was checked by the caller (kcore::pci mediation
+    // for a partition's write, or the kernel's own set-up).
+    unsafe { core::ptr::write_volatile(at as *mut u32, merged) };
+}
+
+/// Gives each memory BAR of `bdf` an address in the bridge's window (naturally aligned, below
+/// 4 GiB also for 64-bit BARs); I/O BARs stay unassigned.
+pub fn assign_bars(bdf: Bdf) {
+    let mut bar = 0;
+    while bar < 6 {
+        let at = 0x10 + 4 * bar as u16;
+        let original = read(bdf, at, 4);
+        write(bdf, at, 4, u32::MAX);
+        let mask = read(bdf, at, 4);
+        let is_io = original & 1 == 1;
+        let is_64 = !is_io && (original >> 1) & 3 == 2;
+        let size = u64::from((!(mask & 0xffff_fff0)).wrapping_add(1));
+        if is_io || mask & 0xffff_fff0 == 0 || size == 0 {
+            write(bdf, at, 4, if is_io { 0 } else { original });
+            bar += if is_64 { 2 } else { 1 };
+            continue;
+        }
+        let mut window = MEM32.lock();
+        let base = window.0.next_multiple_of(size.max(4096));
+        if base + size > window.1 {
+            warn!("PCI {bdf:#06x}: BAR {bar} ({size:#x} bytes) does not fit the memory window");
+            write(bdf, at, 4, original);
+        } else {
+            window.0 = base + size;
+            write(bdf, at, 4, base as u32 | (original & 0xf));
+            if is_64 {
+                write(bdf, at + 4, 4, 0);
+            }
+        }
+        bar += if is_64 { 2 } else { 1 };
+    }
+}
+
+/// The GIC interrupt id of `bdf`'s INTx pin, through the bridge's interrupt map.
+pub fn intx_irq(bdf: Bdf) -> Option<u32> {
+    let pin = read(bdf, 0x3d, 1) as u8;
+    if pin == 0 || pin > 4 {
+        return None;
+    }
+    HOST.get()?.intx_intid(bdf, pin)
+}

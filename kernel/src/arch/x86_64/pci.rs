@@ -59,3 +59,17 @@ pub fn write(bdf: Bdf, offset: u16, width: u16, value: u32) {
 pub fn available() -> bool {
     true
 }
+
+/// Whether I/O BARs can be granted (port I/O exists).
+pub const PORT_IO: bool = true;
+
+/// The firmware (BIOS or UEFI) has assigned every BAR already.
+pub fn assign_bars(_bdf: Bdf) {}
+
+/// The I/O APIC input of `bdf`'s INTx pin, as the firmware routed it (the interrupt-line
+/// register; PC firmware maps PCI interrupt links to ISA IRQs, which are GSIs 1:1 here).
+pub fn intx_irq(bdf: Bdf) -> Option<u32> {
+    let pin = read(bdf, 0x3d, 1);
+    let line = read(bdf, 0x3c, 1);
+    (pin != 0 && line != 0 && line != 0xff).then_some(line)
+}

@@ -247,3 +247,75 @@ pub(crate) fn legacy_queue_pfn(size: u16, addresses: &QueueAddresses, align: u64
     }
     u32::try_from(addresses.desc / 4096).map_err(|_| Error::LegacyLayout)
 }
+
+/// One of two transports, chosen at run time: an I/O server whose device may be a PCI
+/// function or a virtio-mmio transport (aarch64's virt machine has both) drives either
+/// through this one type.
+#[derive(Debug)]
+pub enum EitherTransport<A, B> {
+    First(A),
+    Second(B),
+}
+
+macro_rules! either {
+    ($self:ident, $t:ident => $call:expr) => {
+        match $self {
+            EitherTransport::First($t) => $call,
+            EitherTransport::Second($t) => $call,
+        }
+    };
+}
+
+impl<A: Transport, B: Transport> Transport for EitherTransport<A, B> {
+    fn device_type(&self) -> u32 {
+        either!(self, t => t.device_type())
+    }
+    fn is_legacy(&self) -> bool {
+        either!(self, t => t.is_legacy())
+    }
+    fn device_features(&mut self) -> Features {
+        either!(self, t => t.device_features())
+    }
+    fn set_driver_features(&mut self, features: Features) {
+        either!(self, t => t.set_driver_features(features))
+    }
+    fn status(&mut self) -> u8 {
+        either!(self, t => t.status())
+    }
+    fn set_status(&mut self, status: u8) {
+        either!(self, t => t.set_status(status))
+    }
+    fn max_queue_size(&mut self, queue: u16) -> Result<u16> {
+        either!(self, t => t.max_queue_size(queue))
+    }
+    fn enable_queue(&mut self, queue: u16, size: u16, addresses: QueueAddresses) -> Result<()> {
+        either!(self, t => t.enable_queue(queue, size, addresses))
+    }
+    fn notify(&mut self, queue: u16) -> Result<()> {
+        either!(self, t => t.notify(queue))
+    }
+    fn ack_interrupt(&mut self) -> InterruptStatus {
+        either!(self, t => t.ack_interrupt())
+    }
+    fn config_generation(&mut self) -> u32 {
+        either!(self, t => t.config_generation())
+    }
+    fn read_config_u8(&mut self, offset: usize) -> Result<u8> {
+        either!(self, t => t.read_config_u8(offset))
+    }
+    fn read_config_u16(&mut self, offset: usize) -> Result<u16> {
+        either!(self, t => t.read_config_u16(offset))
+    }
+    fn read_config_u32(&mut self, offset: usize) -> Result<u32> {
+        either!(self, t => t.read_config_u32(offset))
+    }
+    fn write_config_u8(&mut self, offset: usize, value: u8) -> Result<()> {
+        either!(self, t => t.write_config_u8(offset, value))
+    }
+    fn write_config_u16(&mut self, offset: usize, value: u16) -> Result<()> {
+        either!(self, t => t.write_config_u16(offset, value))
+    }
+    fn write_config_u32(&mut self, offset: usize, value: u32) -> Result<()> {
+        either!(self, t => t.write_config_u32(offset, value))
+    }
+}
