@@ -518,7 +518,8 @@ const SHARED_CASE: Case = Case {
     cmdline: "exit_after=producer",
     expect: Outcome::Success,
     patterns: &[
-        r"shared region board: 8 KiB at 0x100000000000 in 2 partitions",
+        r"shared region board: 8 KiB at 0x100000000000 in 2 partitions, WriteBack",
+        r"shared region mailbox: 4 KiB at 0x100000003000 in 2 partitions, Uncached",
         r"producer: board at 0x100000000000, 8192 bytes, writable true",
         r"consumer: board at 0x100000000000, 8192 bytes, writable false",
         r"consumer: read 20 whole records, last \d+; now writing to the read-only region",
