@@ -106,6 +106,18 @@ pub fn zero_phys_page(phys: u64) {
     }
 }
 
+/// Whether physical `[start, end)` may be device memory: not the first MiB (firmware, the
+/// real-mode area on a PC) and no RAM the frame allocator manages. A BAR or MMIO range that
+/// fails this is never mapped into a partition.
+pub fn may_be_device_memory(start: u64, end: u64) -> bool {
+    start >= 1 << 20
+        && start < end
+        && !FRAMES
+            .lock()
+            .as_ref()
+            .is_some_and(|f| f.overlaps_managed(start, end))
+}
+
 /// Frames still free.
 fn free_frames() -> u64 {
     FRAMES.lock().as_ref().map_or(0, |f| f.free_frames())

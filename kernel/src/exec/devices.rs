@@ -180,9 +180,12 @@ fn set_up_one(
                     command |= pci::COMMAND_IO;
                 }
                 Bar::Memory { base, size, .. } => {
-                    if size > MAX_BAR_MAPPING || !base.is_multiple_of(PAGE_SIZE) {
+                    if size > MAX_BAR_MAPPING
+                        || !base.is_multiple_of(PAGE_SIZE)
+                        || !arch::may_be_device_memory(base, base.saturating_add(size))
+                    {
                         warn!(
-                            "device {}: BAR {bar} ({} KiB at a sub-page or too large) left unmapped",
+                            "device {}: BAR {bar} ({} KiB, unassigned, in RAM, sub-page or too large) left unmapped",
                             record.name,
                             size / 1024
                         );
@@ -219,6 +222,9 @@ fn set_up_one(
     }
     for (k, m) in record.mmio.iter().enumerate().take(record.mmio_count) {
         let size = u64::from(m.size);
+        if !arch::may_be_device_memory(m.base, m.base.saturating_add(size)) {
+            return Err("an MMIO range lies in RAM or the first MiB");
+        }
         let address = windows.reserve(size)?;
         for offset in (0..size).step_by(PAGE_SIZE as usize) {
             owner

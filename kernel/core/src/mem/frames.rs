@@ -132,6 +132,15 @@ impl<'a> FrameAllocator<'a> {
         self.total_frames
     }
 
+    /// Whether `[start, end)` overlaps memory this allocator manages (RAM that is or may be
+    /// handed out), which must never be mapped as something else, such as device registers.
+    pub fn overlaps_managed(&self, start: u64, end: u64) -> bool {
+        self.ranges[..self.range_count].iter().any(|r| {
+            let r_end = r.start + r.frames * PAGE_SIZE;
+            start < r_end && r.start < end
+        })
+    }
+
     /// Marks every managed frame overlapping `[start, end)` as in use (for example the bitmap's
     /// own storage). Frames already in use stay so.
     pub fn reserve(&mut self, start: u64, end: u64) {
@@ -254,6 +263,18 @@ mod tests {
         let fa = FrameAllocator::new(&m, &mut words).unwrap();
         assert_eq!(fa.total_frames(), 20);
         assert_eq!(fa.free_frames(), 20);
+    }
+
+    #[test]
+    fn knows_which_ranges_it_manages() {
+        let m = map();
+        let mut words = vec![0u64; bitmap_words(&m)];
+        let fa = FrameAllocator::new(&m, &mut words).unwrap();
+        assert!(fa.overlaps_managed(0x20f000, 0x210000));
+        assert!(fa.overlaps_managed(0x1ff000, 0x201000));
+        assert!(!fa.overlaps_managed(0x210000, 0x300000));
+        assert!(fa.overlaps_managed(0x304000, 0xfee0_0000));
+        assert!(!fa.overlaps_managed(0xfebd_0000, 0xfebd_4000));
     }
 
     #[test]
