@@ -15,7 +15,10 @@ use crate::{Arch, BuildOpts, build, image};
 /// published x86-64 round trip is about 1,300 cycles).
 const ROUND_TRIP_TARGET: u64 = 1_000;
 
-pub fn run() -> Result<()> {
+pub fn run(block: &crate::blkbench::Opts, block_only: bool) -> Result<()> {
+    if block_only {
+        return crate::blkbench::run(block);
+    }
     for arch in [Arch::X86_64, Arch::Aarch64] {
         kernel_paths(arch)?;
         println!();
@@ -38,7 +41,8 @@ pub fn run() -> Result<()> {
     if !status.success() {
         bail!("the VirtIO ring benchmark failed");
     }
-    Ok(())
+    println!();
+    crate::blkbench::run(block)
 }
 
 /// Boots the `bench` system under -icount and reads the figures its client prints.
