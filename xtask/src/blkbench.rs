@@ -92,12 +92,7 @@ pub fn run(opts: &Opts) -> Result<()> {
         arch: Arch::X86_64,
         debug: false,
     };
-    let direct = image::bootable(
-        &opts_x86,
-        false,
-        "exit_after=blk",
-        Some("bench-blk-direct"),
-    )?;
+    let direct = image::bootable(&opts_x86, false, "exit_after=blk", Some("bench-blk-direct"))?;
     let client = image::bootable(
         &opts_x86,
         false,
@@ -128,11 +123,7 @@ pub fn run(opts: &Opts) -> Result<()> {
                     }
                 })
                 .collect();
-            println!(
-                "  boot {} {name:<6} {}",
-                boot + 1,
-                summary.join(" | ")
-            );
+            println!("  boot {} {name:<6} {}", boot + 1, summary.join(" | "));
             results[path].push(figures);
         }
     }
@@ -141,7 +132,9 @@ pub fn run(opts: &Opts) -> Result<()> {
         "xtask: block throughput, client through the server vs the server on the device \
          (median of {boots} boots each; guest clock)"
     );
-    println!("  {version}; -machine pc -cpu qemu64 -smp 1 -m 512M; virtio-blk-pci transitional, 1 queue of 256");
+    println!(
+        "  {version}; -machine pc -cpu qemu64 -smp 1 -m 512M; virtio-blk-pci transitional, 1 queue of 256"
+    );
     println!(
         "  disk {} (256 MiB raw), cache=writeback, aio={aio}",
         disk.display()
@@ -158,10 +151,7 @@ pub fn run(opts: &Opts) -> Result<()> {
                 .iter()
                 .map(|f| {
                     let (ns, ops, bytes) = f[i];
-                    (
-                        bytes as f64 * 1e3 / ns as f64,
-                        ops as f64 * 1e9 / ns as f64,
-                    )
+                    (bytes as f64 * 1e3 / ns as f64, ops as f64 * 1e9 / ns as f64)
                 })
                 .collect();
             values.sort_by(|a, b| a.0.total_cmp(&b.0));

@@ -73,6 +73,17 @@ impl Engine for Client<'_> {
             .map_err(|_| EngineError)
     }
 
+    fn kick(&mut self) {
+        let _ = self.disk.kick();
+    }
+
+    fn poll(&mut self) -> Result<Option<(usize, bool)>, EngineError> {
+        match self.disk.poll() {
+            Ok(done) => Ok(done.map(|(tag, status)| (tag, status == blk::status::OK))),
+            Err(_) => Err(EngineError),
+        }
+    }
+
     fn wait(&mut self) -> Result<(usize, bool), EngineError> {
         match self.disk.wait_any() {
             Ok((tag, status)) => Ok((tag, status == blk::status::OK)),

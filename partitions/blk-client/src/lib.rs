@@ -260,7 +260,17 @@ impl<'a, N: Notifier + Clone, const Q: usize> BlkClient<'a, N, Q> {
         if effective > self.tag_bytes {
             return Err(BlkError::BadRequest);
         }
-        self.submit_at(tag, op, sector, tag * self.tag_bytes, bytes)
+        self.submit_at(tag, op, sector, tag * self.tag_bytes, bytes)?;
+        self.kick()
+    }
+
+    /// Notifies the server of the requests submitted since the last notification, if it asked
+    /// to be (§2.7.13.4, with EVENT_IDX the whole batch is covered by one notification).
+    pub fn kick(&mut self) -> Result<(), BlkError> {
+        if self.queue.should_notify()? {
+            self.transport.notify(0)?;
+        }
+        Ok(())
     }
 
     /// The buffer area (the data area after the tag area), for callers that lay their buffers
@@ -273,7 +283,8 @@ impl<'a, N: Notifier + Clone, const Q: usize> BlkClient<'a, N, Q> {
 
     /// Like [`BlkClient::submit`], but the data is `bytes` bytes at `offset` of
     /// [`BlkClient::buffers`] (any range of it: e.g. requests larger than a tag's buffer when
-    /// fewer are in flight). The caller keeps buffers of requests in flight apart.
+    /// fewer are in flight), and the server is not notified: call [`BlkClient::kick`] after a
+    /// batch of submissions. The caller keeps buffers of requests in flight apart.
     pub fn submit_at(
         &mut self,
         tag: usize,
@@ -324,9 +335,6 @@ impl<'a, N: Notifier + Clone, const Q: usize> BlkClient<'a, N, Q> {
         };
         self.in_flight[tag] = Some(token);
         self.finished[tag] = None;
-        if self.queue.should_notify()? {
-            self.transport.notify(0)?;
-        }
         Ok(())
     }
 

@@ -265,6 +265,10 @@ impl<B: Backend> bench::Engine for Direct<'_, B> {
         self.backend.kick();
     }
 
+    fn poll(&mut self) -> Result<Option<(usize, bool)>, bench::EngineError> {
+        Ok(self.backend.poll())
+    }
+
     fn wait(&mut self) -> Result<(usize, bool), bench::EngineError> {
         loop {
             if let Some(done) = self.backend.poll() {
@@ -375,9 +379,9 @@ fn main() {
     };
     // The largest bounce slot (up to `slot-kib`, default 64 KiB) that still leaves at least 8
     // of them.
-    let mut slot_len = config
-        .get_u64("slot-kib")
-        .map_or(64 * 1024, |k| (k.clamp(4, 4096) as usize * 1024).next_power_of_two());
+    let mut slot_len = config.get_u64("slot-kib").map_or(64 * 1024, |k| {
+        (k.clamp(4, 4096) as usize * 1024).next_power_of_two()
+    });
     while slot_len > 4096 && memory.len().saturating_sub(4096) / slot_len < 8 {
         slot_len /= 2;
     }
