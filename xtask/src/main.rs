@@ -5,6 +5,7 @@
 //! fresh machine.
 
 mod bench;
+mod blkbench;
 mod build;
 mod devices;
 mod image;
@@ -132,7 +133,21 @@ enum Command {
     /// Check formatting and run clippy (warnings denied) on host and target crates.
     Lint,
     /// Print performance figures, each compared with a reference measured in the same run.
-    Bench,
+    Bench {
+        /// Raw disk image for the block benchmark (256 MiB; made with the benchmark's sector
+        /// pattern if it does not exist; default target/disks/bench-blk.img).
+        #[arg(long)]
+        disk: Option<std::path::PathBuf>,
+        /// Boots per block path (direct and client, interleaved; at least 3).
+        #[arg(long, default_value_t = 3)]
+        boots: usize,
+        /// Only the block benchmark.
+        #[arg(long)]
+        block_only: bool,
+        /// Extra arguments passed to QEMU as they are (block benchmark boots).
+        #[arg(last = true)]
+        qemu_args: Vec<String>,
+    },
 }
 
 fn main() {
@@ -195,9 +210,20 @@ fn run() -> Result<()> {
             setup::ensure_toolchain()?;
             lint::run()
         }
-        Command::Bench => {
+        Command::Bench {
+            disk,
+            boots,
+            block_only,
+            qemu_args,
+        } => {
             setup::ensure_toolchain()?;
-            bench::run()
+            setup::ensure_qemu()?;
+            let block = blkbench::Opts {
+                disk,
+                boots,
+                extra: qemu_args,
+            };
+            bench::run(&block, block_only)
         }
     }
 }

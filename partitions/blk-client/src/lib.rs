@@ -249,6 +249,50 @@ impl<'a, N: Notifier + Clone, const Q: usize> BlkClient<'a, N, Q> {
         sector: u64,
         bytes: usize,
     ) -> Result<(), BlkError> {
+        if tag >= self.options.depth {
+            return Err(BlkError::BadRequest);
+        }
+        let effective = match op {
+            Op::Read | Op::Write => bytes,
+            Op::Flush => 0,
+            Op::GetId => blk::ID_BYTES,
+        };
+        if effective > self.tag_bytes {
+            return Err(BlkError::BadRequest);
+        }
+        self.submit_at(tag, op, sector, tag * self.tag_bytes, bytes)?;
+        self.kick()
+    }
+
+    /// Notifies the server of the requests submitted since the last notification, if it asked
+    /// to be (§2.7.13.4, with EVENT_IDX the whole batch is covered by one notification).
+    pub fn kick(&mut self) -> Result<(), BlkError> {
+        if self.queue.should_notify()? {
+            self.transport.notify(0)?;
+        }
+        Ok(())
+    }
+
+    /// The buffer area (the data area after the tag area), for callers that lay their buffers
+    /// out themselves with [`BlkClient::submit_at`] instead of one per tag.
+    pub fn buffers(&self) -> DmaRegion<'a> {
+        self.data
+            .subregion(TAG_AREA, self.data.len() - TAG_AREA)
+            .unwrap_or(self.data)
+    }
+
+    /// Like [`BlkClient::submit`], but the data is `bytes` bytes at `offset` of
+    /// [`BlkClient::buffers`] (any range of it: e.g. requests larger than a tag's buffer when
+    /// fewer are in flight), and the server is not notified: call [`BlkClient::kick`] after a
+    /// batch of submissions. The caller keeps buffers of requests in flight apart.
+    pub fn submit_at(
+        &mut self,
+        tag: usize,
+        op: Op,
+        sector: u64,
+        offset: usize,
+        bytes: usize,
+    ) -> Result<(), BlkError> {
         if tag >= self.options.depth || self.in_flight[tag].is_some() {
             return Err(BlkError::BadRequest);
         }
@@ -258,7 +302,9 @@ impl<'a, N: Notifier + Clone, const Q: usize> BlkClient<'a, N, Q> {
             Op::Flush => (blk::request_type::FLUSH, 0),
             Op::GetId => (blk::request_type::GET_ID, blk::ID_BYTES),
         };
-        if bytes > self.tag_bytes
+        if offset
+            .checked_add(bytes)
+            .is_none_or(|end| end > self.data.len() - TAG_AREA)
             || (matches!(op, Op::Read | Op::Write) && !bytes.is_multiple_of(SECTOR))
         {
             return Err(BlkError::BadRequest);
@@ -279,7 +325,7 @@ impl<'a, N: Notifier + Clone, const Q: usize> BlkClient<'a, N, Q> {
             len: 1,
         };
         let data = Buffer {
-            addr: self.data.bus_address(TAG_AREA + tag * self.tag_bytes),
+            addr: self.data.bus_address(TAG_AREA + offset),
             len: bytes as u32,
         };
         let token = match op {
@@ -289,9 +335,6 @@ impl<'a, N: Notifier + Clone, const Q: usize> BlkClient<'a, N, Q> {
         };
         self.in_flight[tag] = Some(token);
         self.finished[tag] = None;
-        if self.queue.should_notify()? {
-            self.transport.notify(0)?;
-        }
         Ok(())
     }
 

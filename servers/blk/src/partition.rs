@@ -9,7 +9,8 @@
 //! default 64). See docs/io-servers.md.
 
 use abi::{DeviceInfo, ObjectKind};
-use blk_server::backend::{Backend, VirtioBackend};
+use blk_server::backend::{Backend, Op, VirtioBackend};
+use blk_server::bench;
 use blk_server::disk::DiskSpec;
 use blk_server::server::{ClientState, MAX_CLIENTS, Server};
 use rt::config::Config;
@@ -231,6 +232,94 @@ fn open_device(
     Ok((EitherTransport::First(transport), route, kind))
 }
 
+/// The benchmark's direct path: the workloads on the backend itself, waiting for the device's
+/// interrupt exactly as the serving loop does (or polling every [`POLL_NS`] without one).
+struct Direct<'b, B> {
+    backend: &'b mut B,
+    device: usize,
+    irq_bits: u64,
+    interrupts: bool,
+}
+
+impl<B: Backend> bench::Engine for Direct<'_, B> {
+    fn buffer(&self, tag: usize, bytes: usize) -> Option<DmaRegion<'_>> {
+        // One bounce slot per tag, as the server uses them when serving.
+        (bytes <= self.backend.slot_len())
+            .then(|| self.backend.slot_buffer(tag))
+            .flatten()
+    }
+
+    fn submit(
+        &mut self,
+        tag: usize,
+        op: bench::Op,
+        sector: u64,
+        bytes: usize,
+    ) -> Result<(), bench::EngineError> {
+        let op = match op {
+            bench::Op::Read => Op::Read,
+            bench::Op::Write => Op::Write,
+            bench::Op::Flush => Op::Flush,
+        };
+        self.backend
+            .submit(tag, op, sector, bytes)
+            .map_err(|_| bench::EngineError)
+    }
+
+    fn kick(&mut self) {
+        self.backend.kick();
+    }
+
+    fn poll(&mut self) -> Result<Option<(usize, bool)>, bench::EngineError> {
+        Ok(self.backend.poll())
+    }
+
+    fn wait(&mut self) -> Result<(usize, bool), bench::EngineError> {
+        loop {
+            if let Some(done) = self.backend.poll() {
+                return Ok(done);
+            }
+            if !self.interrupts {
+                sleep_until(time_now_ns() + POLL_NS);
+                continue;
+            }
+            let bits = wait(u64::MAX).map_err(|_| bench::EngineError)?;
+            if bits & self.irq_bits != 0 {
+                self.backend.ack_interrupt();
+                let _ = irq_ack(self.device, bits & self.irq_bits);
+            }
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        time_now_ns()
+    }
+}
+
+fn bench_direct<B: Backend>(backend: &mut B, device: usize, info: &DeviceInfo, interrupts: bool) {
+    let capacity = backend.capacity();
+    let needed = bench::BUFFER_BYTES / backend.slot_len().max(1);
+    if backend.slot_len() < bench::MAX_REQUEST || backend.slots() < needed.max(bench::DEEP) {
+        println!(
+            "blkbench: direct: needs {} bounce slots of {} KiB (slot-kib and a larger DMA region)",
+            needed.max(bench::DEEP),
+            bench::MAX_REQUEST / 1024
+        );
+        return;
+    }
+    println!("blkbench: direct path on the backend, {capacity} sectors");
+    let mut engine = Direct {
+        backend,
+        device,
+        irq_bits: info.irq_bits,
+        interrupts,
+    };
+    bench::run_all(&mut engine, capacity, |w, f| {
+        println!("{}", bench::Line(w, f));
+    });
+    println!("blkbench: done");
+}
+
 /// `name` followed by `suffix`, in `buf`.
 fn join<'b>(buf: &'b mut [u8; 64], name: &str, suffix: &str) -> &'b str {
     let name = &name.as_bytes()[..name.len().min(buf.len() - suffix.len())];
@@ -293,8 +382,11 @@ fn main() {
         println!("DMA region {dma_name} ({} bytes) is too small", dma.size);
         return;
     };
-    // The largest bounce slot (up to 64 KiB) that still leaves at least 8 of them.
-    let mut slot_len = 64 * 1024;
+    // The largest bounce slot (up to `slot-kib`, default 64 KiB) that still leaves at least 8
+    // of them.
+    let mut slot_len = config.get_u64("slot-kib").map_or(64 * 1024, |k| {
+        (k.clamp(4, 4096) as usize * 1024).next_power_of_two()
+    });
     while slot_len > 4096 && memory.len().saturating_sub(4096) / slot_len < 8 {
         slot_len /= 2;
     }
@@ -336,6 +428,12 @@ fn main() {
         slot_len / 1024,
         if interrupts { "on" } else { "off (polling)" },
     );
+
+    if config.get("bench") == Some("direct") {
+        let mut backend = backend;
+        bench_direct(&mut backend, device, &info, interrupts);
+        return;
+    }
 
     let mut server = Server::new(backend);
     let mut names: [&str; MAX_CLIENTS] = [""; MAX_CLIENTS];

@@ -781,11 +781,9 @@ fn walk(
     }
 }
 
-/// Copies through a small stack buffer: client memory and the bounce slots are both shared
-/// memory, accessed only through volatile copies.
-const COPY_CHUNK: usize = 512;
-
-/// Copies `len` bytes of the chain's readable part from `offset` into `dst` from 0.
+/// Copies `len` bytes of the chain's readable part from `offset` into `dst` from 0 (client
+/// memory straight into the bounce slot: both are shared memory, accessed only through
+/// volatile copies).
 fn copy_from_chain(
     chain: &Chain,
     area: &GrantedArea<'_>,
@@ -793,14 +791,8 @@ fn copy_from_chain(
     dst: &DmaRegion<'_>,
     len: usize,
 ) -> virtio::Result<()> {
-    let mut bounce = [0u8; COPY_CHUNK];
     walk(chain, false, offset, len, |at, pos, n| {
-        for start in (0..n).step_by(COPY_CHUNK) {
-            let k = (n - start).min(COPY_CHUNK);
-            area.memory().read_bytes(at + start, &mut bounce[..k])?;
-            dst.write_bytes(pos + start, &bounce[..k])?;
-        }
-        Ok(())
+        dst.copy_from_region(pos, area.memory(), at, n)
     })
 }
 
@@ -812,14 +804,8 @@ fn copy_into_chain(
     src: &DmaRegion<'_>,
     len: usize,
 ) -> virtio::Result<()> {
-    let mut bounce = [0u8; COPY_CHUNK];
     walk(chain, true, offset, len, |at, pos, n| {
-        for start in (0..n).step_by(COPY_CHUNK) {
-            let k = (n - start).min(COPY_CHUNK);
-            src.read_bytes(pos + start, &mut bounce[..k])?;
-            area.memory().write_bytes(at + start, &bounce[..k])?;
-        }
-        Ok(())
+        area.memory().copy_from_region(at, src, pos, n)
     })
 }
 

@@ -35,6 +35,42 @@ fn byte_copies_match_at_every_alignment() {
 }
 
 #[test]
+fn region_to_region_copies_match_at_every_alignment() {
+    let (a, b) = (OwnedDma::new(512), OwnedDma::new(512));
+    let (src, dst) = (a.region(0), b.region(0));
+    let data: Vec<u8> = (0..512).map(|i| (i * 7 + 3) as u8).collect();
+    src.write_bytes(0, &data).unwrap();
+    for from in 0..10 {
+        for to in 0..10 {
+            for len in [0, 1, 7, 8, 9, 63, 64, 65, 200, 300] {
+                dst.fill(0, 512, 0xaa).unwrap();
+                dst.copy_from_region(to, &src, from, len).unwrap();
+                let mut all = vec![0u8; 512];
+                dst.read_bytes(0, &mut all).unwrap();
+                assert!(all[..to].iter().all(|&x| x == 0xaa), "{from}->{to}+{len}");
+                assert_eq!(
+                    &all[to..to + len],
+                    &data[from..from + len],
+                    "{from}->{to}+{len}"
+                );
+                assert!(
+                    all[to + len..].iter().all(|&x| x == 0xaa),
+                    "{from}->{to}+{len}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        dst.copy_from_region(500, &src, 0, 13),
+        Err(Error::OutOfBounds)
+    );
+    assert_eq!(
+        dst.copy_from_region(0, &src, usize::MAX, 2),
+        Err(Error::OutOfBounds)
+    );
+}
+
+#[test]
 fn accesses_are_bounded_and_aligned() {
     let memory = OwnedDma::new(64);
     let region = memory.region(0x1000);
