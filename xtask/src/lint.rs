@@ -23,13 +23,24 @@ pub fn run() -> Result<()> {
     // Partition programs and their runtime are built for the kernel's targets only.
     let programs = crate::system::available_programs();
     for arch in [Arch::X86_64, Arch::Aarch64] {
+        // The VirtIO library on its own and without its `alloc` feature, as partitions use it:
+        // in one command with the programs, cargo would unify the feature into every program
+        // that links it, and a program without a heap would then fail to link.
+        let mut library = vec![
+            "clippy",
+            "--quiet",
+            "--package",
+            "bulkhead-virtio",
+            "--no-default-features",
+        ];
+        library.extend(build::target_args(arch));
+        library.extend(["--", "-D", "warnings"]);
+        cargo(&library)?;
         let mut args = vec![
             "clippy",
             "--quiet",
             "--package",
             "bulkhead-kernel",
-            "--package",
-            "bulkhead-virtio",
             "--package",
             "bulkhead-rt",
         ];
