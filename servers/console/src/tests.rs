@@ -432,9 +432,15 @@ fn output_over_the_rate_waits_and_others_are_not_held_up() {
     world.now.set(5 * S);
     world.run();
     assert_eq!(world.output(1).len(), 250);
-    world.now.set(60 * S);
-    world.run();
-    // Nothing is dropped: it all arrives, never faster than rate × time + burst.
+    // Nothing is dropped: it all arrives, 100 bytes a second, never faster than
+    // rate × time + burst.
+    for t in 6..=20u64 {
+        world.now.set(t * S);
+        world.run();
+        let out = world.output(1).len() as u64;
+        assert_eq!(out, (250 + (t - 5) * 100).min(1000), "at {t} s");
+        assert!(out <= 100 + 100 * t);
+    }
     assert_eq!(world.output(1), vec![b'x'; 1000]);
     let stats = world.server.borrow().client_stats(ia).unwrap();
     assert_eq!(stats.bytes_out, 1000);
