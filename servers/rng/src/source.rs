@@ -26,8 +26,9 @@ pub trait Source {
 pub const BUFFERS: usize = 8;
 /// Bytes per buffer.
 pub const BUFFER_LEN: usize = 512;
-/// Entries of the device's queue.
-pub const QUEUE_SIZE: usize = 16;
+/// Entries of the device's queue: QEMU's virtio-rng has a queue of 8 (legacy: exactly 8), one
+/// per buffer.
+pub const QUEUE_SIZE: usize = 8;
 /// Ring memory the queue needs (with room for a legacy layout).
 pub const RING_BYTES: usize = 0x2000;
 
