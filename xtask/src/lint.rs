@@ -23,13 +23,18 @@ pub fn run() -> Result<()> {
     // Partition programs and their runtime are built for the kernel's targets only.
     let programs = crate::system::available_programs();
     for arch in [Arch::X86_64, Arch::Aarch64] {
+        // The VirtIO library on its own: selected together with the programs, its default
+        // `alloc` feature would be unified into their builds, and a partition program has no
+        // global allocator to link.
+        let mut args = vec!["clippy", "--quiet", "--package", "bulkhead-virtio"];
+        args.extend(build::target_args(arch));
+        args.extend(["--", "-D", "warnings"]);
+        cargo(&args)?;
         let mut args = vec![
             "clippy",
             "--quiet",
             "--package",
             "bulkhead-kernel",
-            "--package",
-            "bulkhead-virtio",
             "--package",
             "bulkhead-rt",
         ];
