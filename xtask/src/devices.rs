@@ -112,7 +112,10 @@ pub fn qemu_args(system: &System, arch: Arch, disk: Option<&Path>) -> Result<Vec
 }
 
 /// The console ports of the channels `owner` serves: (channel, `port` from its config).
-fn console_ports(system: &System, owner: Option<sysdesc::model::PartitionId>) -> Vec<(String, u32)> {
+fn console_ports(
+    system: &System,
+    owner: Option<sysdesc::model::PartitionId>,
+) -> Vec<(String, u32)> {
     system
         .channels
         .iter()

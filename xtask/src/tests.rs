@@ -721,10 +721,16 @@ fn consoles_separate(_log: &[String], outputs: &[Vec<u8>], ran: Duration) -> Res
     let (a, b) = (String::from_utf8_lossy(a), String::from_utf8_lossy(b));
     for (name, text, other) in [("con-a", &a, "con-b"), ("con-b", &b, "con-a")] {
         if !text.contains(&format!("hello from {name}: this is its own console")) {
-            return Err(format!("{name}'s chardev has no greeting: {:?}", tail(text)));
+            return Err(format!(
+                "{name}'s chardev has no greeting: {:?}",
+                tail(text)
+            ));
         }
         if text.contains(other) {
-            return Err(format!("{name}'s chardev shows {other}'s output: {:?}", tail(text)));
+            return Err(format!(
+                "{name}'s chardev shows {other}'s output: {:?}",
+                tail(text)
+            ));
         }
     }
     for needle in ["con-a: line 10\r\n", "con-a echo: ping-a\n"] {
@@ -733,7 +739,10 @@ fn consoles_separate(_log: &[String], outputs: &[Vec<u8>], ran: Duration) -> Res
         }
     }
     if !b.contains("con-b flood 00000001: the quick brown fox") {
-        return Err(format!("con-b's chardev has no flood lines: {:?}", tail(&b)));
+        return Err(format!(
+            "con-b's chardev has no flood lines: {:?}",
+            tail(&b)
+        ));
     }
     let limit = 400 + 400 * ran.as_millis() as usize / 1000;
     if b.len() > limit {

@@ -75,7 +75,11 @@ impl<'a, N: Notifier + Clone, const Q: usize> ConsoleClient<'a, N, Q> {
     /// Attaches to the channel in `region` and initialises the device (§3.1.1). `max_waits`
     /// bounds how many empty notifier waits a blocking call makes before
     /// [`ConsoleError::Timeout`].
-    pub fn attach(region: DmaRegion<'a>, notifier: N, max_waits: u32) -> Result<Self, ConsoleError> {
+    pub fn attach(
+        region: DmaRegion<'a>,
+        notifier: N,
+        max_waits: u32,
+    ) -> Result<Self, ConsoleError> {
         let mut transport = SharedMemoryTransport::new(region, notifier.clone())?;
         if transport.device_type() != id::CONSOLE {
             return Err(ConsoleError::NotConsole);

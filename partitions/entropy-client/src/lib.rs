@@ -63,7 +63,11 @@ pub struct EntropyClient<'a, N: Notifier + Clone, const Q: usize = 4> {
 impl<'a, N: Notifier + Clone, const Q: usize> EntropyClient<'a, N, Q> {
     /// Attaches to the channel in `region` and initialises the device (§3.1.1). `max_waits`
     /// bounds the empty notifier waits of one [`EntropyClient::read`].
-    pub fn attach(region: DmaRegion<'a>, notifier: N, max_waits: u32) -> Result<Self, EntropyError> {
+    pub fn attach(
+        region: DmaRegion<'a>,
+        notifier: N,
+        max_waits: u32,
+    ) -> Result<Self, EntropyError> {
         let mut transport = SharedMemoryTransport::new(region, notifier.clone())?;
         if transport.device_type() != id::ENTROPY {
             return Err(EntropyError::NotEntropy);

@@ -302,7 +302,9 @@ impl<'a, T: Transport> VirtioPorts<'a, T> {
             sent = true;
         }
         if sent {
-            self.kick(console::queue::CONTROL_TX, |s| s.control.as_mut().map(|c| &mut c.1));
+            self.kick(console::queue::CONTROL_TX, |s| {
+                s.control.as_mut().map(|c| &mut c.1)
+            });
         }
         sent
     }
@@ -335,10 +337,10 @@ impl<'a, T: Transport> VirtioPorts<'a, T> {
     /// Handles one control message from the device.
     fn control_message(&mut self, message: ControlMessage) {
         self.events += 1;
-        let index = self.ports.iter().position(|p| {
-            p.as_ref()
-                .is_some_and(|p| p.id == message.id)
-        });
+        let index = self
+            .ports
+            .iter()
+            .position(|p| p.as_ref().is_some_and(|p| p.id == message.id));
         match message.event {
             event::DEVICE_ADD => match index {
                 Some(i) => {
@@ -410,10 +412,7 @@ impl<'a, T: Transport> VirtioPorts<'a, T> {
                 s.control.as_mut().map(|c| &mut c.0)
             });
         }
-        loop {
-            let Some((_, tx)) = self.control.as_mut() else {
-                break;
-            };
+        while let Some((_, tx)) = self.control.as_mut() {
             match tx.poll_used() {
                 Ok(Some(c)) => {
                     busy = true;
@@ -544,7 +543,11 @@ impl<T: Transport> Ports for VirtioPorts<'_, T> {
                     continue;
                 }
                 let at = p.base + b * PORT_BUF_LEN + read;
-                if self.memory.read_bytes(at, &mut buf[done..done + n]).is_err() {
+                if self
+                    .memory
+                    .read_bytes(at, &mut buf[done..done + n])
+                    .is_err()
+                {
                     break;
                 }
                 entry.2 += n;

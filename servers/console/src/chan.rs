@@ -43,7 +43,7 @@ impl<'a> ClientQueue<'a> {
     }
 
     /// The next chain, or `None` after asking for a kick and re-checking (§2.7.10).
-    pub fn next(&mut self) -> virtio::Result<Option<Chain>> {
+    pub fn next_chain(&mut self) -> virtio::Result<Option<Chain>> {
         loop {
             if let Some(chain) = self.queue().pop()? {
                 return Ok(Some(chain));

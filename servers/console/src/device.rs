@@ -234,9 +234,8 @@ pub fn client_channel(
     // SAFETY: the kernel mapped the shared region at `address` for this partition and the
     // client for the partition's whole life; it is only accessed through DmaRegion views
     // (volatile and atomic accesses), and everything read from it is treated as untrusted.
-    let memory = unsafe {
-        virtio::dma::DmaRegion::new(region.address as *mut u8, region.size as usize, 0)
-    }
-    .map_err(|_| ())?;
+    let memory =
+        unsafe { virtio::dma::DmaRegion::new(region.address as *mut u8, region.size as usize, 0) }
+            .map_err(|_| ())?;
     Ok((memory, ClientNotifier { irq }))
 }

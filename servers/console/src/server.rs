@@ -188,7 +188,12 @@ impl<'a, P: Ports, N: Notifier> Server<'a, P, N> {
         now_ns: u64,
         notifier: N,
     ) -> virtio::Result<usize> {
-        if self.clients.iter().flatten().any(|c| c.spec.port == spec.port) {
+        if self
+            .clients
+            .iter()
+            .flatten()
+            .any(|c| c.spec.port == spec.port)
+        {
             return Err(virtio::Error::QueueUnavailable);
         }
         let index = self
@@ -330,7 +335,7 @@ impl<'a, P: Ports, N: Notifier> Server<'a, P, N> {
                 return (busy, None);
             };
             if client.sending.is_none() {
-                match tx.next() {
+                match tx.next_chain() {
                     Ok(Some(chain)) => {
                         busy = true;
                         if chain.writable_len() > 0 {
@@ -429,7 +434,7 @@ impl<'a, P: Ports, N: Notifier> Server<'a, P, N> {
             let Some(rx) = client.rx.as_mut() else {
                 return busy;
             };
-            let chain = match rx.next() {
+            let chain = match rx.next_chain() {
                 Ok(Some(chain)) => chain,
                 // No buffer: the input waits in the port's buffers (and the device stops
                 // reading the host side when they are full).

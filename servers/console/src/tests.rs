@@ -172,7 +172,9 @@ impl SimConsole<'_> {
                 continue;
             };
             while self.guest_open[p] && !self.input[p].is_empty() {
-                let Some(chain) = queue.pop().unwrap() else { break };
+                let Some(chain) = queue.pop().unwrap() else {
+                    break;
+                };
                 let n = (chain.writable_len() as usize).min(self.input[p].len());
                 let bytes: Vec<u8> = self.input[p].drain(..n).collect();
                 let mut writer = chain.writer(&area);
@@ -485,7 +487,8 @@ fn malformed_chains_stop_only_that_client_until_it_resets() {
     let data_len = transport.data_area().len() as u64;
 
     // (what, queue, readable, writable, input typed first, expected)
-    let cases: [(&str, u16, Vec<Buffer>, Vec<Buffer>, bool, Broken); 4] = [
+    type MalformedCase = (&'static str, u16, Vec<Buffer>, Vec<Buffer>, bool, Broken);
+    let cases: [MalformedCase; 4] = [
         (
             "transmit chain with a writable buffer",
             1,
@@ -587,7 +590,11 @@ fn a_client_that_resets_loses_its_pending_output_only() {
     a.reconnect().unwrap();
     world.now.set(100 * S);
     world.run();
-    assert_eq!(world.output(1).len(), 10, "a reset drops the chain in flight");
+    assert_eq!(
+        world.output(1).len(),
+        10,
+        "a reset drops the chain in flight"
+    );
     assert_eq!(world.server.borrow().client_stats(ia).unwrap().resets, 1);
     a.write(b"again").unwrap();
     a.flush().unwrap();

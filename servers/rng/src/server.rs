@@ -288,7 +288,7 @@ impl<'a, S: Source, N: Notifier> Server<'a, S, N> {
             return;
         };
         if client.held.is_none() {
-            match queue.next() {
+            match queue.next_chain() {
                 Ok(Some(chain)) => {
                     progress.busy = true;
                     if chain.readable_len() > 0 {

@@ -99,7 +99,9 @@ impl SimRng<'_> {
         let mut budget = self.per_step.unwrap_or(usize::MAX);
         let mut pushed = false;
         while budget > 0 {
-            let Some(chain) = queue.pop().unwrap() else { break };
+            let Some(chain) = queue.pop().unwrap() else {
+                break;
+            };
             let n = (chain.writable_len() as usize).min(budget);
             budget -= n;
             let bytes: Vec<u8> = (0..n)
