@@ -362,6 +362,8 @@ impl<'a, T: Transport> VirtioPorts<'a, T> {
             event::CONSOLE_PORT => {
                 if let Some(p) = index.and_then(|i| self.ports[i].as_mut()) {
                     p.status.console = true;
+                    // §5.3.6.2.2: a console port MUST be answered with PORT_OPEN, value 1.
+                    self.send_control(message.id, event::PORT_OPEN, 1);
                 }
             }
             event::PORT_OPEN => {
