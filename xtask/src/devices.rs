@@ -71,6 +71,50 @@ pub fn qemu_args(system: &System, arch: Arch, disk: Disk<'_>) -> Result<Vec<Stri
                     format!("virtio-blk-device,drive={id}")
                 });
             }
+            "virtio-console" => {
+                // A multiport console: one port per client channel of the owner whose config
+                // names a `port`, each backed by its own host chardev (a Unix socket QEMU
+                // serves, see `console_socket`). Port 0 can only be a `virtconsole`.
+                let ports = console_ports(system, device.owner);
+                let max_ports = ports.iter().map(|(_, p)| p + 1).max().unwrap_or(1).max(2);
+                args.push("-device".into());
+                args.push(match arch {
+                    Arch::X86_64 => format!(
+                        "virtio-serial-pci,id={id}{pci_addr},max_ports={max_ports},\
+                         disable-legacy=off,disable-modern=off"
+                    ),
+                    Arch::Aarch64 => format!("virtio-serial-device,id={id},max_ports={max_ports}"),
+                });
+                for (channel, port) in ports {
+                    let path = console_socket(&system.name, &channel)?;
+                    args.push("-chardev".into());
+                    args.push(format!(
+                        "socket,id={id}-{channel},path={},server=on,wait=off",
+                        path.display()
+                    ));
+                    let kind = if port == 0 {
+                        "virtconsole"
+                    } else {
+                        "virtserialport"
+                    };
+                    args.push("-device".into());
+                    args.push(format!(
+                        "{kind},bus={id}.0,chardev={id}-{channel},nr={port},name={channel}"
+                    ));
+                }
+            }
+            "virtio-rng" => {
+                args.push("-object".into());
+                args.push(format!("rng-random,id={id}-source,filename=/dev/urandom"));
+                args.push("-device".into());
+                args.push(match arch {
+                    Arch::X86_64 => format!(
+                        "virtio-rng-pci,rng={id}-source{pci_addr},\
+                         disable-legacy=off,disable-modern=off"
+                    ),
+                    Arch::Aarch64 => format!("virtio-rng-device,rng={id}-source"),
+                });
+            }
             "serial" if arch == Arch::X86_64 => {
                 // COM1 is the kernel's console; a granted serial port is a further one.
                 args.extend(["-serial".into(), "null".into()]);
@@ -79,6 +123,32 @@ pub fn qemu_args(system: &System, arch: Arch, disk: Disk<'_>) -> Result<Vec<Stri
         }
     }
     Ok(args)
+}
+
+/// The console ports of the channels `owner` serves: (channel, `port` from its config).
+fn console_ports(
+    system: &System,
+    owner: Option<sysdesc::model::PartitionId>,
+) -> Vec<(String, u32)> {
+    system
+        .channels
+        .iter()
+        .filter(|c| Some(c.server) == owner)
+        .filter_map(|c| {
+            let port = c.config.get("port")?.as_integer()?;
+            Some((c.name.clone(), u32::try_from(port).ok()?))
+        })
+        .collect()
+}
+
+/// target/console/SYSTEM-CHANNEL.sock: the host end of a client's console (a Unix socket QEMU
+/// listens on; `socat - UNIX-CONNECT:PATH` talks to it). A stale socket is removed.
+pub fn console_socket(system: &str, channel: &str) -> Result<PathBuf> {
+    let dir = build::root().join("target/console");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{system}-{channel}.sock"));
+    let _ = fs::remove_file(&path);
+    Ok(path)
 }
 
 /// target/disks/SYSTEM-DEVICE.img, created zero-filled if it does not exist or `fresh`.

@@ -67,7 +67,24 @@ struct Case {
     check: Option<LogCheck>,
     /// Extra QEMU arguments.
     qemu_args: &'static [&'static str],
+    /// The system's devices as `cargo xtask run` gives them (xtask/src/devices.rs), host
+    /// chardevs talked to while QEMU runs, and a check of what they received.
+    host: Option<HostSide>,
 }
+
+/// What a case does on the host side of the system's devices.
+#[derive(Clone, Copy)]
+struct HostSide {
+    /// Console channels whose host chardev (a Unix socket, devices::console_socket) is
+    /// connected as soon as QEMU listens, read until QEMU ends, and sent this text at once
+    /// (the device delivers it when the guest's port is open).
+    consoles: &'static [(&'static str, &'static str)],
+    /// Checks the serial log, what each console's host side received (in `consoles` order)
+    /// and how long QEMU ran.
+    check: HostCheck,
+}
+
+type HostCheck = fn(&[String], &[Vec<u8>], Duration) -> Result<(), String>;
 
 /// Guest time from instructions executed (1 ns each) rather than the host's clock: timing
 /// assertions then measure the kernel, not the load on the host.
@@ -106,6 +123,7 @@ const CASES: &[Case] = &[
         patterns: BANNER_X86,
         check: Some(|log| find(log, r"booted by BIOS; command line: .exit.")),
         qemu_args: &[],
+        host: None,
     },
     Case {
         name: "x86_64-uefi-banner",
@@ -117,6 +135,7 @@ const CASES: &[Case] = &[
         patterns: BANNER_X86,
         check: Some(|log| find(log, r"booted by UEFI; command line: .exit.")),
         qemu_args: &[],
+        host: None,
     },
     Case {
         name: "x86_64-ticks-advance",
@@ -128,6 +147,7 @@ const CASES: &[Case] = &[
         patterns: &[r"boot demo complete"],
         check: Some(ticks_advance),
         qemu_args: &[],
+        host: None,
     },
     Case {
         name: "x86_64-page-fault-reported",
@@ -146,6 +166,7 @@ const CASES: &[Case] = &[
         ],
         check: Some(|log| absent(log, "boot demo complete")),
         qemu_args: &[],
+        host: None,
     },
     Case {
         name: "x86_64-invalid-opcode-reported",
@@ -162,6 +183,7 @@ const CASES: &[Case] = &[
         ],
         check: Some(|log| absent(log, "boot demo complete")),
         qemu_args: &[],
+        host: None,
     },
     Case {
         name: "x86_64-stack-overflow-double-fault",
@@ -177,6 +199,7 @@ const CASES: &[Case] = &[
         ],
         check: Some(|log| absent(log, "boot demo complete")),
         qemu_args: &[],
+        host: None,
     },
     Case {
         name: "x86_64-panic-reported",
@@ -191,6 +214,7 @@ const CASES: &[Case] = &[
         ],
         check: None,
         qemu_args: &[],
+        host: None,
     },
     Case {
         name: "aarch64-banner",
@@ -215,6 +239,7 @@ const CASES: &[Case] = &[
             )
         }),
         qemu_args: &[],
+        host: None,
     },
     Case {
         name: "aarch64-gicv3-banner",
@@ -231,6 +256,7 @@ const CASES: &[Case] = &[
         ],
         check: Some(ticks_advance),
         qemu_args: GIC_V3,
+        host: None,
     },
     Case {
         name: "aarch64-ticks-advance",
@@ -243,6 +269,7 @@ const CASES: &[Case] = &[
         check: Some(ticks_advance),
         // Guest time from instructions: a loaded host cannot stall the tick between reports.
         qemu_args: ICOUNT,
+        host: None,
     },
     Case {
         name: "aarch64-page-fault-reported",
@@ -260,6 +287,7 @@ const CASES: &[Case] = &[
         ],
         check: Some(|log| absent(log, "boot demo complete")),
         qemu_args: &[],
+        host: None,
     },
     Case {
         name: "aarch64-invalid-opcode-reported",
@@ -276,6 +304,7 @@ const CASES: &[Case] = &[
         ],
         check: Some(|log| absent(log, "boot demo complete")),
         qemu_args: &[],
+        host: None,
     },
     Case {
         name: "aarch64-stack-overflow-reported",
@@ -292,6 +321,7 @@ const CASES: &[Case] = &[
         ],
         check: Some(|log| absent(log, "boot demo complete")),
         qemu_args: &[],
+        host: None,
     },
 ];
 
@@ -314,6 +344,7 @@ const PARTITION_CASES: &[Case] = &[
         ],
         check: Some(hello_in_windows),
         qemu_args: ICOUNT,
+        host: None,
     },
     Case {
         name: "x86_64-faults-contained-and-restarted",
@@ -333,6 +364,7 @@ const PARTITION_CASES: &[Case] = &[
         ],
         check: Some(faults_contained),
         qemu_args: &[],
+        host: None,
     },
     Case {
         name: "x86_64-spinner-keeps-to-its-windows",
@@ -348,6 +380,7 @@ const PARTITION_CASES: &[Case] = &[
         ],
         check: Some(spinner_contained),
         qemu_args: ICOUNT,
+        host: None,
     },
     Case {
         name: "x86_64-policy-stop-stays-stopped",
@@ -366,6 +399,7 @@ const PARTITION_CASES: &[Case] = &[
             progress_after(log, "stopped (policy)", 3)
         }),
         qemu_args: &[],
+        host: None,
     },
     Case {
         name: "x86_64-policy-halt-halts",
@@ -380,6 +414,7 @@ const PARTITION_CASES: &[Case] = &[
         ],
         check: Some(|log| absent(log, "run time elapsed")),
         qemu_args: &[],
+        host: None,
     },
     HOSTILE_CASE,
     IPC_CASE,
@@ -426,6 +461,7 @@ const HOSTILE_CASE: Case = Case {
         Ok(())
     }),
     qemu_args: &[],
+    host: None,
 };
 
 /// The partition cases again on aarch64: the same systems, the same programs rebuilt for
@@ -507,6 +543,7 @@ const IPC_CASE: Case = Case {
         Ok(())
     }),
     qemu_args: &[],
+    host: None,
 };
 
 /// Shared memory with per-side rights.
@@ -528,6 +565,7 @@ const SHARED_CASE: Case = Case {
     ],
     check: Some(|log| absent(log, "FAIL")),
     qemu_args: &[],
+    host: None,
 };
 
 /// DMA regions: own physical address only.
@@ -549,6 +587,7 @@ const DMA_CASE: Case = Case {
     ],
     check: Some(|log| absent(log, "FAIL")),
     qemu_args: &[],
+    host: None,
 };
 
 /// Extra QEMU arguments of the device-grant case (its devices, a virtio-blk PCI function at
@@ -574,6 +613,7 @@ const AARCH64_DEVICE_CASE: Case = Case {
     ],
     check: Some(|log| absent(log, "FAIL")),
     qemu_args: DEVICE_QEMU,
+    host: None,
 };
 
 /// The block server under a rogue client and an injected crash mid-I/O.
@@ -628,6 +668,7 @@ const BLK_FAULTS_CASE: Case = Case {
         Ok(())
     }),
     qemu_args: &[],
+    host: None,
 };
 
 /// Device grants: a PCI function's registers, configuration space and windows for its owner;
@@ -674,6 +715,7 @@ const DEVICE_CASE: Case = Case {
         Ok(())
     }),
     qemu_args: DEVICE_QEMU,
+    host: None,
 };
 
 /// The block server case on aarch64, over virtio-mmio version 1 (QEMU's default, legacy) and
@@ -728,6 +770,171 @@ fn aarch64_block_cases() -> Vec<Case> {
         ..v1
     };
     vec![v1, v2, pcie]
+}
+
+/// Consoles: each client's output on its own host chardev and nowhere else, host input to
+/// the right client, the rate-limited client held to its rate; the kernel log on COM1.
+const CONSOLE_CASE: Case = Case {
+    name: "x86_64-console-per-client-chardevs",
+    arch: Arch::X86_64,
+    uefi: false,
+    system: Some("console"),
+    cmdline: "exit run_ms=8000",
+    expect: Outcome::Success,
+    patterns: &[
+        r"console0: virtio-console modern \(memory BARs\), multiport yes, 3 ports, interrupts on",
+        r"con-a: console on port 1, unlimited",
+        r"con-b: console on port 2, output limited to 400 bytes/s",
+    ],
+    check: Some(|log| {
+        absent(log, "FAIL")?;
+        absent(log, "stopped until it resets")?;
+        for pattern in [
+            r"con-a: console attached; greeting written",
+            r"con-b: console attached; greeting written",
+            r"port 1: host side connected",
+            r"port 2: host side connected",
+            r#"con-a: the host typed 7 bytes: "ping-a\.""#,
+            r#"con-b: the host typed 7 bytes: "ping-b\.""#,
+            r"con-a: wrote line 10 to its console",
+        ] {
+            find(log, pattern)?;
+        }
+        Ok(())
+    }),
+    qemu_args: &[],
+    host: Some(HostSide {
+        consoles: &[("con-a", "ping-a\n"), ("con-b", "ping-b\n")],
+        check: consoles_separate,
+    }),
+};
+
+/// Entropy shared at per-client rates.
+const ENTROPY_CASE: Case = Case {
+    name: "x86_64-entropy-per-client-rates",
+    arch: Arch::X86_64,
+    uefi: false,
+    system: Some("entropy"),
+    cmdline: "exit run_ms=6000",
+    expect: Outcome::Success,
+    patterns: &[
+        r"rng0: virtio-rng modern \(memory BARs\), pool of 8 x 512 bytes, interrupts on",
+        r"rng-a: entropy at 1024 bytes/s",
+        r"rng-b: entropy at 8192 bytes/s",
+    ],
+    check: Some(|log| {
+        absent(log, "FAIL")?;
+        absent(log, "stopped until it resets")?;
+        entropy_rates(log)
+    }),
+    qemu_args: &[],
+    host: Some(HostSide {
+        consoles: &[],
+        check: |_, _, _| Ok(()),
+    }),
+};
+
+/// What each console's host side received: its own greeting, lines and echo, nothing of the
+/// other's; the rate-limited one (`con-b`, 400 bytes/s, burst 400) no more than its rate
+/// allows over the time QEMU ran.
+fn consoles_separate(_log: &[String], outputs: &[Vec<u8>], ran: Duration) -> Result<(), String> {
+    let [a, b] = outputs else {
+        return Err(format!("expected 2 consoles, got {}", outputs.len()));
+    };
+    let (a, b) = (String::from_utf8_lossy(a), String::from_utf8_lossy(b));
+    for (name, text, other) in [("con-a", &a, "con-b"), ("con-b", &b, "con-a")] {
+        if !text.contains(&format!("hello from {name}: this is its own console")) {
+            return Err(format!(
+                "{name}'s chardev has no greeting: {:?}",
+                tail(text)
+            ));
+        }
+        if text.contains(other) {
+            return Err(format!(
+                "{name}'s chardev shows {other}'s output: {:?}",
+                tail(text)
+            ));
+        }
+    }
+    for needle in ["con-a: line 10\r\n", "con-a echo: ping-a\n"] {
+        if !a.contains(needle) {
+            return Err(format!("con-a's chardev lacks {needle:?}: {:?}", tail(&a)));
+        }
+    }
+    if !b.contains("con-b flood 00000001: the quick brown fox") {
+        return Err(format!(
+            "con-b's chardev has no flood lines: {:?}",
+            tail(&b)
+        ));
+    }
+    let limit = 400 + 400 * ran.as_millis() as usize / 1000;
+    if b.len() > limit {
+        return Err(format!(
+            "con-b got {} bytes out in {:.1} s at 400 bytes/s (limit {limit})",
+            b.len(),
+            ran.as_secs_f64()
+        ));
+    }
+    if b.len() < 1000 {
+        return Err(format!("con-b got only {} bytes out", b.len()));
+    }
+    Ok(())
+}
+
+fn tail(text: &str) -> &str {
+    let mut start = text.len().saturating_sub(200);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
+/// Each entropy client's last report: within its rate (bytes ≤ burst + rate × time, burst =
+/// one second's worth), not far below it, the faster one clearly faster, and the bytes look
+/// random (mean near 127.5, most byte values seen).
+fn entropy_rates(log: &[String]) -> Result<(), String> {
+    let re = Regex::new(
+        r"(rng-[ab]): (\d+) bytes in (\d+) ms \((\d+) bytes/s, \d+ requests\), mean (\d+)\.\d+, (\d+)/256 byte values seen",
+    )
+    .unwrap();
+    let mut last = std::collections::HashMap::new();
+    for line in log {
+        if let Some(c) = re.captures(line) {
+            let n = |i: usize| c[i].parse::<u64>().unwrap_or(0);
+            last.insert(c[1].to_string(), (n(2), n(3), n(4), n(5), n(6)));
+        }
+    }
+    let mut rates = Vec::new();
+    for (name, rate) in [("rng-a", 1024u64), ("rng-b", 8192)] {
+        let Some(&(bytes, ms, measured, mean, distinct)) = last.get(name) else {
+            return Err(format!("no report from {name}"));
+        };
+        if ms < 2000 {
+            return Err(format!("{name} reported after only {ms} ms"));
+        }
+        let limit = rate + rate * ms / 1000;
+        if bytes > limit {
+            return Err(format!(
+                "{name} got {bytes} bytes in {ms} ms: over its {rate} bytes/s (limit {limit})"
+            ));
+        }
+        if measured < rate / 2 {
+            return Err(format!("{name} got only {measured} bytes/s of its {rate}"));
+        }
+        if !(110..=145).contains(&mean) || distinct < 200 {
+            return Err(format!(
+                "{name}'s bytes do not look random: mean {mean}, {distinct} values"
+            ));
+        }
+        rates.push(measured);
+    }
+    if rates[1] < 3 * rates[0] {
+        return Err(format!(
+            "rng-b ({} bytes/s) is not clearly faster than rng-a ({} bytes/s)",
+            rates[1], rates[0]
+        ));
+    }
+    Ok(())
 }
 
 /// Seconds since boot of a log line (`[    1.234567] ...`).
@@ -964,7 +1171,13 @@ fn all_cases() -> Vec<Case> {
         .chain(PARTITION_CASES)
         .copied()
         .chain(aarch64_partition_cases())
-        .chain([DEVICE_CASE, AARCH64_DEVICE_CASE, BLK_FAULTS_CASE])
+        .chain([
+            DEVICE_CASE,
+            AARCH64_DEVICE_CASE,
+            BLK_FAULTS_CASE,
+            CONSOLE_CASE,
+            ENTROPY_CASE,
+        ])
         .chain(aarch64_block_cases())
         .collect()
 }
@@ -1032,8 +1245,19 @@ fn run_cases(cases: &[&Case], timeout: Duration) -> Result<()> {
             )?);
         }
         cmd.args(case.qemu_args);
+        let mut host = None;
+        if let (Some(side), Some(system)) = (case.host, case.system) {
+            host = Some((side, HostConsoles::start(system, side.consoles)?));
+        }
         let captured = qemu::capture(cmd, case.arch, timeout, false)?;
-        match verify(case, &captured) {
+        let verdict = verify(case, &captured).and_then(|()| match host {
+            Some((side, consoles)) => {
+                let outputs = consoles.finish();
+                (side.check)(&captured.lines, &outputs, captured.elapsed)
+            }
+            None => Ok(()),
+        });
+        match verdict {
             Ok(()) => println!(
                 "test {} ... ok ({:.1} s)",
                 case.name,
@@ -1061,6 +1285,59 @@ fn run_cases(cases: &[&Case], timeout: Duration) -> Result<()> {
     Ok(())
 }
 
+/// The host ends of a case's console chardevs: one thread per socket connects as soon as QEMU
+/// listens, sends its input, and collects what arrives until told to stop.
+struct HostConsoles {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    readers: Vec<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+impl HostConsoles {
+    fn start(system: &str, consoles: &[(&'static str, &'static str)]) -> Result<Self> {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut readers = Vec::new();
+        for &(channel, input) in consoles {
+            let path = crate::devices::console_socket(system, channel)?;
+            let stop = stop.clone();
+            readers.push(std::thread::spawn(move || {
+                let mut received = Vec::new();
+                let mut stream = loop {
+                    if stop.load(Ordering::Relaxed) {
+                        return received;
+                    }
+                    match std::os::unix::net::UnixStream::connect(&path) {
+                        Ok(s) => break s,
+                        Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                    }
+                };
+                let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+                let _ = stream.write_all(input.as_bytes());
+                let mut buf = [0u8; 4096];
+                while !stop.load(Ordering::Relaxed) {
+                    match stream.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => received.extend_from_slice(&buf[..n]),
+                        Err(_) => {}
+                    }
+                }
+                received
+            }));
+        }
+        Ok(Self { stop, readers })
+    }
+
+    /// Stops the readers (QEMU has ended) and returns what each received.
+    fn finish(self) -> Vec<Vec<u8>> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.readers
+            .into_iter()
+            .map(|r| r.join().unwrap_or_default())
+            .collect()
+    }
+}
+
 fn qemu_cmdline(case: &Case) -> String {
     qemu::effective_cmdline(case.arch, case.cmdline)
 }
@@ -1084,6 +1361,59 @@ mod unit {
             for p in case.patterns {
                 Regex::new(p).unwrap_or_else(|e| panic!("{}: {p}: {e}", case.name));
             }
+        }
+    }
+
+    #[test]
+    fn console_check_rejects_crossed_missing_or_unlimited_output() {
+        let a = "hello from con-a: this is its own console; type a line\r\ncon-a: line 1\r\n\
+                 con-a echo: ping-a\ncon-a: line 10\r\n";
+        let mut b = String::from("hello from con-b: this is its own console; type a line\r\n");
+        while b.len() < 1500 {
+            b.push_str("con-b flood 00000001: the quick brown fox jumps over the lazy dog\r\n");
+        }
+        let ran = Duration::from_secs(10);
+        let ok = vec![a.as_bytes().to_vec(), b.as_bytes().to_vec()];
+        consoles_separate(&[], &ok, ran).unwrap();
+        // Swapped chardevs, one client's output on the other's, no echo, too fast, too little.
+        let swapped = vec![ok[1].clone(), ok[0].clone()];
+        assert!(consoles_separate(&[], &swapped, ran).is_err());
+        let crossed = vec![[a.as_bytes(), b"con-b"].concat(), ok[1].clone()];
+        assert!(consoles_separate(&[], &crossed, ran).is_err());
+        let no_echo = vec![a.replace("echo", "ohce").into_bytes(), ok[1].clone()];
+        assert!(consoles_separate(&[], &no_echo, ran).is_err());
+        assert!(consoles_separate(&[], &ok, Duration::from_secs(2)).is_err());
+        let little = vec![ok[0].clone(), ok[1][..900].to_vec()];
+        assert!(consoles_separate(&[], &little, ran).is_err());
+        assert!(consoles_separate(&[], &ok[..1], ran).is_err());
+    }
+
+    #[test]
+    fn entropy_check_rejects_rates_over_the_limit_or_starved() {
+        let report = |name: &str, bytes: u64, ms: u64, mean: u64| {
+            format!(
+                "[    5.000000] INFO  {name}: {name}: {bytes} bytes in {ms} ms ({} bytes/s, 9 requests), mean {mean}.31, 256/256 byte values seen",
+                bytes * 1000 / ms
+            )
+        };
+        let good = vec![
+            report("rng-a", 4000, 4000, 127),
+            report("rng-b", 30000, 4000, 128),
+        ];
+        entropy_rates(&good).unwrap();
+        for bad in [
+            // rng-a over 1024 bytes/s + burst.
+            vec![report("rng-a", 6000, 4000, 127), good[1].clone()],
+            // rng-a starved.
+            vec![report("rng-a", 1000, 4000, 127), good[1].clone()],
+            // rng-b no faster than rng-a.
+            vec![good[0].clone(), report("rng-b", 5000, 4000, 127)],
+            // Not random.
+            vec![report("rng-a", 4000, 4000, 0), good[1].clone()],
+            // Missing report.
+            vec![good[0].clone()],
+        ] {
+            assert!(entropy_rates(&bad).is_err(), "{bad:?}");
         }
     }
 

@@ -34,6 +34,10 @@ fn programs() -> Programs {
         "demo-logger",
         "virtio-blk-server",
         "console-server",
+        "virtio-console-server",
+        "virtio-rng-server",
+        "demo-console",
+        "demo-entropy",
     ])
 }
 

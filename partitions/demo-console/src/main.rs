@@ -1,0 +1,224 @@
+//! The demo's console partition: on its own console (a virtio-console exported by the console
+//! server over the inter-partition VirtIO transport, backed by one port of the real device and
+//! so by one host chardev) it prints a greeting and a numbered line every `period-ms`, and
+//! echoes back whatever the host types, reporting it in the kernel log too. With `flood =
+//! true` it writes as fast as its console takes bytes, reporting the count every second: a
+//! client the description rate-limits is slowed down by the server, never its neighbours.
+//!
+//! Configuration (`[partitions.NAME.config]`, all optional): `channel` (default `console`;
+//! the shared region and notifications are named after it as in docs/io-servers.md),
+//! `period-ms` (default 500), `flood` (default false), `irq-mask` (default all bits).
+#![no_std]
+#![no_main]
+
+use abi::ObjectKind;
+use console_client::{ConsoleClient, ConsoleError};
+use rt::println;
+use rt::syscall::{lookup, notify, poll, region_info, sleep_until, time_now_ns};
+use virtio::dma::DmaRegion;
+use virtio::transport::shmem::Notifier;
+
+rt::entry!(main);
+
+/// How long one wait for the server lasts before it counts as a miss.
+const WAIT_NS: u64 = 50_000_000;
+/// Sleep between polls of the notification word while waiting.
+const POLL_NS: u64 = 1_000_000;
+
+/// Kicks the server through `C-kick`; waits for `C-irq` by polling the notification word with
+/// short sleeps, so a server that is gone costs a bounded wait rather than a hang.
+#[derive(Clone)]
+struct KernelNotifier {
+    kick: usize,
+    mask: u64,
+}
+
+impl Notifier for KernelNotifier {
+    fn notify_peer(&mut self) {
+        let _ = notify(self.kick);
+    }
+    fn take_pending(&mut self) -> bool {
+        poll(self.mask).is_ok_and(|bits| bits != 0)
+    }
+    fn wait(&mut self) -> bool {
+        let deadline = time_now_ns() + WAIT_NS;
+        loop {
+            if self.take_pending() {
+                return true;
+            }
+            let now = time_now_ns();
+            if now >= deadline {
+                return false;
+            }
+            sleep_until(now + POLL_NS);
+        }
+    }
+}
+
+fn join<'b>(buf: &'b mut [u8; 64], name: &str, suffix: &str) -> &'b str {
+    let name = &name.as_bytes()[..name.len().min(buf.len() - suffix.len())];
+    let n = name.len() + suffix.len();
+    buf[..name.len()].copy_from_slice(name);
+    buf[name.len()..n].copy_from_slice(suffix.as_bytes());
+    core::str::from_utf8(&buf[..n]).unwrap_or("")
+}
+
+/// A small formatter into a stack buffer.
+struct Line {
+    buf: [u8; 200],
+    len: usize,
+}
+
+impl Line {
+    fn new() -> Self {
+        Self {
+            buf: [0; 200],
+            len: 0,
+        }
+    }
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl core::fmt::Write for Line {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+macro_rules! line {
+    ($($arg:tt)*) => {{
+        let mut l = Line::new();
+        let _ = core::fmt::Write::write_fmt(&mut l, format_args!($($arg)*));
+        l
+    }};
+}
+
+fn connect<'a>(
+    region: DmaRegion<'a>,
+    notifier: &KernelNotifier,
+    channel: &str,
+) -> ConsoleClient<'a, KernelNotifier> {
+    let mut reported = false;
+    loop {
+        match ConsoleClient::attach(region, notifier.clone(), 100) {
+            Ok(console) => return console,
+            Err(e) => {
+                if !reported {
+                    println!("{channel}: waiting for the console server ({e:?})");
+                    reported = true;
+                }
+                sleep_until(time_now_ns() + 100_000_000);
+            }
+        }
+    }
+}
+
+/// Printable text of host input, for the kernel log.
+fn printable(input: &[u8], out: &mut [u8; 128]) -> usize {
+    let mut n = 0;
+    for &b in input.iter().take(out.len()) {
+        out[n] = if (0x20..0x7f).contains(&b) { b } else { b'.' };
+        n += 1;
+    }
+    n
+}
+
+fn main() {
+    let mut text = [0u8; 1024];
+    let config = rt::config::read(&mut text).unwrap_or(rt::config::Config::new(""));
+    let channel = config.get("channel").unwrap_or("console");
+    let period_ns = config.get_u64("period-ms").unwrap_or(500) * 1_000_000;
+    let flood = config.get_bool("flood").unwrap_or(false);
+    let mask = config.get_u64("irq-mask").unwrap_or(u64::MAX);
+    let mut b = [0u8; 64];
+    let kick_name = config
+        .get("kick")
+        .unwrap_or_else(|| join(&mut b, channel, "-kick"));
+    let region_name = config.get("region").unwrap_or(channel);
+    let region = lookup(ObjectKind::SharedRegion, region_name).and_then(region_info);
+    let kick = lookup(ObjectKind::Notification, kick_name);
+    let (Ok(region), Ok(kick)) = (region, kick) else {
+        println!(
+            "{channel}: shared region {region_name} or notification {kick_name} not granted: {region:?} {kick:?}"
+        );
+        return;
+    };
+    // SAFETY: the kernel mapped the shared region at `address` for this partition and the
+    // server for the partition's whole life; it is accessed only through DmaRegion views
+    // (volatile and atomic accesses), and the library treats its contents as untrusted.
+    let Ok(memory) =
+        (unsafe { DmaRegion::new(region.address as *mut u8, region.size as usize, 0) })
+    else {
+        return;
+    };
+    let notifier = KernelNotifier { kick, mask };
+    let mut console = connect(memory, &notifier, channel);
+    let greeting = line!("hello from {channel}: this is its own console; type a line\r\n");
+    match console.write(greeting.bytes()) {
+        Ok(()) => println!("{channel}: console attached; greeting written"),
+        Err(e) => println!("{channel}: greeting failed: {e:?}"),
+    }
+
+    let started = time_now_ns();
+    let mut next_line = started + period_ns;
+    let mut next_report = started + 1_000_000_000;
+    let mut line_no = 0u64;
+    let mut flooded = greeting.len as u64;
+    let mut input = [0u8; 128];
+    loop {
+        let result = (|| -> Result<(), ConsoleError> {
+            let n = console.read(&mut input)?;
+            if n > 0 {
+                let mut shown = [0u8; 128];
+                let k = printable(&input[..n], &mut shown);
+                let text = core::str::from_utf8(&shown[..k]).unwrap_or("");
+                println!("{channel}: the host typed {n} bytes: \"{text}\"");
+                console.write(line!("{channel} echo: ").bytes())?;
+                console.write(&input[..n])?;
+                if !input[..n].ends_with(b"\n") {
+                    console.write(b"\r\n")?;
+                }
+            }
+            let now = time_now_ns();
+            if flood {
+                let l = line!(
+                    "{channel} flood {line_no:08}: the quick brown fox jumps over the lazy dog\r\n"
+                );
+                line_no += 1;
+                console.write(l.bytes())?;
+                flooded += l.len as u64;
+                if now >= next_report {
+                    next_report = now + 1_000_000_000;
+                    println!(
+                        "{channel}: flood: {flooded} bytes written in {} ms",
+                        (now - started) / 1_000_000
+                    );
+                }
+            } else if now >= next_line {
+                next_line = now + period_ns;
+                line_no += 1;
+                console.write(line!("{channel}: line {line_no}\r\n").bytes())?;
+                if line_no == 1 || line_no.is_multiple_of(10) {
+                    println!("{channel}: wrote line {line_no} to its console");
+                }
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {}
+            Err(e @ (ConsoleError::Reset | ConsoleError::NeedsReset)) => {
+                println!("{channel}: console server gone ({e:?}); reconnecting");
+                console = connect(memory, &notifier, channel);
+            }
+            Err(e) => println!("{channel}: console error {e:?}"),
+        }
+        if !flood {
+            sleep_until(time_now_ns() + 10_000_000);
+        }
+    }
+}

@@ -1,0 +1,443 @@
+//! The whole path on the host: `entropy_client::EntropyClient` → inter-partition transport →
+//! [`Server`] → [`VirtioRng`] → inter-partition transport → a simulated entropy device served
+//! by the library's device side. Time is a test-controlled clock; the device can be made slow.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use entropy_client::{EntropyClient, EntropyError};
+use virtio::devices::id;
+use virtio::dma::{DmaRegion, OwnedDma};
+use virtio::features::{Features, status};
+use virtio::queue::{Buffer, DeviceQueue, DriverQueue};
+use virtio::split::{SplitDeviceQueue, SplitQueue};
+use virtio::transport::shmem::{
+    DeviceDescription, Notifier, SharedMemoryDevice, SharedMemoryTransport,
+};
+use virtio::transport::{Transport, initialize};
+
+use crate::rt_config::Config;
+use crate::server::{Broken, ClientState, EntropySpec, Server};
+use crate::source::{RING_BYTES, VirtioRng};
+
+const REGION_LEN: usize = 0x2_0000;
+const RING_LEN: usize = 0x4000;
+const S: u64 = 1_000_000_000;
+
+#[derive(Default)]
+struct Doorbell {
+    pending: Cell<bool>,
+}
+
+type Pump<'a> = Rc<RefCell<Option<Box<dyn FnMut() + 'a>>>>;
+
+#[derive(Clone)]
+struct SimNotifier<'a> {
+    inbox: Rc<Doorbell>,
+    outbox: Rc<Doorbell>,
+    pump: Pump<'a>,
+}
+
+impl Notifier for SimNotifier<'_> {
+    fn notify_peer(&mut self) {
+        self.outbox.pending.set(true);
+    }
+    fn take_pending(&mut self) -> bool {
+        self.inbox.pending.replace(false)
+    }
+    fn wait(&mut self) -> bool {
+        if let Some(run) = self.pump.borrow_mut().as_mut() {
+            run();
+        }
+        self.take_pending()
+    }
+}
+
+fn pair<'a>(pump_a: Pump<'a>, pump_b: Pump<'a>) -> (SimNotifier<'a>, SimNotifier<'a>) {
+    let ab = Rc::new(Doorbell::default());
+    let ba = Rc::new(Doorbell::default());
+    (
+        SimNotifier {
+            inbox: ba.clone(),
+            outbox: ab.clone(),
+            pump: pump_a,
+        },
+        SimNotifier {
+            inbox: ab,
+            outbox: ba,
+            pump: pump_b,
+        },
+    )
+}
+
+fn no_pump<'a>() -> Pump<'a> {
+    Rc::new(RefCell::new(None))
+}
+
+/// An entropy device: fills each buffer from an xorshift stream, at most `per_step` bytes per
+/// step (slow hardware) when set.
+struct SimRng<'a> {
+    device: SharedMemoryDevice<'a, SimNotifier<'a>>,
+    queue: Option<SplitDeviceQueue<'a>>,
+    state: u64,
+    per_step: Option<usize>,
+    produced: u64,
+}
+
+impl SimRng<'_> {
+    fn step(&mut self) -> bool {
+        let events = self.device.process_requests().unwrap();
+        let mut busy = events != Default::default();
+        if events.queues_enabled & 1 != 0 {
+            self.queue = Some(self.device.split_queue(0).unwrap());
+        }
+        let _ = self.device.take_kicks();
+        let area = self.device.data_area();
+        let Some(queue) = self.queue.as_mut() else {
+            return busy;
+        };
+        let mut budget = self.per_step.unwrap_or(usize::MAX);
+        let mut pushed = false;
+        while budget > 0 {
+            let Some(chain) = queue.pop().unwrap() else {
+                break;
+            };
+            let n = (chain.writable_len() as usize).min(budget);
+            budget -= n;
+            let bytes: Vec<u8> = (0..n)
+                .map(|_| {
+                    self.state ^= self.state << 13;
+                    self.state ^= self.state >> 7;
+                    self.state ^= self.state << 17;
+                    self.state as u8
+                })
+                .collect();
+            let mut writer = chain.writer(&area);
+            writer.write(&bytes).unwrap();
+            queue.push(&chain, writer.written()).unwrap();
+            self.produced += n as u64;
+            pushed = true;
+            busy = true;
+        }
+        if pushed && queue.should_interrupt().unwrap() {
+            self.device.interrupt(0).unwrap();
+        }
+        busy
+    }
+}
+
+type Source0<'a> = VirtioRng<'a, SharedMemoryTransport<'a, SimNotifier<'a>>>;
+
+struct World<'a> {
+    rng: Rc<RefCell<SimRng<'a>>>,
+    server: Rc<RefCell<Server<'a, Source0<'a>, SimNotifier<'a>>>>,
+    pump: Pump<'a>,
+    now: Rc<Cell<u64>>,
+}
+
+impl<'a> World<'a> {
+    fn new(device_memory: &'a OwnedDma, per_step: Option<usize>) -> Self {
+        let (rng_side, _) = pair(no_pump(), no_pump());
+        let description = DeviceDescription {
+            device_type: id::ENTROPY,
+            features: Features(0),
+            num_queues: 1,
+            max_queue_size: 64,
+            config: &[],
+        };
+        let device =
+            SharedMemoryDevice::new(device_memory.region(0), RING_BYTES, &description, rng_side)
+                .unwrap();
+        let rng = Rc::new(RefCell::new(SimRng {
+            device,
+            queue: None,
+            state: 0x1234_5678_9abc_def1,
+            per_step,
+            produced: 0,
+        }));
+        let rng_pump: Pump<'a> = {
+            let rng = rng.clone();
+            Rc::new(RefCell::new(Some(Box::new(move || {
+                for _ in 0..100 {
+                    if !rng.borrow_mut().step() {
+                        break;
+                    }
+                }
+            }) as Box<dyn FnMut() + 'a>)))
+        };
+        let theirs = rng.borrow_mut().device.notifier().clone();
+        let to_rng = SimNotifier {
+            inbox: theirs.outbox.clone(),
+            outbox: theirs.inbox.clone(),
+            pump: rng_pump,
+        };
+        let transport = SharedMemoryTransport::new(device_memory.region(0), to_rng).unwrap();
+        let (ring, data) = (transport.ring_area(), transport.data_area());
+        let source = VirtioRng::new(transport, ring, data, |_| Ok(())).unwrap();
+        let now = Rc::new(Cell::new(0u64));
+        let server = Rc::new(RefCell::new(Server::new(source)));
+        let pump: Pump<'a> = no_pump();
+        {
+            let (server, rng, now) = (server.clone(), rng.clone(), now.clone());
+            *pump.borrow_mut() = Some(Box::new(move || {
+                for _ in 0..1000 {
+                    let a = rng.borrow_mut().step();
+                    let b = server.borrow_mut().run_once(now.get()).busy;
+                    if !a && !b {
+                        break;
+                    }
+                }
+            }));
+        }
+        Self {
+            rng,
+            server,
+            pump,
+            now,
+        }
+    }
+
+    fn add(&self, region: DmaRegion<'a>, rate: Option<u64>) -> (usize, SimNotifier<'a>) {
+        let (server_side, client_side) = pair(no_pump(), self.pump.clone());
+        let spec = EntropySpec { rate, burst: None };
+        let index = self
+            .server
+            .borrow_mut()
+            .add_client(region, RING_LEN, spec, self.now.get(), server_side)
+            .unwrap();
+        (index, client_side)
+    }
+
+    fn run(&self) {
+        if let Some(run) = self.pump.borrow_mut().as_mut() {
+            run();
+        }
+    }
+}
+
+fn attach<'a>(
+    region: DmaRegion<'a>,
+    notifier: SimNotifier<'a>,
+) -> EntropyClient<'a, SimNotifier<'a>> {
+    EntropyClient::attach(region, notifier, 3).unwrap()
+}
+
+#[test]
+fn clients_get_random_bytes_each_byte_once() {
+    let dev = OwnedDma::new(REGION_LEN);
+    let (ma, mb) = (OwnedDma::new(REGION_LEN), OwnedDma::new(REGION_LEN));
+    let world = World::new(&dev, None);
+    let (_, na) = world.add(ma.region(0), None);
+    let (_, nb) = world.add(mb.region(0), None);
+    let mut a = attach(ma.region(0), na);
+    let mut b = attach(mb.region(0), nb);
+    let mut all = Vec::new();
+    for _ in 0..20 {
+        let mut buf = [0u8; 300];
+        let n = a.read(&mut buf).unwrap();
+        assert_eq!(n, 300);
+        all.extend_from_slice(&buf);
+        let n = b.read(&mut buf[..100]).unwrap();
+        assert_eq!(n, 100);
+        all.extend_from_slice(&buf[..100]);
+    }
+    // Not constant, and no 16-byte window handed out twice.
+    assert!(all.iter().any(|&x| x != all[0]));
+    let mut windows: Vec<&[u8]> = all.chunks(16).collect();
+    windows.sort();
+    windows.dedup();
+    assert_eq!(windows.len(), all.len() / 16);
+    assert!(world.rng.borrow().produced >= all.len() as u64);
+}
+
+#[test]
+fn a_client_over_its_rate_is_served_partially_then_waits() {
+    let dev = OwnedDma::new(REGION_LEN);
+    let (ma, mb) = (OwnedDma::new(REGION_LEN), OwnedDma::new(REGION_LEN));
+    let world = World::new(&dev, None);
+    let (ia, na) = world.add(ma.region(0), Some(1000));
+    let (ib, nb) = world.add(mb.region(0), None);
+    let mut a = attach(ma.region(0), na);
+    let mut b = attach(mb.region(0), nb);
+    let mut buf = [0u8; 4096];
+    // Burst of one second's worth (1000 bytes): 512, then the remaining 488 (a partial
+    // answer), then nothing until credit returns.
+    assert_eq!(a.read(&mut buf).unwrap(), 512);
+    assert_eq!(a.read(&mut buf).unwrap(), 488);
+    assert_eq!(a.read(&mut buf), Err(EntropyError::Timeout));
+    // The unlimited neighbour is served meanwhile.
+    let mut got_b = 0;
+    for _ in 0..10 {
+        got_b += b.read(&mut buf).unwrap();
+    }
+    assert_eq!(got_b, 10 * 512);
+    // The waiting request is answered as credit returns: 250 bytes after 250 ms.
+    world.now.set(S / 4);
+    world.run();
+    assert_eq!(a.read(&mut buf).unwrap(), 250);
+    // Over ten seconds a greedy client gets rate × time (+ the burst), no more.
+    let mut total = 1250u64;
+    for ms in (300..=10_250u64).step_by(50) {
+        world.now.set(ms * 1_000_000);
+        world.run();
+        match a.read(&mut buf) {
+            Ok(n) => total += n as u64,
+            Err(EntropyError::Timeout) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(total <= 1000 + 10_250, "{total}");
+    assert!(total >= 10_000, "{total}");
+    let stats = world.server.borrow().client_stats(ia).unwrap();
+    assert_eq!(stats.bytes, total);
+    assert!(stats.partial >= 1 && stats.throttled >= 1, "{stats:?}");
+    assert_eq!(world.server.borrow().client_stats(ib).unwrap().throttled, 0);
+}
+
+#[test]
+fn a_slow_device_is_shared_and_nobody_starves() {
+    let dev = OwnedDma::new(REGION_LEN);
+    let mems: Vec<OwnedDma> = (0..3).map(|_| OwnedDma::new(REGION_LEN)).collect();
+    // 64 bytes per device step: far less than three greedy clients ask for.
+    let world = World::new(&dev, Some(64));
+    let mut clients: Vec<_> = mems
+        .iter()
+        .map(|m| {
+            let (_, n) = world.add(m.region(0), None);
+            attach(m.region(0), n)
+        })
+        .collect();
+    let mut got = [0usize; 3];
+    let mut buf = [0u8; 4096];
+    for _ in 0..200 {
+        for (i, c) in clients.iter_mut().enumerate() {
+            match c.read(&mut buf) {
+                Ok(n) => got[i] += n,
+                Err(EntropyError::Timeout) => {}
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    }
+    let (min, max) = (*got.iter().min().unwrap(), *got.iter().max().unwrap());
+    assert!(min > 0, "{got:?}");
+    assert!(max <= 3 * min, "unfair share: {got:?}");
+}
+
+/// A client driving its ring by hand.
+fn raw_client<'a>(
+    region: DmaRegion<'a>,
+    notifier: SimNotifier<'a>,
+) -> (
+    SharedMemoryTransport<'a, SimNotifier<'a>>,
+    SplitQueue<'a, 8>,
+) {
+    let mut transport = SharedMemoryTransport::new(region, notifier).unwrap();
+    let ring = transport.ring_area();
+    let mut queue = None;
+    initialize(&mut transport, Features(0), |t, features| {
+        let q = SplitQueue::<8>::new(ring, features, false)?;
+        t.enable_queue(0, q.size(), q.addresses())?;
+        queue = Some(q);
+        Ok(())
+    })
+    .unwrap();
+    (transport, queue.unwrap())
+}
+
+#[test]
+fn malformed_requests_stop_only_that_client_until_it_resets() {
+    let dev = OwnedDma::new(REGION_LEN);
+    let (mg, mb) = (OwnedDma::new(REGION_LEN), OwnedDma::new(REGION_LEN));
+    let world = World::new(&dev, None);
+    let (_, ng) = world.add(mg.region(0), Some(100_000));
+    let (bad, nb) = world.add(mb.region(0), None);
+    let mut good = attach(mg.region(0), ng);
+    let cases: [(&str, Vec<Buffer>, Vec<Buffer>, Broken); 3] = [
+        (
+            "a device-readable buffer",
+            vec![Buffer { addr: 0, len: 8 }],
+            vec![Buffer { addr: 64, len: 8 }],
+            Broken::ReadableBuffer,
+        ),
+        (
+            "a buffer outside the data area",
+            vec![],
+            vec![Buffer {
+                addr: 1 << 40,
+                len: 8,
+            }],
+            Broken::Queue(virtio::Error::BufferOutsideGrant),
+        ),
+        (
+            "a readable-only chain",
+            vec![Buffer { addr: 0, len: 8 }],
+            vec![],
+            Broken::ReadableBuffer,
+        ),
+    ];
+    for (round, (what, readable, writable, why)) in cases.into_iter().enumerate() {
+        let (mut transport, mut queue) = raw_client(mb.region(0), nb.clone());
+        assert_eq!(
+            world.server.borrow().client_state(bad),
+            Some(ClientState::Serving),
+            "{what}"
+        );
+        // A well-formed request first: answered.
+        queue.submit(&[], &[Buffer { addr: 0, len: 32 }]).unwrap();
+        transport.notify(0).unwrap();
+        world.run();
+        let c = queue.poll_used().unwrap().expect("answered");
+        assert_eq!(c.written, 32, "{what}");
+        queue.submit(&readable, &writable).unwrap();
+        transport.notify(0).unwrap();
+        world.run();
+        assert_eq!(
+            world.server.borrow().client_state(bad),
+            Some(ClientState::Broken(why)),
+            "{what}"
+        );
+        assert_ne!(transport.status() & status::DEVICE_NEEDS_RESET, 0, "{what}");
+        assert_eq!(queue.poll_used().unwrap(), None, "{what}");
+        assert_eq!(
+            world.server.borrow().client_stats(bad).unwrap().breaks,
+            round as u32 + 1
+        );
+        let mut buf = [0u8; 64];
+        assert_eq!(good.read(&mut buf).unwrap(), 64, "{what}");
+    }
+}
+
+#[test]
+fn rates_come_from_the_configuration_text() {
+    let text = "\
+channels.rng-a.rate = 1024
+channels.rng-b.rate = 0x1000
+channels.rng-b.burst = 256
+channels.rng-c.kick = \"other\"
+";
+    let config = Config::new(text);
+    let specs: Vec<_> = config
+        .channels()
+        .map(|c| EntropySpec {
+            rate: config.channel_u64(c, "rate"),
+            burst: config.channel_u64(c, "burst"),
+        })
+        .collect();
+    assert_eq!(
+        specs,
+        vec![
+            EntropySpec {
+                rate: Some(1024),
+                burst: None
+            },
+            EntropySpec {
+                rate: Some(4096),
+                burst: Some(256)
+            },
+            EntropySpec {
+                rate: None,
+                burst: None
+            },
+        ]
+    );
+}
