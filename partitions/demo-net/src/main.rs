@@ -1,0 +1,4 @@
+#![no_std]
+#![no_main]
+rt::entry!(main);
+fn main() {}
