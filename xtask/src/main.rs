@@ -9,6 +9,7 @@ mod build;
 mod devices;
 mod image;
 mod lint;
+mod nettest;
 mod qemu;
 mod setup;
 mod system;

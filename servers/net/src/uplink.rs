@@ -110,7 +110,9 @@ impl<'a, T: Transport, const Q: usize> VirtioUplink<'a, T, Q> {
             queues = Some((rx, tx));
             after_enable(t)
         })?;
-        let (rx, tx) = queues.ok_or(virtio::Error::QueueUnavailable)?;
+        let (rx, mut tx) = queues.ok_or(virtio::Error::QueueUnavailable)?;
+        // Transmit buffers are reaped on every pass: no interrupts for them.
+        tx.disable_interrupts()?;
         // §5.1.6: with VERSION_1 (or MRG_RXBUF) the header is 12 bytes; a legacy device
         // without MRG_RXBUF uses the 10-byte header without `num_buffers`.
         let header_len = if features.has(bits::VERSION_1) {
@@ -163,6 +165,12 @@ impl<'a, T: Transport, const Q: usize> VirtioUplink<'a, T, Q> {
         let mut status = [0u8; 2];
         read_config(&mut self.transport, net::config::STATUS, &mut status).is_ok()
             && u16::from_le_bytes(status) & net::link_status::LINK_UP != 0
+    }
+
+    /// Asks the NIC for an interrupt on the next received frame, then re-checks: `true` if a
+    /// frame is already there (poll again rather than sleep, §2.7.10).
+    pub fn enable_interrupts(&mut self) -> bool {
+        self.rx.enable_interrupts().unwrap_or(true)
     }
 
     /// Receive (and transmit) buffers.
