@@ -909,10 +909,10 @@ pub fn qemu(filter: Option<&str>) -> Result<()> {
         .filter(|c| selected(c.case.name))
         .collect();
     let mut failed = Vec::new();
-    if !cases.is_empty() || host_cases.is_empty() {
-        if let Err(e) = run_cases(&cases, Duration::from_secs(90)) {
-            failed.push(e.to_string());
-        }
+    if (!cases.is_empty() || host_cases.is_empty())
+        && let Err(e) = run_cases(&cases, Duration::from_secs(90))
+    {
+        failed.push(e.to_string());
     }
     for case in host_cases {
         if !run_host_case(case, Duration::from_secs(180))? {

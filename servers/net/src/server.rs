@@ -507,8 +507,8 @@ impl<'a, U: Uplink, N: Notifier> Server<'a, U, N> {
 
     /// Sends used buffer notifications where the clients asked for them.
     fn notify_clients(&mut self) {
-        for index in 0..MAX_CLIENTS {
-            let Some(client) = self.clients[index].as_mut() else {
+        for client in self.clients.iter_mut() {
+            let Some(client) = client.as_mut() else {
                 continue;
             };
             let pushed = core::mem::take(&mut client.pushed);
