@@ -42,7 +42,13 @@ pub fn run(block: &crate::blkbench::Opts, block_only: bool) -> Result<()> {
         bail!("the VirtIO ring benchmark failed");
     }
     println!();
-    crate::blkbench::run(block)
+    crate::blkbench::run(block)?;
+    println!();
+    // The network figure is reported, or why there is none, without hiding the others.
+    if let Err(why) = network() {
+        println!("xtask: network throughput: no figure ({why:#})");
+    }
+    Ok(())
 }
 
 /// Boots the `bench` system under -icount and reads the figures its client prints.
@@ -155,4 +161,87 @@ fn device_interrupt(arch: Arch) -> Result<Option<u64>> {
         })
         .context("the devices system printed no device interrupt figure")?;
     Ok(Some(value))
+}
+
+/// Bytes of each bulk transfer in the network benchmark.
+const NET_BULK: u64 = 4 << 20;
+
+/// Network throughput between a client partition and the host: the `net` system boots, the
+/// host asks `web` for 4 MiB of its bulk pattern over TCP (through the net server, the NIC and
+/// QEMU's user networking, forwarded to a host port) and times it, three times. The reference
+/// in the same run is QEMU's user networking alone: the same host program reading 4 MiB from
+/// a host TCP server through the loopback. Measured on the host, in MB/s (10^6 bytes).
+fn network() -> Result<()> {
+    println!(
+        "xtask: network throughput, client partition -> host (TCP through net server, virtio-net, QEMU user networking)"
+    );
+    let (captured, result) = crate::nettest::boot_and_act(
+        "net",
+        "exit_after=web",
+        Duration::from_secs(300),
+        |forwards| {
+            let tcp = crate::nettest::forward(forwards, "web", "tcp")?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            let (mut stream, _) = crate::nettest::tcp_connect(tcp.host_port, deadline)?;
+            let mut out = Vec::new();
+            for _ in 0..3 {
+                let took = crate::nettest::tcp_bulk(&mut stream, NET_BULK)?;
+                out.push(format!("{}", took.as_secs_f64()));
+            }
+            let _ = crate::nettest::tcp_line(&mut stream, "halt");
+            Ok(out)
+        },
+    )?;
+    let times = match result {
+        Ok(times) => times,
+        Err(why) => {
+            for line in captured.lines.iter().rev().take(20).rev() {
+                eprintln!("  | {line}");
+            }
+            bail!("network benchmark: {why}");
+        }
+    };
+    let mb = NET_BULK as f64 / 1e6;
+    let rates: Vec<f64> = times
+        .iter()
+        .filter_map(|t| t.parse::<f64>().ok())
+        .map(|t| mb / t)
+        .collect();
+    let best = rates.iter().cloned().fold(0.0, f64::max);
+    let reference = loopback_reference()?;
+    println!("  {:<44} {:>10}", "path", "MB/s");
+    for (i, r) in rates.iter().enumerate() {
+        println!(
+            "  {:<44} {r:>10.2}",
+            format!("client -> host, 4 MiB, run {}", i + 1)
+        );
+    }
+    println!(
+        "  {:<44} {reference:>10.1}",
+        "reference: host loopback TCP, 4 MiB"
+    );
+    println!(
+        "  client path / loopback reference: {:.4} (best client run {best:.2} MB/s)",
+        best / reference
+    );
+    Ok(())
+}
+
+/// The host's own TCP loopback throughput for the same transfer and reader: what the host
+/// side costs without the guest.
+fn loopback_reference() -> Result<f64> {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let server = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut s, _) = listener.accept()?;
+        let mut line = [0u8; 64];
+        let _ = std::io::Read::read(&mut s, &mut line)?;
+        let data: Vec<u8> = (0..NET_BULK).map(|i| (i % 251) as u8).collect();
+        s.write_all(&data)
+    });
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    let took = crate::nettest::tcp_bulk(&mut stream, NET_BULK).map_err(anyhow::Error::msg)?;
+    let _ = server.join();
+    Ok(NET_BULK as f64 / 1e6 / took.as_secs_f64())
 }

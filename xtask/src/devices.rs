@@ -24,16 +24,127 @@ pub enum Disk<'a> {
     Fresh,
 }
 
-/// QEMU arguments for the devices of `system` on `arch`.
+/// A QEMU user-networking host forward: `proto` traffic to `127.0.0.1:host_port` reaches
+/// `guest_ip:guest_port` inside the emulated network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forward {
+    /// `"udp"` or `"tcp"`.
+    pub proto: &'static str,
+    pub host_port: u16,
+    pub guest_ip: String,
+    pub guest_port: u16,
+    /// The client partition that owns `guest_ip`.
+    pub partition: String,
+}
+
+/// How host ports for forwards are chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostPorts {
+    /// The guest port plus `BULKHEAD_HOSTFWD_OFFSET` (default 10000) when that port is free,
+    /// else a free ephemeral port: stable ports for people, printed at boot.
+    Preferred,
+    /// Always a free ephemeral port: for tests running next to other builds.
+    Ephemeral,
+}
+
+/// QEMU arguments for the devices of `system` on `arch`, block devices on `disk`; the host
+/// forwards of its NICs are printed.
 pub fn qemu_args(system: &System, arch: Arch, disk: Disk<'_>) -> Result<Vec<String>> {
+    let (args, forwards) = qemu_setup(system, arch, disk, HostPorts::Preferred)?;
+    for f in &forwards {
+        println!(
+            "xtask: host {} port {} -> {}:{} ({})",
+            f.proto, f.host_port, f.guest_ip, f.guest_port, f.partition
+        );
+    }
+    Ok(args)
+}
+
+/// The forwards for a virtio-net device owned by partition `owner`: each client of a channel
+/// the owner serves with a `mac` gets its `ip`'s `udp-port` and `tcp-port` (from the client
+/// partition's own config, the keys demo-net reads) forwarded from the host.
+fn forwards_for(system: &System, owner: usize, ports: HostPorts) -> Result<Vec<Forward>> {
+    let mut out = Vec::new();
+    for channel in system
+        .channels
+        .iter()
+        .filter(|c| c.server.0 == owner && c.config.contains_key("mac"))
+    {
+        let client = &system.partitions[channel.client.0];
+        let Some(ip) = client.config.get("ip").and_then(|v| v.as_str()) else {
+            continue;
+        };
+        let ip = ip.split('/').next().unwrap_or(ip).to_string();
+        for (proto, key) in [("udp", "udp-port"), ("tcp", "tcp-port")] {
+            let Some(port) = client.config.get(key).and_then(|v| v.as_integer()) else {
+                continue;
+            };
+            let guest_port = u16::try_from(port)
+                .with_context(|| format!("{}: {key} {port} is not a port", client.name))?;
+            out.push(Forward {
+                proto,
+                host_port: host_port(proto, guest_port, ports, &out)?,
+                guest_ip: ip.clone(),
+                guest_port,
+                partition: client.name.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `proto` port `port` on 127.0.0.1 is free now.
+fn port_free(proto: &str, port: u16) -> bool {
+    match proto {
+        "udp" => std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok(),
+        _ => std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+    }
+}
+
+fn host_port(proto: &str, guest_port: u16, ports: HostPorts, taken: &[Forward]) -> Result<u16> {
+    if ports == HostPorts::Preferred {
+        let offset: u32 = std::env::var("BULKHEAD_HOSTFWD_OFFSET")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10_000);
+        if let Ok(port) = u16::try_from(u32::from(guest_port) + offset)
+            && port >= 1024
+            && !taken
+                .iter()
+                .any(|f| f.proto == proto && f.host_port == port)
+            && port_free(proto, port)
+        {
+            return Ok(port);
+        }
+    }
+    // The kernel picks a free port; it is released for QEMU to take right after.
+    let port = match proto {
+        "udp" => std::net::UdpSocket::bind(("127.0.0.1", 0))?
+            .local_addr()?
+            .port(),
+        _ => std::net::TcpListener::bind(("127.0.0.1", 0))?
+            .local_addr()?
+            .port(),
+    };
+    Ok(port)
+}
+
+/// QEMU arguments for the devices of `system` on `arch`, and the host forwards of its NICs.
+pub fn qemu_setup(
+    system: &System,
+    arch: Arch,
+    disk: Disk<'_>,
+    ports: HostPorts,
+) -> Result<(Vec<String>, Vec<Forward>)> {
     let target = match arch {
         Arch::X86_64 => sysdesc::Arch::X86_64,
         Arch::Aarch64 => sysdesc::Arch::Aarch64,
     };
     let mut args = Vec::new();
+    let mut forwards = Vec::new();
     let mut disks = 0;
     for device in &system.devices {
-        let (Some(_), Some(res)) = (device.owner, device.on(target)) else {
+        let (Some(owner), Some(res)) = (device.owner, device.on(target)) else {
             continue;
         };
         let kind = device.kind.as_deref().unwrap_or("");
@@ -115,6 +226,30 @@ pub fn qemu_args(system: &System, arch: Arch, disk: Disk<'_>) -> Result<Vec<Stri
                     Arch::Aarch64 => format!("virtio-rng-device,rng={id}-source"),
                 });
             }
+            "virtio-net" => {
+                // QEMU user networking (slirp): the guest network is 10.0.2.0/24, the gateway
+                // 10.0.2.2; host forwards reach the clients' addresses.
+                let fwd = forwards_for(system, owner.0, ports)?;
+                let rules: String = fwd
+                    .iter()
+                    .map(|f| {
+                        format!(
+                            ",hostfwd={}:127.0.0.1:{}-{}:{}",
+                            f.proto, f.host_port, f.guest_ip, f.guest_port
+                        )
+                    })
+                    .collect();
+                forwards.extend(fwd);
+                args.push("-netdev".into());
+                args.push(format!("user,id={id}{rules}"));
+                args.push("-device".into());
+                args.push(match arch {
+                    Arch::X86_64 => format!(
+                        "virtio-net-pci,netdev={id}{pci_addr},disable-legacy=off,disable-modern=off"
+                    ),
+                    Arch::Aarch64 => format!("virtio-net-device,netdev={id}"),
+                });
+            }
             "serial" if arch == Arch::X86_64 => {
                 // COM1 is the kernel's console; a granted serial port is a further one.
                 args.extend(["-serial".into(), "null".into()]);
@@ -122,7 +257,7 @@ pub fn qemu_args(system: &System, arch: Arch, disk: Disk<'_>) -> Result<Vec<Stri
             _ => {}
         }
     }
-    Ok(args)
+    Ok((args, forwards))
 }
 
 /// The console ports of the channels `owner` serves: (channel, `port` from its config).

@@ -10,6 +10,7 @@ mod build;
 mod devices;
 mod image;
 mod lint;
+mod nettest;
 mod qemu;
 mod setup;
 mod system;

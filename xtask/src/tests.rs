@@ -1182,14 +1182,126 @@ fn all_cases() -> Vec<Case> {
         .collect()
 }
 
+/// A case whose host side acts while QEMU runs (through the system's host forwards); the
+/// action's result is part of the verdict.
+struct HostCase {
+    case: Case,
+    action: fn(&[crate::devices::Forward]) -> crate::nettest::HostResult,
+}
+
+/// The network server end to end: the host reaches two smoltcp partitions behind the switch
+/// through QEMU's user networking (UDP echo from both, a TCP session with echo, stats and a
+/// checked 200 kB bulk transfer), and the partitions log what they answered.
+const NET_CASE: HostCase = HostCase {
+    case: Case {
+        name: "x86_64-net-udp-echo-and-tcp-from-the-host",
+        arch: Arch::X86_64,
+        uefi: false,
+        system: Some("net"),
+        cmdline: "exit_after=web",
+        expect: Outcome::Success,
+        patterns: &[
+            r"net: net0: virtio-net (modern|legacy) .*, MAC 52:54:00:12:34:56, link up, \d+ packet buffers each way",
+            r"net: web-nic: virtual NIC with MAC 52:54:00:12:34:61",
+            r"net: web2-nic: virtual NIC with MAC 52:54:00:12:34:62",
+            r"web: web-nic: MAC 52-54-00-12-34-61, link up, 10\.0\.2\.15/24 via 10\.0\.2\.2",
+            r"web: udp: echoed 31 bytes to 10\.0\.2\.2:\d+ \(datagram 1\)",
+            r"web: tcp: connection 1 from 10\.0\.2\.2:\d+",
+            r#"web: tcp: echoed line "hello bulkhead""#,
+            r"web: tcp: stats asked",
+            r"web: tcp: bulk transfer of 200000 bytes queued",
+            r"web: tcp: halt asked",
+            r"web: web-nic: halting as asked \(\d+ UDP datagrams, 1 TCP connections\)",
+            r"partition web has ended; powering off",
+        ],
+        check: Some(|log| {
+            absent(log, "health: ")?;
+            absent(log, "FAIL")?;
+            find(
+                log,
+                r"web2: web2-nic: MAC 52-54-00-12-34-62, link up, 10\.0\.2\.16/24",
+            )?;
+            find(
+                log,
+                r"web2: udp: echoed 32 bytes to 10\.0\.2\.2:\d+ \(datagram 1\)",
+            )?;
+            find(
+                log,
+                r"^\[host\] udp 10\.0\.2\.16:7 via host port \d+: echoed",
+            )?;
+            find(log, r"^\[host\] tcp bulk: 200000 bytes checked")
+        }),
+        qemu_args: &[],
+        host: None,
+    },
+    action: crate::nettest::check_services,
+};
+
 /// Boots every integration case (or those whose name contains `filter`) and reports.
 pub fn qemu(filter: Option<&str>) -> Result<()> {
     let all = all_cases();
-    let cases: Vec<&Case> = all
-        .iter()
-        .filter(|c| filter.is_none_or(|f| c.name.contains(f)))
+    let selected = |name: &str| filter.is_none_or(|f| name.contains(f));
+    let cases: Vec<&Case> = all.iter().filter(|c| selected(c.name)).collect();
+    let host_cases: Vec<&HostCase> = [&NET_CASE]
+        .into_iter()
+        .filter(|c| selected(c.case.name))
         .collect();
-    run_cases(&cases, Duration::from_secs(90))
+    let mut failed = Vec::new();
+    if (!cases.is_empty() || host_cases.is_empty())
+        && let Err(e) = run_cases(&cases, Duration::from_secs(90))
+    {
+        failed.push(e.to_string());
+    }
+    for case in host_cases {
+        if !run_host_case(case, Duration::from_secs(180))? {
+            failed.push(format!("failed: {}", case.case.name));
+        }
+    }
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
+    }
+    Ok(())
+}
+
+/// Boots a host case, runs its action against the forwards while QEMU runs, and checks both.
+fn run_host_case(host: &HostCase, timeout: Duration) -> Result<bool> {
+    let case = &host.case;
+    let system = case.system.unwrap_or("none");
+    let (mut captured, result) =
+        crate::nettest::boot_and_act(system, case.cmdline, timeout, host.action)?;
+    let verdict = match result {
+        Ok(lines) => {
+            captured
+                .lines
+                .extend(lines.into_iter().map(|l| format!("[host] {l}")));
+            verify(case, &captured)
+        }
+        Err(why) => Err(format!("host side: {why}")),
+    };
+    match verdict {
+        Ok(()) => {
+            println!(
+                "test {} ... ok ({:.1} s)",
+                case.name,
+                captured.elapsed.as_secs_f64()
+            );
+            for line in captured.lines.iter().filter(|l| l.starts_with("[host]")) {
+                println!("  {line}");
+            }
+            println!("qemu: 1 passed, 0 failed");
+            Ok(true)
+        }
+        Err(why) => {
+            println!("test {} ... FAILED: {why}", case.name);
+            println!("---- last lines of the serial log of {} ----", case.name);
+            let tail = captured.lines.len().saturating_sub(40);
+            for line in &captured.lines[tail..] {
+                println!("  | {line}");
+            }
+            println!("qemu: 0 passed, 1 failed");
+            Ok(false)
+        }
+    }
 }
 
 /// The soak run (`cargo xtask soak`): the hostile system with twenty million random syscalls
@@ -1352,7 +1464,8 @@ mod unit {
 
     #[test]
     fn every_pattern_compiles_and_names_are_unique() {
-        let all = all_cases();
+        let mut all = all_cases();
+        all.push(NET_CASE.case);
         let mut names: Vec<_> = all.iter().map(|c| c.name).collect();
         names.sort();
         names.dedup();
