@@ -28,7 +28,12 @@ pub fn boot_and_act(
     let payload = image::payload(arch, &cmdline, Some(system))?;
     let bootable = image::from_kernel(&kernel, arch, false, &cmdline, &payload, system)?;
     let description = crate::system::load(&crate::system::description_path(system))?;
-    let (args, forwards) = devices::qemu_setup(&description, arch, devices::Disk::Fresh, HostPorts::Ephemeral)?;
+    let (args, forwards) = devices::qemu_setup(
+        &description,
+        arch,
+        devices::Disk::Fresh,
+        HostPorts::Ephemeral,
+    )?;
     if forwards.is_empty() {
         bail!("system {system} forwards no host port");
     }
