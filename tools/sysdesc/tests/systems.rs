@@ -117,7 +117,7 @@ fn demo_resolves_as_documented() {
     let net = &system.devices[system.device("net0").unwrap().0];
     assert_eq!(
         (net.owner, net.on(Arch::X86_64).unwrap().msi),
-        (Some(id("net")), 3)
+        (Some(id("net")), 0)
     );
 
     let blk = &system.partitions[id("blk").0];
