@@ -782,7 +782,7 @@ const CONSOLE_CASE: Case = Case {
     cmdline: "exit run_ms=8000",
     expect: Outcome::Success,
     patterns: &[
-        r"console0: virtio-console modern \(memory BARs\), multiport yes, 3 ports, interrupts on",
+        r"console0: virtio-console PCI modern \(memory BARs\), multiport yes, 3 ports, interrupts on",
         r"con-a: console on port 1, unlimited",
         r"con-b: console on port 2, output limited to 400 bytes/s",
     ],
@@ -818,7 +818,7 @@ const ENTROPY_CASE: Case = Case {
     cmdline: "exit run_ms=6000",
     expect: Outcome::Success,
     patterns: &[
-        r"rng0: virtio-rng modern \(memory BARs\), pool of 8 x 512 bytes, interrupts on",
+        r"rng0: virtio-rng PCI modern \(memory BARs\), pool of 8 x 512 bytes, interrupts on",
         r"rng-a: entropy at 1024 bytes/s",
         r"rng-b: entropy at 8192 bytes/s",
     ],
@@ -1201,7 +1201,7 @@ const NET_CASE: HostCase = HostCase {
         cmdline: "exit_after=web",
         expect: Outcome::Success,
         patterns: &[
-            r"net: net0: virtio-net (modern|legacy) .*, MAC 52:54:00:12:34:56, link up, \d+ packet buffers each way",
+            r"net: net0: virtio-net PCI (modern|legacy) .*, MAC 52:54:00:12:34:56, link up, \d+ packet buffers each way",
             r"net: web-nic: virtual NIC with MAC 52:54:00:12:34:61",
             r"net: web2-nic: virtual NIC with MAC 52:54:00:12:34:62",
             r"web: web-nic: MAC 52-54-00-12-34-61, link up, 10\.0\.2\.15/24 via 10\.0\.2\.2",

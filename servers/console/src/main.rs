@@ -3,8 +3,6 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
-mod device;
-#[cfg(target_os = "none")]
 mod partition;
 
 #[cfg(not(target_os = "none"))]

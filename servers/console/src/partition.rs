@@ -17,7 +17,7 @@ use rt::syscall::{
 };
 use virtio::dma::DmaRegion;
 
-use crate::device::{client_channel, open_device};
+use iokit::{client_channel, open_device};
 
 rt::entry!(main);
 
@@ -137,7 +137,7 @@ fn main() {
     let mut server = Server::new(backend);
     let mut names: [&str; MAX_CLIENTS] = [""; MAX_CLIENTS];
     for (channel, spec) in specs.iter().flatten() {
-        let Ok((memory, notifier)) = client_channel(&config, channel) else {
+        let Some((memory, notifier)) = client_channel(&config, channel) else {
             continue;
         };
         match server.add_client(memory, CLIENT_RING_LEN, *spec, time_now_ns(), notifier) {

@@ -10,19 +10,17 @@
 //! `packets`), `queue-depth` (largest client queue, default 64), `poll` (true: poll the NIC every
 //! 200 us instead of waiting for its interrupt). See docs/io-servers.md.
 
-use abi::{DeviceInfo, ObjectKind};
+use abi::ObjectKind;
+use iokit::{client_channel, open_device};
 use net_server::server::{ClientState, Server};
 use net_server::switch::{MAX_CLIENTS, MacDisplay, parse_mac};
 use net_server::uplink::{Uplink, VirtioUplink};
 use rt::config::Config;
 use rt::println;
 use rt::syscall::{
-    device_info, dma_info, irq_ack, lookup, notify, partition_info, poll, region_info, sleep_until,
-    time_now_ns, wait,
+    device_info, dma_info, irq_ack, lookup, partition_info, poll, sleep_until, time_now_ns, wait,
 };
-use virtio::dma::{DmaRegion, MmioRegisters};
-use virtio::transport::RegisterAccess;
-use virtio::transport::shmem::Notifier;
+use virtio::dma::DmaRegion;
 
 rt::entry!(main);
 
@@ -37,206 +35,6 @@ const DEVICE_QUEUE: usize = 256;
 const POLL_NS: u64 = 200_000;
 /// Statistics are printed at most this often.
 const REPORT_NS: u64 = 5_000_000_000;
-
-/// Signals a client through its `C-irq` notification. The server never waits per client: its
-/// loop waits on every bit at once and then looks at every channel.
-struct ClientNotifier {
-    irq: usize,
-}
-
-impl Notifier for ClientNotifier {
-    fn notify_peer(&mut self) {
-        let _ = notify(self.irq);
-    }
-    fn take_pending(&mut self) -> bool {
-        false
-    }
-    fn wait(&mut self) -> bool {
-        false
-    }
-}
-
-/// The device's registers: a memory BAR window, or the legacy I/O BAR.
-enum Regs {
-    Mmio(MmioRegisters),
-    #[cfg(target_arch = "x86_64")]
-    Port(rt::port::PortWindow),
-}
-
-impl RegisterAccess for Regs {
-    fn read_u8(&mut self, offset: usize) -> u8 {
-        match self {
-            Regs::Mmio(r) => r.read_u8(offset),
-            #[cfg(target_arch = "x86_64")]
-            Regs::Port(p) => p.read_u8(offset),
-        }
-    }
-    fn read_u16(&mut self, offset: usize) -> u16 {
-        match self {
-            Regs::Mmio(r) => r.read_u16(offset),
-            #[cfg(target_arch = "x86_64")]
-            Regs::Port(p) => p.read_u16(offset),
-        }
-    }
-    fn read_u32(&mut self, offset: usize) -> u32 {
-        match self {
-            Regs::Mmio(r) => r.read_u32(offset),
-            #[cfg(target_arch = "x86_64")]
-            Regs::Port(p) => p.read_u32(offset),
-        }
-    }
-    fn write_u8(&mut self, offset: usize, value: u8) {
-        match self {
-            Regs::Mmio(r) => r.write_u8(offset, value),
-            #[cfg(target_arch = "x86_64")]
-            Regs::Port(p) => p.write_u8(offset, value),
-        }
-    }
-    fn write_u16(&mut self, offset: usize, value: u16) {
-        match self {
-            Regs::Mmio(r) => r.write_u16(offset, value),
-            #[cfg(target_arch = "x86_64")]
-            Regs::Port(p) => p.write_u16(offset, value),
-        }
-    }
-    fn write_u32(&mut self, offset: usize, value: u32) {
-        match self {
-            Regs::Mmio(r) => r.write_u32(offset, value),
-            #[cfg(target_arch = "x86_64")]
-            Regs::Port(p) => p.write_u32(offset, value),
-        }
-    }
-}
-
-/// A window of `length` bytes at `offset` into the mapped register window `window`.
-fn mmio_window(window: &abi::DeviceWindow, offset: u64, length: u64) -> virtio::Result<Regs> {
-    if window.address == 0
-        || offset
-            .checked_add(length)
-            .is_none_or(|end| end > window.size)
-    {
-        return Err(virtio::Error::NoDevice);
-    }
-    // SAFETY: the kernel mapped `window.size` bytes of this device's registers at
-    // `window.address` (uncached) for this partition, for its whole life; the sub-window lies
-    // inside (checked above).
-    let regs =
-        unsafe { MmioRegisters::new((window.address + offset) as *mut u8, length as usize) }?;
-    Ok(Regs::Mmio(regs))
-}
-
-/// PCI configuration space of a granted function, through the kernel.
-#[cfg(target_arch = "x86_64")]
-struct PciConfig(usize);
-
-#[cfg(target_arch = "x86_64")]
-impl RegisterAccess for PciConfig {
-    fn read_u8(&mut self, offset: usize) -> u8 {
-        rt::syscall::pci_config_read(self.0, offset as u16, 1).map_or(u8::MAX, |v| v as u8)
-    }
-    fn read_u16(&mut self, offset: usize) -> u16 {
-        rt::syscall::pci_config_read(self.0, offset as u16, 2).map_or(u16::MAX, |v| v as u16)
-    }
-    fn read_u32(&mut self, offset: usize) -> u32 {
-        rt::syscall::pci_config_read(self.0, offset as u16, 4).unwrap_or(u32::MAX)
-    }
-    fn write_u8(&mut self, offset: usize, value: u8) {
-        let _ = rt::syscall::pci_config_write(self.0, offset as u16, 1, value.into());
-    }
-    fn write_u16(&mut self, offset: usize, value: u16) {
-        let _ = rt::syscall::pci_config_write(self.0, offset as u16, 2, value.into());
-    }
-    fn write_u32(&mut self, offset: usize, value: u32) {
-        let _ = rt::syscall::pci_config_write(self.0, offset as u16, 4, value);
-    }
-}
-
-/// The transport to the real device, and how to route its queue's interrupt.
-#[cfg(target_arch = "x86_64")]
-type DeviceTransport = virtio::transport::pci::PciTransport<Regs>;
-#[cfg(target_arch = "aarch64")]
-type DeviceTransport = virtio::transport::mmio::MmioTransport<Regs>;
-
-/// Where to write the receive queue's MSI-X vector after the queue is enabled (the library
-/// leaves it at NO_VECTOR): the register window and the offsets of queue select and queue vector.
-struct VectorRoute {
-    regs: Regs,
-    select: usize,
-    vector: usize,
-}
-
-#[cfg(target_arch = "x86_64")]
-fn open_device(
-    device: usize,
-    info: &DeviceInfo,
-) -> virtio::Result<(DeviceTransport, Option<VectorRoute>, &'static str)> {
-    use virtio::transport::pci::{PciTransport, VirtioPciCapabilities, common, legacy};
-    let msix = info.msix_vectors > 0;
-    let mut config = PciConfig(device);
-    let map = |w: &virtio::transport::pci::CapabilityWindow| {
-        let bar = info.memory_bar(w.bar).ok_or(virtio::Error::NoDevice)?;
-        mmio_window(bar, u64::from(w.offset), u64::from(w.length))
-    };
-    let legacy_io = || {
-        let bar = info.io_bar(0).ok_or(virtio::Error::NoDevice)?;
-        // SAFETY: the kernel granted these ports of our own device in the I/O bitmap.
-        let ports = unsafe { rt::port::PortWindow::new(bar.port, bar.size as u16) };
-        ports.map(Regs::Port).ok_or(virtio::Error::NoDevice)
-    };
-    let transport = PciTransport::probe(&mut config, map, legacy_io, msix)?;
-    let (route, kind) = match &transport {
-        PciTransport::Modern(_) => {
-            let caps = VirtioPciCapabilities::find(&mut config)?;
-            let bar = info
-                .memory_bar(caps.common.bar)
-                .ok_or(virtio::Error::NoDevice)?;
-            let regs = mmio_window(bar, caps.common.offset.into(), caps.common.length.into())?;
-            let route = VectorRoute {
-                regs,
-                select: common::QUEUE_SELECT,
-                vector: common::QUEUE_MSIX_VECTOR,
-            };
-            (msix.then_some(route), "modern (memory BARs)")
-        }
-        PciTransport::Legacy(_) => {
-            let route = legacy_io().map(|regs| VectorRoute {
-                regs,
-                select: legacy::QUEUE_SELECT,
-                // §4.1.4.10: with MSI-X enabled, the queue vector follows the config vector.
-                vector: legacy::CONFIG + 2,
-            });
-            (route.ok().filter(|_| msix), "legacy (I/O BAR)")
-        }
-    };
-    Ok((transport, route, kind))
-}
-
-#[cfg(target_arch = "aarch64")]
-fn open_device(
-    _device: usize,
-    info: &DeviceInfo,
-) -> virtio::Result<(DeviceTransport, Option<VectorRoute>, &'static str)> {
-    let window = info
-        .windows
-        .iter()
-        .find(|w| w.kind == abi::WindowKind::Mmio)
-        .ok_or(virtio::Error::NoDevice)?;
-    let regs = mmio_window(window, 0, window.size)?;
-    Ok((
-        virtio::transport::mmio::MmioTransport::new(regs)?,
-        None,
-        "virtio-mmio",
-    ))
-}
-
-/// `name` followed by `suffix`, in `buf`.
-fn join<'b>(buf: &'b mut [u8; 64], name: &str, suffix: &str) -> &'b str {
-    let name = &name.as_bytes()[..name.len().min(buf.len() - suffix.len())];
-    let n = name.len() + suffix.len();
-    buf[..name.len()].copy_from_slice(name);
-    buf[name.len()..n].copy_from_slice(suffix.as_bytes());
-    core::str::from_utf8(&buf[..n]).unwrap_or("")
-}
 
 fn main() {
     let generation = partition_info().map_or(0, |i| i.generation);
@@ -297,9 +95,7 @@ fn main() {
     let uplink = VirtioUplink::<_, DEVICE_QUEUE>::new(transport, rx_ring, tx_ring, memory, |_| {
         // Only the receive queue interrupts: transmit buffers are reaped on every pass.
         if let Some(mut r) = route {
-            r.regs.write_u16(r.select, 0);
-            r.regs.write_u16(r.vector, 0);
-            routed = r.regs.read_u16(r.vector) == 0;
+            routed = r.route(0);
         }
         Ok(())
     });
@@ -328,41 +124,10 @@ fn main() {
             println!("{channel}: no valid `mac`; not served");
             continue;
         };
-        let (mut b1, mut b2) = ([0u8; 64], [0u8; 64]);
-        let region_name = config.channel_get(channel, "region").unwrap_or(channel);
-        let irq_name = config
-            .channel_get(channel, "irq")
-            .unwrap_or_else(|| join(&mut b1, channel, "-irq"));
-        let _kick_name = config
-            .channel_get(channel, "kick")
-            .unwrap_or_else(|| join(&mut b2, channel, "-kick"));
-        let region = lookup(ObjectKind::SharedRegion, region_name).and_then(region_info);
-        let irq = lookup(ObjectKind::Notification, irq_name);
-        let (Ok(region), Ok(irq)) = (region, irq) else {
-            println!(
-                "{channel}: shared region {region_name} or notification {irq_name} missing: {region:?} {irq:?}"
-            );
+        let Some((memory, notifier)) = client_channel(&config, channel) else {
             continue;
         };
-        if !region.writable {
-            println!("{channel}: shared region {region_name} is not writable here");
-            continue;
-        }
-        // SAFETY: the kernel mapped the shared region at `address` for this partition and the
-        // client for the partition's whole life; it is only accessed through DmaRegion views
-        // (volatile and atomic accesses), and everything read from it is treated as untrusted.
-        let Ok(memory) =
-            (unsafe { DmaRegion::new(region.address as *mut u8, region.size as usize, 0) })
-        else {
-            continue;
-        };
-        match server.add_client(
-            memory,
-            CLIENT_RING_LEN,
-            mac,
-            queue_depth,
-            ClientNotifier { irq },
-        ) {
+        match server.add_client(memory, CLIENT_RING_LEN, mac, queue_depth, notifier) {
             Ok(index) => {
                 names[index] = channel;
                 println!("{channel}: virtual NIC with MAC {}", MacDisplay(mac));

@@ -3,9 +3,6 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
-#[path = "../../console/src/device.rs"]
-mod device;
-#[cfg(target_os = "none")]
 mod partition;
 
 #[cfg(not(target_os = "none"))]

@@ -1,8 +1,10 @@
-//! Reaching a granted virtio device from a server partition: its registers (memory BAR windows
-//! or the legacy I/O BAR), its PCI configuration space through the kernel, the transport
-//! (PCI on x86_64, virtio-mmio on aarch64), and routing a queue's MSI-X vector. Shared by the
-//! console and entropy servers (`servers/rng` includes this file); the block server has its
-//! own copy of the same glue.
+//! What every I/O server partition needs to reach its granted virtio device and its clients:
+//! the device's registers (memory BAR windows, the legacy I/O BAR where there is port I/O, or
+//! a virtio-mmio window), its PCI configuration space through the kernel, the transport (a
+//! PCI function on either architecture, or virtio-mmio), routing a queue's MSI-X vector, and
+//! each client channel's shared region and interrupt notification named by the convention of
+//! docs/io-servers.md. Used by the block, network, console and entropy servers.
+#![no_std]
 
 use abi::DeviceInfo;
 use virtio::dma::MmioRegisters;
@@ -81,11 +83,9 @@ pub fn mmio_window(window: &abi::DeviceWindow, offset: u64, length: u64) -> virt
     Ok(Regs::Mmio(regs))
 }
 
-/// PCI configuration space of a granted function, through the kernel.
-#[cfg(target_arch = "x86_64")]
-struct PciConfig(usize);
+/// PCI configuration space of a granted function, through the kernel's mediation.
+pub struct PciConfig(pub usize);
 
-#[cfg(target_arch = "x86_64")]
 impl RegisterAccess for PciConfig {
     fn read_u8(&mut self, offset: usize) -> u8 {
         rt::syscall::pci_config_read(self.0, offset as u16, 1).map_or(u8::MAX, |v| v as u8)
@@ -107,13 +107,14 @@ impl RegisterAccess for PciConfig {
     }
 }
 
-/// The transport to the real device.
-#[cfg(target_arch = "x86_64")]
-pub type DeviceTransport = virtio::transport::pci::PciTransport<Regs>;
-#[cfg(target_arch = "aarch64")]
-pub type DeviceTransport = virtio::transport::mmio::MmioTransport<Regs>;
+/// The transport to the real device: a PCI function (modern over memory BARs, or legacy over
+/// the I/O BAR where there is port I/O) or a virtio-mmio transport.
+pub type DeviceTransport = virtio::transport::EitherTransport<
+    virtio::transport::pci::PciTransport<Regs>,
+    virtio::transport::mmio::MmioTransport<Regs>,
+>;
 
-/// Where to write a queue's MSI-X vector after it is enabled (the library leaves it at
+/// Where to write a queue's MSI-X vector after the queue is enabled (the library leaves it at
 /// NO_VECTOR): the register window and the offsets of queue select and queue vector.
 pub struct VectorRoute {
     regs: Regs,
@@ -122,7 +123,7 @@ pub struct VectorRoute {
 }
 
 impl VectorRoute {
-    /// Routes queue `queue` to MSI-X vector 0; whether the device took it.
+    /// Points `queue`'s interrupt at MSI-X vector 0; true if the device took it.
     pub fn route(&mut self, queue: u16) -> bool {
         self.regs.write_u16(self.select, queue);
         self.regs.write_u16(self.vector, 0);
@@ -130,27 +131,53 @@ impl VectorRoute {
     }
 }
 
-/// Opens granted device `device`: its transport, how to route its queues' interrupts (with
-/// MSI-X), and a word on which interface it is.
+/// The legacy interface's I/O BAR 0 as a register window.
 #[cfg(target_arch = "x86_64")]
+fn legacy_io(info: &DeviceInfo) -> virtio::Result<Regs> {
+    let bar = info.io_bar(0).ok_or(virtio::Error::NoDevice)?;
+    // SAFETY: the kernel granted these ports of our own device in the I/O bitmap.
+    let ports = unsafe { rt::port::PortWindow::new(bar.port, bar.size as u16) };
+    ports.map(Regs::Port).ok_or(virtio::Error::NoDevice)
+}
+
+/// No port I/O here: only the modern interface.
+#[cfg(not(target_arch = "x86_64"))]
+fn legacy_io(_info: &DeviceInfo) -> virtio::Result<Regs> {
+    Err(virtio::Error::NoDevice)
+}
+
+/// Opens device `device` (described by `info`): a PCI function through its modern interface
+/// (or the legacy one where the function has no capabilities and there is port I/O), or a
+/// virtio-mmio transport (version 1 or 2). Returns the transport, how to route a queue's
+/// MSI-X vector (when the kernel enabled MSI-X), and a word on which interface it is.
 pub fn open_device(
     device: usize,
     info: &DeviceInfo,
 ) -> virtio::Result<(DeviceTransport, Option<VectorRoute>, &'static str)> {
+    use virtio::transport::EitherTransport;
     use virtio::transport::pci::{PciTransport, VirtioPciCapabilities, common, legacy};
+    if !info.is_pci {
+        let window = info
+            .windows
+            .iter()
+            .find(|w| w.kind == abi::WindowKind::Mmio)
+            .ok_or(virtio::Error::NoDevice)?;
+        let regs = mmio_window(window, 0, window.size)?;
+        let transport = virtio::transport::mmio::MmioTransport::new(regs)?;
+        let kind = if transport.version() == 1 {
+            "virtio-mmio version 1 (legacy)"
+        } else {
+            "virtio-mmio version 2"
+        };
+        return Ok((EitherTransport::Second(transport), None, kind));
+    }
     let msix = info.msix_vectors > 0;
     let mut config = PciConfig(device);
     let map = |w: &virtio::transport::pci::CapabilityWindow| {
         let bar = info.memory_bar(w.bar).ok_or(virtio::Error::NoDevice)?;
         mmio_window(bar, u64::from(w.offset), u64::from(w.length))
     };
-    let legacy_io = || {
-        let bar = info.io_bar(0).ok_or(virtio::Error::NoDevice)?;
-        // SAFETY: the kernel granted these ports of our own device in the I/O bitmap.
-        let ports = unsafe { rt::port::PortWindow::new(bar.port, bar.size as u16) };
-        ports.map(Regs::Port).ok_or(virtio::Error::NoDevice)
-    };
-    let transport = PciTransport::probe(&mut config, map, legacy_io, msix)?;
+    let transport = PciTransport::probe(&mut config, map, || legacy_io(info), msix)?;
     let (route, kind) = match &transport {
         PciTransport::Modern(_) => {
             let caps = VirtioPciCapabilities::find(&mut config)?;
@@ -163,37 +190,19 @@ pub fn open_device(
                 select: common::QUEUE_SELECT,
                 vector: common::QUEUE_MSIX_VECTOR,
             };
-            (msix.then_some(route), "modern (memory BARs)")
+            (msix.then_some(route), "PCI modern (memory BARs)")
         }
         PciTransport::Legacy(_) => {
-            let route = legacy_io().map(|regs| VectorRoute {
+            let route = legacy_io(info).map(|regs| VectorRoute {
                 regs,
                 select: legacy::QUEUE_SELECT,
                 // §4.1.4.10: with MSI-X enabled, the queue vector follows the config vector.
                 vector: legacy::CONFIG + 2,
             });
-            (route.ok().filter(|_| msix), "legacy (I/O BAR)")
+            (route.ok().filter(|_| msix), "PCI legacy (I/O BAR)")
         }
     };
-    Ok((transport, route, kind))
-}
-
-#[cfg(target_arch = "aarch64")]
-pub fn open_device(
-    _device: usize,
-    info: &DeviceInfo,
-) -> virtio::Result<(DeviceTransport, Option<VectorRoute>, &'static str)> {
-    let window = info
-        .windows
-        .iter()
-        .find(|w| w.kind == abi::WindowKind::Mmio)
-        .ok_or(virtio::Error::NoDevice)?;
-    let regs = mmio_window(window, 0, window.size)?;
-    Ok((
-        virtio::transport::mmio::MmioTransport::new(regs)?,
-        None,
-        "virtio-mmio",
-    ))
+    Ok((EitherTransport::First(transport), route, kind))
 }
 
 /// `name` followed by `suffix`, in `buf`.
@@ -206,11 +215,12 @@ pub fn join<'b>(buf: &'b mut [u8; 64], name: &str, suffix: &str) -> &'b str {
 }
 
 /// A client channel's shared region (mapped read-write) and its `C-irq` notification, named
-/// as docs/io-servers.md says (overridable with `channels.C.region` / `channels.C.irq`).
+/// as docs/io-servers.md says (overridable with `channels.C.region` / `channels.C.irq`); `None`
+/// (said in the log) when either is missing or the region is not writable.
 pub fn client_channel(
     config: &rt::config::Config<'_>,
     channel: &str,
-) -> Result<(virtio::dma::DmaRegion<'static>, ClientNotifier), ()> {
+) -> Option<(virtio::dma::DmaRegion<'static>, ClientNotifier)> {
     use abi::ObjectKind;
     use rt::println;
     use rt::syscall::{lookup, region_info};
@@ -225,17 +235,17 @@ pub fn client_channel(
         println!(
             "{channel}: shared region {region_name} or notification {irq_name} missing: {region:?} {irq:?}"
         );
-        return Err(());
+        return None;
     };
     if !region.writable {
         println!("{channel}: shared region {region_name} is not writable here");
-        return Err(());
+        return None;
     }
     // SAFETY: the kernel mapped the shared region at `address` for this partition and the
     // client for the partition's whole life; it is only accessed through DmaRegion views
     // (volatile and atomic accesses), and everything read from it is treated as untrusted.
     let memory =
         unsafe { virtio::dma::DmaRegion::new(region.address as *mut u8, region.size as usize, 0) }
-            .map_err(|_| ())?;
-    Ok((memory, ClientNotifier { irq }))
+            .ok()?;
+    Some((memory, ClientNotifier { irq }))
 }
