@@ -176,6 +176,7 @@ fn network() -> Result<()> {
         "xtask: network throughput, client partition -> host (TCP through net server, virtio-net, QEMU user networking)"
     );
     let (captured, result) = crate::nettest::boot_and_act(
+        Arch::X86_64,
         "net",
         "exit_after=web",
         Duration::from_secs(300),

@@ -154,6 +154,9 @@ pub fn qemu_setup(
             .map(|a| format!(",addr={:#x}.{}", a.device, a.function))
             .unwrap_or_default();
         let id = &device.name;
+        // A PCI function where the description gives one (x86_64; aarch64's PCIe host), else a
+        // virtio-mmio transport (aarch64).
+        let on_pci = res.pci.is_some() || arch == Arch::X86_64;
         match kind {
             "virtio-blk" => {
                 if disks > 0 && matches!(disk, Disk::Given(_)) {
@@ -171,9 +174,7 @@ pub fn qemu_setup(
                     path.display()
                 ));
                 args.push("-device".into());
-                // A PCI function where the description gives one (x86_64; aarch64's PCIe host),
-                // else a virtio-mmio transport (aarch64).
-                args.push(if res.pci.is_some() || arch == Arch::X86_64 {
+                args.push(if on_pci {
                     format!(
                         "virtio-blk-pci,drive={id}{pci_addr},num-queues=1,queue-size=256,\
                          disable-legacy=off,disable-modern=off"
@@ -189,12 +190,13 @@ pub fn qemu_setup(
                 let ports = console_ports(system, device.owner);
                 let max_ports = ports.iter().map(|(_, p)| p + 1).max().unwrap_or(1).max(2);
                 args.push("-device".into());
-                args.push(match arch {
-                    Arch::X86_64 => format!(
+                args.push(if on_pci {
+                    format!(
                         "virtio-serial-pci,id={id}{pci_addr},max_ports={max_ports},\
                          disable-legacy=off,disable-modern=off"
-                    ),
-                    Arch::Aarch64 => format!("virtio-serial-device,id={id},max_ports={max_ports}"),
+                    )
+                } else {
+                    format!("virtio-serial-device,id={id},max_ports={max_ports}")
                 });
                 for (channel, port) in ports {
                     let path = console_socket(&system.name, &channel)?;
@@ -218,12 +220,13 @@ pub fn qemu_setup(
                 args.push("-object".into());
                 args.push(format!("rng-random,id={id}-source,filename=/dev/urandom"));
                 args.push("-device".into());
-                args.push(match arch {
-                    Arch::X86_64 => format!(
+                args.push(if on_pci {
+                    format!(
                         "virtio-rng-pci,rng={id}-source{pci_addr},\
                          disable-legacy=off,disable-modern=off"
-                    ),
-                    Arch::Aarch64 => format!("virtio-rng-device,rng={id}-source"),
+                    )
+                } else {
+                    format!("virtio-rng-device,rng={id}-source")
                 });
             }
             "virtio-net" => {
@@ -243,11 +246,12 @@ pub fn qemu_setup(
                 args.push("-netdev".into());
                 args.push(format!("user,id={id}{rules}"));
                 args.push("-device".into());
-                args.push(match arch {
-                    Arch::X86_64 => format!(
+                args.push(if on_pci {
+                    format!(
                         "virtio-net-pci,netdev={id}{pci_addr},disable-legacy=off,disable-modern=off"
-                    ),
-                    Arch::Aarch64 => format!("virtio-net-device,netdev={id}"),
+                    )
+                } else {
+                    format!("virtio-net-device,netdev={id}")
                 });
             }
             "serial" if arch == Arch::X86_64 => {

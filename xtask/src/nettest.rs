@@ -17,12 +17,12 @@ pub type HostResult = Result<Vec<String>, String>;
 
 /// Boots `system` (x86_64) with `cmdline` and runs `action` with its forwards while QEMU runs.
 pub fn boot_and_act(
+    arch: Arch,
     system: &str,
     cmdline: &str,
     timeout: Duration,
     action: impl FnOnce(&[Forward]) -> HostResult + Send + 'static,
 ) -> Result<(Captured, HostResult)> {
-    let arch = Arch::X86_64;
     let kernel = build::kernel(&BuildOpts { arch, debug: false })?;
     let cmdline = qemu::effective_cmdline(arch, cmdline);
     let payload = image::payload(arch, &cmdline, Some(system))?;

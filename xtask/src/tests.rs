@@ -1179,6 +1179,7 @@ fn all_cases() -> Vec<Case> {
             ENTROPY_CASE,
         ])
         .chain(aarch64_block_cases())
+        .chain(aarch64_console_entropy_cases())
         .collect()
 }
 
@@ -1237,12 +1238,39 @@ const NET_CASE: HostCase = HostCase {
     action: crate::nettest::check_services,
 };
 
+/// The network case on aarch64: the NIC a PCI function behind the PCIe host bridge.
+const AARCH64_NET_CASE: HostCase = HostCase {
+    case: Case {
+        name: "aarch64-net-udp-echo-and-tcp-from-the-host",
+        arch: Arch::Aarch64,
+        ..NET_CASE.case
+    },
+    action: crate::nettest::check_services,
+};
+
+/// The console and entropy cases on aarch64, their devices PCI functions behind the PCIe host
+/// bridge (interrupts by INTx through its interrupt map).
+fn aarch64_console_entropy_cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "aarch64-console-per-client-chardevs",
+            arch: Arch::Aarch64,
+            ..CONSOLE_CASE
+        },
+        Case {
+            name: "aarch64-entropy-per-client-rates",
+            arch: Arch::Aarch64,
+            ..ENTROPY_CASE
+        },
+    ]
+}
+
 /// Boots every integration case (or those whose name contains `filter`) and reports.
 pub fn qemu(filter: Option<&str>) -> Result<()> {
     let all = all_cases();
     let selected = |name: &str| filter.is_none_or(|f| name.contains(f));
     let cases: Vec<&Case> = all.iter().filter(|c| selected(c.name)).collect();
-    let host_cases: Vec<&HostCase> = [&NET_CASE]
+    let host_cases: Vec<&HostCase> = [&NET_CASE, &AARCH64_NET_CASE]
         .into_iter()
         .filter(|c| selected(c.case.name))
         .collect();
@@ -1268,7 +1296,7 @@ fn run_host_case(host: &HostCase, timeout: Duration) -> Result<bool> {
     let case = &host.case;
     let system = case.system.unwrap_or("none");
     let (mut captured, result) =
-        crate::nettest::boot_and_act(system, case.cmdline, timeout, host.action)?;
+        crate::nettest::boot_and_act(case.arch, system, case.cmdline, timeout, host.action)?;
     let verdict = match result {
         Ok(lines) => {
             captured
@@ -1466,6 +1494,7 @@ mod unit {
     fn every_pattern_compiles_and_names_are_unique() {
         let mut all = all_cases();
         all.push(NET_CASE.case);
+        all.push(AARCH64_NET_CASE.case);
         let mut names: Vec<_> = all.iter().map(|c| c.name).collect();
         names.sort();
         names.dedup();
