@@ -494,8 +494,11 @@ fn main() {
         ) {
             Ok(index) => {
                 names[index] = channel;
+                // The kernel tells us the region's physical address only if the description
+                // makes us its DMA owner: then the device can reach the client's buffers.
+                let zero_copy = region.phys != 0 && server.set_dma_base(index, region.phys);
                 println!(
-                    "{channel}: virtual disk of {} sectors = {disk_name} sectors {}..{}, {}",
+                    "{channel}: virtual disk of {} sectors = {disk_name} sectors {}..{}, {}, {}",
                     spec.lba_count,
                     spec.lba_start,
                     spec.lba_start + spec.lba_count,
@@ -503,6 +506,11 @@ fn main() {
                         "read-only"
                     } else {
                         "read-write"
+                    },
+                    if zero_copy {
+                        "zero copy"
+                    } else {
+                        "bounce buffers"
                     }
                 );
             }
