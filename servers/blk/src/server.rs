@@ -196,6 +196,8 @@ impl<B, N> Server<'_, B, N> {
 pub struct Progress {
     /// Something happened (worth another pass).
     pub busy: bool,
+    /// A client got a completion (it has work now: the caller should let it run).
+    pub completed: bool,
 }
 
 /// An immediate answer to a chain, without the backend.
@@ -320,8 +322,8 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
         busy |= self.reap();
         busy |= self.pop_all();
         busy |= self.issue();
-        self.notify_clients();
-        Progress { busy }
+        let completed = self.notify_clients();
+        Progress { busy, completed }
     }
 
     /// Answers client `index`'s control requests.
@@ -848,11 +850,14 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
     }
 
     /// Sends used buffer notifications where clients asked for them (§2.7.7, §2.7.10).
-    fn notify_clients(&mut self) {
+    /// Whether any client got a completion.
+    fn notify_clients(&mut self) -> bool {
+        let mut completed = false;
         for client in self.clients.iter_mut().flatten() {
             if !core::mem::take(&mut client.interrupt) {
                 continue;
             }
+            completed = true;
             let wanted = match client.queue.as_mut() {
                 Some(queue) => queue.queue().should_interrupt().unwrap_or(true),
                 None => false,
@@ -861,6 +866,7 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
                 let _ = client.device.interrupt(0);
             }
         }
+        completed
     }
 }
 
