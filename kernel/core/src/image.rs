@@ -1133,7 +1133,10 @@ mod tests {
         // No owner.
         let mut b = good.clone();
         b[at + 42..at + 44].copy_from_slice(&NO_DMA_OWNER.to_le_bytes());
-        assert_eq!(SystemImage::parse(&b).unwrap().region(0).unwrap().dma_owner, None);
+        assert_eq!(
+            SystemImage::parse(&b).unwrap().region(0).unwrap().dma_owner,
+            None
+        );
         // The other mapper.
         b[at + 42..at + 44].copy_from_slice(&0u16.to_le_bytes());
         assert_eq!(
@@ -1142,7 +1145,10 @@ mod tests {
         );
         // An owner that does not map the region (partition 2 does not even exist).
         b[at + 42..at + 44].copy_from_slice(&2u16.to_le_bytes());
-        assert_eq!(SystemImage::parse(&b).unwrap_err(), ImageError::BadRegion(0));
+        assert_eq!(
+            SystemImage::parse(&b).unwrap_err(),
+            ImageError::BadRegion(0)
+        );
     }
 
     #[test]

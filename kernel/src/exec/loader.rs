@@ -179,7 +179,9 @@ pub(super) fn map_regions(
                 );
             }
         }
-        let owner = r.dma_owner.and_then(|o| partitions.get(o as usize)?.as_ref());
+        let owner = r
+            .dma_owner
+            .and_then(|o| partitions.get(o as usize)?.as_ref());
         info!(
             "shared region {}: {} KiB at {address:#x} in {} partitions, {:?}{}{}",
             r.name,

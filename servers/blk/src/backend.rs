@@ -230,7 +230,11 @@ impl<'a, T: Transport, const Q: usize> VirtioBackend<'a, T, Q> {
     }
 
     /// Records the chain's token as tag `tag`'s request.
-    fn submitted(&mut self, tag: usize, submitted: virtio::Result<Token>) -> Result<(), BackendError> {
+    fn submitted(
+        &mut self,
+        tag: usize,
+        submitted: virtio::Result<Token>,
+    ) -> Result<(), BackendError> {
         let Token(token) = match submitted {
             Ok(token) => token,
             Err(virtio::Error::QueueFull) => return Err(BackendError::Busy),

@@ -821,18 +821,24 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
         };
         let mut data = [Buffer { addr: 0, len: 0 }; MAX_DIRECT_SEGMENTS];
         let mut n = 0;
-        walk(&request.chain, writable, skip, request.bytes as usize, |at, _, len| {
-            // A segment longer than the device takes is several descriptors.
-            for piece in (0..len).step_by(max_len) {
-                let slot = data.get_mut(n).ok_or(virtio::Error::ChainTooLong)?;
-                *slot = Buffer {
-                    addr: base + (at + piece) as u64,
-                    len: (len - piece).min(max_len) as u32,
-                };
-                n += 1;
-            }
-            Ok(())
-        })
+        walk(
+            &request.chain,
+            writable,
+            skip,
+            request.bytes as usize,
+            |at, _, len| {
+                // A segment longer than the device takes is several descriptors.
+                for piece in (0..len).step_by(max_len) {
+                    let slot = data.get_mut(n).ok_or(virtio::Error::ChainTooLong)?;
+                    *slot = Buffer {
+                        addr: base + (at + piece) as u64,
+                        len: (len - piece).min(max_len) as u32,
+                    };
+                    n += 1;
+                }
+                Ok(())
+            },
+        )
         .map_err(|_| BackendError::Failed)?;
         let (sector, bytes) = (request.sector, request.bytes);
         self.backend.submit_direct(tag, op, sector, &data[..n])?;
@@ -905,7 +911,12 @@ fn walk(
 /// Whether a read (`writable` data) or write of `bytes` data bytes can go to the device on the
 /// chain's own buffers within the backend's `(segments, longest segment)` limits, a segment
 /// longer than the limit counting as several.
-fn direct_fits(chain: &Chain, writable: bool, bytes: u64, (max_segments, max_len): (usize, u32)) -> bool {
+fn direct_fits(
+    chain: &Chain,
+    writable: bool,
+    bytes: u64,
+    (max_segments, max_len): (usize, u32),
+) -> bool {
     let skip = if writable {
         0
     } else {

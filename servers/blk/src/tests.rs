@@ -309,7 +309,11 @@ impl<'a> World<'a> {
     fn dma_region(&self, k: usize) -> (DmaRegion<'a>, u64) {
         let bus = self.backend_len.unwrap() + k * REGION_LEN;
         let offset = self.disk.borrow().device.data_offset() + bus;
-        let region = self.disk_memory.region(0).subregion(offset, REGION_LEN).unwrap();
+        let region = self
+            .disk_memory
+            .region(0)
+            .subregion(offset, REGION_LEN)
+            .unwrap();
         (region.rebased(0), bus as u64)
     }
 
@@ -350,7 +354,12 @@ impl<'a> World<'a> {
     /// The server partition restarts: a fresh server drives the disk again and lays out every
     /// client channel afresh.
     fn restart_server(&self, clients: &[(DmaRegion<'a>, DiskSpec, SimNotifier<'a>)]) {
-        let backend = backend(self.disk_memory, &self.disk, self.slot_len, self.backend_len);
+        let backend = backend(
+            self.disk_memory,
+            &self.disk,
+            self.slot_len,
+            self.backend_len,
+        );
         let mut server = Server::new(backend);
         for (region, disk, notifier) in clients {
             server
@@ -947,7 +956,11 @@ fn zero_copy_requests_go_to_the_device_on_the_clients_buffers() {
 
     let before = world.requests_logged();
     client_b.write(10, &data).unwrap();
-    assert_eq!(world.requests_logged(), before + 8, "B goes through bounce slots");
+    assert_eq!(
+        world.requests_logged(),
+        before + 8,
+        "B goes through bounce slots"
+    );
     client_b.read(10, &mut back).unwrap();
     assert_eq!(back, data);
     assert_eq!(world.disk.borrow().sector(1010), data[..SECTOR]);
@@ -971,9 +984,21 @@ fn zero_copy_scatters_over_the_chains_segments_and_keeps_the_status_private() {
     let (index, notifier) = world.add(region, rw(0, 100), "a");
     assert!(world.server.borrow_mut().set_dma_base(index, bus));
     let data = pattern(5, 3);
-    world.disk.borrow_mut().cache.insert(7, data[..SECTOR].to_vec());
-    world.disk.borrow_mut().cache.insert(8, data[SECTOR..2 * SECTOR].to_vec());
-    world.disk.borrow_mut().cache.insert(9, data[2 * SECTOR..].to_vec());
+    world
+        .disk
+        .borrow_mut()
+        .cache
+        .insert(7, data[..SECTOR].to_vec());
+    world
+        .disk
+        .borrow_mut()
+        .cache
+        .insert(8, data[SECTOR..2 * SECTOR].to_vec());
+    world
+        .disk
+        .borrow_mut()
+        .cache
+        .insert(9, data[2 * SECTOR..].to_vec());
     let (mut transport, mut queue) = raw_client(region, notifier);
     let area = transport.data_area();
     // Three sectors read into two scattered pieces: 512 bytes at 4096, then 1025 bytes at
