@@ -202,6 +202,7 @@ pub fn image(system: &System, arch: Arch, cmdline: &str) -> Result<Vec<u8>> {
             mappings,
             mapping_count: r.mappings.len(),
             cache: cache(r.cache),
+            dma_owner: r.dma_owner.map(|p| p.0 as u16),
         });
     }
     let dma: Vec<DmaRecord> = system

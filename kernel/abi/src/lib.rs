@@ -49,10 +49,11 @@ pub enum Sysno {
     /// grants it to the caller.
     Lookup = 13,
     /// `region_info(region, ptr, len) -> bytes written`: fills a [`RegionInfo`] for a shared
-    /// region the caller maps.
+    /// region the caller maps (its physical address only for the region's DMA owner).
     RegionInfo = 14,
     /// `dma_info(region, ptr, len) -> bytes written`: fills a [`DmaInfo`] for a DMA region the
-    /// caller owns: the only way a partition learns a physical address.
+    /// caller owns. With `region_info` for a shared region whose DMA owner it is, the only ways
+    /// a partition learns a physical address.
     DmaInfo = 15,
     /// `device_info(device, ptr, len) -> bytes written`: fills a [`DeviceInfo`] for a device
     /// granted to the caller: where its registers are mapped and which notification bits its
@@ -134,18 +135,23 @@ pub struct RegionInfo {
     pub address: u64,
     pub size: u64,
     pub writable: bool,
+    /// The physical (bus) address of its first byte (the region is physically contiguous),
+    /// for the region's DMA owner as the system description names it (`dma-owner`); 0 for
+    /// every other partition.
+    pub phys: u64,
 }
 
 impl RegionInfo {
     /// Encoded size in bytes.
-    pub const SIZE: usize = 24;
+    pub const SIZE: usize = 32;
 
-    /// Encodes into the wire layout (three little-endian u64s).
+    /// Encodes into the wire layout (four little-endian u64s).
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
         let mut b = [0; Self::SIZE];
         b[0..8].copy_from_slice(&self.address.to_le_bytes());
         b[8..16].copy_from_slice(&self.size.to_le_bytes());
         b[16..24].copy_from_slice(&(self.writable as u64).to_le_bytes());
+        b[24..32].copy_from_slice(&self.phys.to_le_bytes());
         b
     }
 
@@ -160,6 +166,7 @@ impl RegionInfo {
             address: word(0),
             size: word(8),
             writable: word(16) != 0,
+            phys: word(24),
         }
     }
 }
@@ -493,6 +500,7 @@ mod tests {
             address: SHARED_BASE,
             size: 8192,
             writable: true,
+            phys: 0x30_0000,
         };
         assert_eq!(RegionInfo::from_bytes(&info.to_bytes()), info);
         let r = RecvResult {

@@ -33,7 +33,9 @@
 //! offset ns (8), length ns (8). Channel record: name (32), client partition (2), server
 //! partition (2), message size (4), reserved (8). Notification record: name (32), receiver
 //! partition (2), bit (1), pad (5), senders as a partition bit mask (8). Shared-region record:
-//! name (32), size (8), mapping count (1), cache attribute (1: [`Cache`]), pad (6), then [`MAX_REGION_MAPPINGS`] mappings of
+//! name (32), size (8), mapping count (1), cache attribute (1: [`Cache`]), DMA owner (2: the
+//! partition that may learn the region's physical address and give it to its devices, one of
+//! its mappers; [`NO_DMA_OWNER`] for none), pad (4), then [`MAX_REGION_MAPPINGS`] mappings of
 //! 8 bytes: partition (2), writable (1), pad (5). DMA-region record: name (32), owner partition
 //! (2), pad (6), size (8). Device record: see [`DeviceRecord`]. Configuration texts and ELF
 //! files follow, each 8-byte aligned.
@@ -168,6 +170,9 @@ pub const REGION_RECORD_SIZE: usize = 48 + 8 * MAX_REGION_MAPPINGS;
 /// Most partitions one shared region may be mapped into.
 pub const MAX_REGION_MAPPINGS: usize = 8;
 
+/// The DMA-owner field of a shared-region record that names no partition.
+pub const NO_DMA_OWNER: u16 = u16::MAX;
+
 /// A memory region shared between partitions, each mapping it read-only or read-write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RegionRecord<'a> {
@@ -177,6 +182,9 @@ pub struct RegionRecord<'a> {
     pub mappings: [(u16, bool); MAX_REGION_MAPPINGS],
     pub mapping_count: usize,
     pub cache: Cache,
+    /// The partition that may learn the region's physical address (to let its devices DMA
+    /// into it); always one of the mappings.
+    pub dma_owner: Option<u16>,
 }
 
 /// Longest partition, channel or notification name.
@@ -575,12 +583,18 @@ impl<'a> SystemImage<'a> {
                 return Err(bad);
             }
         }
+        let dma_owner = match u16_at(r, 42) {
+            NO_DMA_OWNER => None,
+            owner if mappings[..mapping_count].iter().any(|m| m.0 == owner) => Some(owner),
+            _ => return Err(bad),
+        };
         Ok(RegionRecord {
             name: name_at(r).ok_or(bad)?,
             size,
             mappings,
             mapping_count,
             cache: Cache::from_byte(r[41]).ok_or(bad)?,
+            dma_owner,
         })
     }
 
@@ -785,6 +799,11 @@ pub mod builder {
             name(&mut out, at, r.name);
             put(&mut out, at + 32, &r.size.to_le_bytes());
             put(&mut out, at + 40, &[r.mapping_count as u8, r.cache as u8]);
+            put(
+                &mut out,
+                at + 42,
+                &r.dma_owner.unwrap_or(NO_DMA_OWNER).to_le_bytes(),
+            );
             for (k, &(partition, writable)) in r.mappings.iter().enumerate().take(r.mapping_count) {
                 put(&mut out, at + 48 + k * 8, &partition.to_le_bytes());
                 put(&mut out, at + 48 + k * 8 + 2, &[writable as u8]);
@@ -917,6 +936,7 @@ mod tests {
             mappings,
             mapping_count: 2,
             cache: Cache::Uncached,
+            dma_owner: Some(1),
         }];
         let mut disk = DeviceRecord {
             name: "disk0",
@@ -1031,6 +1051,7 @@ mod tests {
             ("ring", 8192, 2, (0, true), (1, false))
         );
         assert_eq!(r.cache, Cache::Uncached);
+        assert_eq!(r.dma_owner, Some(1));
         assert_eq!(img.partition(2), Err(ImageError::BadPartition(2)));
         assert_eq!(a.config, b"queue-depth = 64\n");
         assert!(b.config.is_empty());
@@ -1101,6 +1122,32 @@ mod tests {
         assert_eq!(
             SystemImage::parse(&b).unwrap_err(),
             ImageError::BadDevice(1)
+        );
+    }
+
+    #[test]
+    fn region_dma_owner() {
+        let good = sample();
+        let img = SystemImage::parse(&good).unwrap();
+        let at = img.regions_at;
+        // No owner.
+        let mut b = good.clone();
+        b[at + 42..at + 44].copy_from_slice(&NO_DMA_OWNER.to_le_bytes());
+        assert_eq!(
+            SystemImage::parse(&b).unwrap().region(0).unwrap().dma_owner,
+            None
+        );
+        // The other mapper.
+        b[at + 42..at + 44].copy_from_slice(&0u16.to_le_bytes());
+        assert_eq!(
+            SystemImage::parse(&b).unwrap().region(0).unwrap().dma_owner,
+            Some(0)
+        );
+        // An owner that does not map the region (partition 2 does not even exist).
+        b[at + 42..at + 44].copy_from_slice(&2u16.to_le_bytes());
+        assert_eq!(
+            SystemImage::parse(&b).unwrap_err(),
+            ImageError::BadRegion(0)
         );
     }
 

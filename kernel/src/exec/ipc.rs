@@ -299,6 +299,7 @@ pub(super) fn ipc(exec: &mut Exec, caller: usize, call: Sysno, a: [usize; 5]) ->
                 address: r.address,
                 size: r.size,
                 writable,
+                phys: r.phys_for(caller),
             };
             Ipc::Done(write_out(exec, caller, a[1], a[2], &info.to_bytes()))
         }

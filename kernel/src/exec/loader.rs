@@ -142,6 +142,8 @@ fn map_fresh_page(p: &mut Partition, page: u64, perm: Perm, reload: bool) -> Res
 /// Allocates each shared region's frames (zeroed, physically contiguous) and maps them into
 /// every partition that takes part, at the region's fixed address, never executable, with the
 /// region's cache attribute (the same on every side, so no two mappings disagree). A region
+/// with a DMA owner is the same: contiguous frames are what lets the owner's devices reach it
+/// by one base address; only the owner learns that address (`Region::phys_for`). A region
 /// that cannot be made is left out, and the partitions that map it are told so at boot.
 pub(super) fn map_regions(
     image: &SystemImage<'static>,
@@ -177,12 +179,17 @@ pub(super) fn map_regions(
                 );
             }
         }
+        let owner = r
+            .dma_owner
+            .and_then(|o| partitions.get(o as usize)?.as_ref());
         info!(
-            "shared region {}: {} KiB at {address:#x} in {} partitions, {:?}",
+            "shared region {}: {} KiB at {address:#x} in {} partitions, {:?}{}{}",
             r.name,
             r.size / 1024,
             r.mapping_count,
-            r.cache
+            r.cache,
+            if owner.is_some() { ", DMA owner " } else { "" },
+            owner.map_or("", |p| p.name)
         );
         *slot = Some(Region {
             name: r.name,
@@ -190,11 +197,26 @@ pub(super) fn map_regions(
             size: r.size,
             mappings: r.mappings,
             mapping_count: r.mapping_count,
+            phys,
+            dma_owner: r.dma_owner.map(usize::from),
         });
         // The next region starts after an unmapped guard page.
         address += r.size + PAGE_SIZE;
     }
     regions
+}
+
+impl Region {
+    /// The region's physical address as `region_info` reports it to `partition`: only its DMA
+    /// owner learns it (issue #4: a partition learns the physical address of the DMA memory it
+    /// owns, and nothing else); 0 for everyone else.
+    pub(super) fn phys_for(&self, partition: usize) -> u64 {
+        if self.dma_owner == Some(partition) {
+            self.phys
+        } else {
+            0
+        }
+    }
 }
 
 /// Allocates each DMA region (physically contiguous, zeroed) and maps it read-write, never

@@ -125,6 +125,10 @@ struct Region {
     size: u64,
     mappings: [(u16, bool); kcore::image::MAX_REGION_MAPPINGS],
     mapping_count: usize,
+    /// Physical address of the first byte (the frames are contiguous); see `Region::phys_for`.
+    phys: u64,
+    /// The partition that may learn `phys` (the description's `dma-owner`).
+    dma_owner: Option<usize>,
 }
 
 impl Region {

@@ -170,7 +170,8 @@ pub fn poll(mask: u64) -> Result<u64, SysError> {
     SysError::decode(raw(Sysno::Poll as usize, mask as usize, 0)).map(|b| b as u64)
 }
 
-/// Where shared region `region` is mapped in this partition, its size and whether it is writable.
+/// Where shared region `region` is mapped in this partition, its size, whether it is writable
+/// and, for the region's DMA owner only, its physical address.
 pub fn region_info(region: usize) -> Result<abi::RegionInfo, SysError> {
     let mut buf = [0u8; abi::RegionInfo::SIZE];
     SysError::decode(raw5(

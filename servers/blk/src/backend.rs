@@ -4,9 +4,11 @@
 //! inter-partition transport with a simulated disk behind it).
 //!
 //! The backend owns a set of bounce *slots* in memory the real device can reach (the server's
-//! DMA region): client data is copied into a slot before a write and out of it after a read, so
-//! the real device never sees client memory and a client can never change data after the
-//! server checked it.
+//! DMA region): client data is copied into a slot before a write and out of it after a read.
+//! When the client's data area is itself reachable by the device (a shared region whose DMA
+//! owner is the server), [`Backend::submit_direct`] issues a request on the client's buffers
+//! instead: the header and the status byte still live in the backend's own memory, so only the
+//! data goes to or from client memory (see docs/io-servers.md, "Zero copy").
 
 use virtio::devices::blk;
 use virtio::dma::DmaRegion;
@@ -15,8 +17,10 @@ use virtio::queue::{Buffer, DriverQueue, Token};
 use virtio::split::SplitQueue;
 use virtio::transport::{Transport, initialize, read_config};
 
-/// Most bounce slots a backend offers.
+/// Most bounce slots a backend offers, and most requests in flight (tags).
 pub const MAX_SLOTS: usize = 64;
+/// Most data segments of one request on client memory ([`Backend::submit_direct`]).
+pub const MAX_DIRECT_SEGMENTS: usize = 64;
 
 /// What a backend request does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +54,30 @@ pub trait Backend {
     fn slot_buffer(&self, slot: usize) -> Option<DmaRegion<'_>>;
     /// Starts `op` on slot `slot`: `len` bytes at `sector` (ignored for a flush).
     fn submit(&mut self, slot: usize, op: Op, sector: u64, len: usize) -> Result<(), BackendError>;
+    /// Requests that may be in flight at once: tags `0..tags()`. Tags below
+    /// [`Backend::slots`] have a bounce buffer; the others serve only
+    /// [`Backend::submit_direct`].
+    fn tags(&self) -> usize {
+        self.slots()
+    }
+    /// Whether the device takes requests on other memory at all, and if so the most data
+    /// segments per request and the longest segment: what [`Backend::submit_direct`] accepts.
+    fn direct_limits(&self) -> Option<(usize, u32)> {
+        None
+    }
+    /// Starts a read or write on tag `tag` whose data is not in a bounce slot but at the given
+    /// bus addresses (memory the device can reach: a client's data area), in order, `sector`
+    /// onwards. The header and status byte stay in the backend's memory.
+    fn submit_direct(
+        &mut self,
+        tag: usize,
+        op: Op,
+        sector: u64,
+        data: &[Buffer],
+    ) -> Result<(), BackendError> {
+        let _ = (tag, op, sector, data);
+        Err(BackendError::Failed)
+    }
     /// Tells the device about the requests submitted since the last call, if it wants to know.
     fn kick(&mut self);
     /// Takes one finished request: its slot and whether it succeeded.
@@ -78,11 +106,21 @@ pub struct VirtioBackend<'a, T, const Q: usize> {
     /// Slots whose request finished without the device (a flush on a write-through disk).
     done_early: u64,
     broken: bool,
+    /// Most data segments per request (the device's `seg_max` if it has one) and the longest
+    /// segment (`size_max`), for requests on client memory.
+    seg_max: usize,
+    size_max: u32,
 }
 
 /// The features the server drives the real device with.
 pub fn backend_features() -> Features {
-    Features::from_bits(&[blk::features::FLUSH, blk::features::RO, bits::EVENT_IDX])
+    Features::from_bits(&[
+        blk::features::FLUSH,
+        blk::features::RO,
+        blk::features::SEG_MAX,
+        blk::features::SIZE_MAX,
+        bits::EVENT_IDX,
+    ])
 }
 
 impl<'a, T: Transport, const Q: usize> VirtioBackend<'a, T, Q> {
@@ -114,6 +152,18 @@ impl<'a, T: Transport, const Q: usize> VirtioBackend<'a, T, Q> {
         let queue = queue.ok_or(virtio::Error::QueueUnavailable)?;
         let mut capacity = [0u8; 8];
         read_config(&mut transport, blk::config::CAPACITY, &mut capacity)?;
+        // Two descriptors of a chain are the header and the status byte.
+        let mut seg_max = Q.saturating_sub(2).min(MAX_DIRECT_SEGMENTS);
+        let mut size_max = u32::MAX;
+        let mut word = [0u8; 4];
+        if features.has(blk::features::SEG_MAX) {
+            read_config(&mut transport, blk::config::SEG_MAX, &mut word)?;
+            seg_max = seg_max.min(u32::from_le_bytes(word) as usize);
+        }
+        if features.has(blk::features::SIZE_MAX) {
+            read_config(&mut transport, blk::config::SIZE_MAX, &mut word)?;
+            size_max = u32::from_le_bytes(word);
+        }
         Ok(Self {
             transport,
             queue,
@@ -125,6 +175,8 @@ impl<'a, T: Transport, const Q: usize> VirtioBackend<'a, T, Q> {
             features,
             done_early: 0,
             broken: false,
+            seg_max,
+            size_max,
         })
     }
 
@@ -145,6 +197,57 @@ impl<'a, T: Transport, const Q: usize> VirtioBackend<'a, T, Q> {
 
     fn data_offset(&self, slot: usize) -> usize {
         HEADER_AREA + slot * self.slot_len
+    }
+
+    /// Writes tag `tag`'s header and a status byte of 0xff, and returns their buffers.
+    fn header(&self, tag: usize, op: Op, sector: u64) -> Result<(Buffer, Buffer), BackendError> {
+        let request_type = match op {
+            Op::Read => blk::request_type::IN,
+            Op::Write => blk::request_type::OUT,
+            Op::Flush => blk::request_type::FLUSH,
+        };
+        // §5.2.6: `sector` is unused and 0 for anything but reads and writes.
+        let sector = if op == Op::Flush { 0 } else { sector };
+        let header = blk::RequestHeader {
+            request_type,
+            sector,
+        };
+        let at = tag * HEADER_STRIDE;
+        self.memory
+            .write_bytes(at, &header.to_bytes())
+            .and_then(|()| self.memory.write_u8(at + 16, 0xff))
+            .map_err(|_| BackendError::Failed)?;
+        Ok((
+            Buffer {
+                addr: self.memory.bus_address(at),
+                len: blk::RequestHeader::SIZE as u32,
+            },
+            Buffer {
+                addr: self.memory.bus_address(at + 16),
+                len: 1,
+            },
+        ))
+    }
+
+    /// Records the chain's token as tag `tag`'s request.
+    fn submitted(
+        &mut self,
+        tag: usize,
+        submitted: virtio::Result<Token>,
+    ) -> Result<(), BackendError> {
+        let Token(token) = match submitted {
+            Ok(token) => token,
+            Err(virtio::Error::QueueFull) => return Err(BackendError::Busy),
+            Err(_) => {
+                self.broken = true;
+                return Err(BackendError::Failed);
+            }
+        };
+        match self.token_slot.get_mut(usize::from(token)) {
+            Some(entry) => *entry = tag as u16,
+            None => return Err(BackendError::Failed),
+        }
+        Ok(())
     }
 }
 
@@ -183,30 +286,7 @@ impl<T: Transport, const Q: usize> Backend for VirtioBackend<'_, T, Q> {
         if self.queue.free_descriptors() < 3 {
             return Err(BackendError::Busy);
         }
-        let request_type = match op {
-            Op::Read => blk::request_type::IN,
-            Op::Write => blk::request_type::OUT,
-            Op::Flush => blk::request_type::FLUSH,
-        };
-        // §5.2.6: `sector` is unused and 0 for anything but reads and writes.
-        let sector = if op == Op::Flush { 0 } else { sector };
-        let header = blk::RequestHeader {
-            request_type,
-            sector,
-        };
-        let at = slot * HEADER_STRIDE;
-        self.memory
-            .write_bytes(at, &header.to_bytes())
-            .and_then(|()| self.memory.write_u8(at + 16, 0xff))
-            .map_err(|_| BackendError::Failed)?;
-        let header = Buffer {
-            addr: self.memory.bus_address(at),
-            len: blk::RequestHeader::SIZE as u32,
-        };
-        let status = Buffer {
-            addr: self.memory.bus_address(at + 16),
-            len: 1,
-        };
+        let (header, status) = self.header(slot, op, sector)?;
         let data = Buffer {
             addr: self.memory.bus_address(self.data_offset(slot)),
             len: len as u32,
@@ -216,19 +296,49 @@ impl<T: Transport, const Q: usize> Backend for VirtioBackend<'_, T, Q> {
             Op::Read if len > 0 => self.queue.submit(&[header], &[data, status]),
             _ => self.queue.submit(&[header], &[status]),
         };
-        let Token(token) = match submitted {
-            Ok(token) => token,
-            Err(virtio::Error::QueueFull) => return Err(BackendError::Busy),
-            Err(_) => {
-                self.broken = true;
-                return Err(BackendError::Failed);
-            }
-        };
-        match self.token_slot.get_mut(usize::from(token)) {
-            Some(entry) => *entry = slot as u16,
-            None => return Err(BackendError::Failed),
+        self.submitted(slot, submitted)
+    }
+
+    fn tags(&self) -> usize {
+        // Every tag has a header and a status byte in the header area.
+        MAX_SLOTS.min(HEADER_AREA / HEADER_STRIDE)
+    }
+
+    fn direct_limits(&self) -> Option<(usize, u32)> {
+        (self.seg_max > 0).then_some((self.seg_max, self.size_max))
+    }
+
+    fn submit_direct(
+        &mut self,
+        tag: usize,
+        op: Op,
+        sector: u64,
+        data: &[Buffer],
+    ) -> Result<(), BackendError> {
+        if self.broken
+            || tag >= self.tags()
+            || op == Op::Flush
+            || data.is_empty()
+            || data.len() > self.seg_max
+            || data.iter().any(|b| b.len == 0 || b.len > self.size_max)
+        {
+            return Err(BackendError::Failed);
         }
-        Ok(())
+        if self.queue.free_descriptors() < data.len() + 2 {
+            return Err(BackendError::Busy);
+        }
+        let (header, status) = self.header(tag, op, sector)?;
+        let mut chain = [header; MAX_DIRECT_SEGMENTS + 2];
+        let n = data.len();
+        let submitted = if op == Op::Write {
+            chain[1..=n].copy_from_slice(data);
+            self.queue.submit(&chain[..=n], &[status])
+        } else {
+            chain[..n].copy_from_slice(data);
+            chain[n] = status;
+            self.queue.submit(&[header], &chain[..=n])
+        };
+        self.submitted(tag, submitted)
     }
 
     fn kick(&mut self) {

@@ -6,7 +6,9 @@
 //! `channels.C.kick`, `channels.C.irq`): shared region `C`, notification `C-kick` (client →
 //! server) and `C-irq` (server → client). Server-wide keys: `disk` (device name, default
 //! `disk0`), `dma` (DMA region name, default `queues`), `queue-depth` (largest client queue,
-//! default 64). See docs/io-servers.md.
+//! default 64), `poll-us` (how long to poll the device for a completion before sleeping while
+//! requests are in flight, default [`POLL_BEFORE_SLEEP_NS`]; 0: sleep at once). See
+//! docs/io-servers.md.
 
 use abi::{DeviceInfo, ObjectKind};
 use blk_server::backend::{Backend, Op, VirtioBackend};
@@ -35,6 +37,10 @@ const DEVICE_QUEUE: usize = 256;
 /// How long to sleep between polls of the device while requests are in flight and its
 /// interrupt is not routed to us.
 const POLL_NS: u64 = 200_000;
+/// How long the server keeps polling while requests are on the device and no client got a
+/// completion, before it sleeps in `wait` (`poll-us`): a completion found by polling costs no
+/// interrupt, no wake-up and no switch to the idle loop and back.
+const POLL_BEFORE_SLEEP_NS: u64 = 50_000;
 
 /// Signals a client through its `C-irq` notification. The server never waits per client: its
 /// loop waits on every bit at once and then looks at every channel.
@@ -239,6 +245,8 @@ struct Direct<'b, B> {
     device: usize,
     irq_bits: u64,
     interrupts: bool,
+    /// Polls this long before sleeping, as the serving loop does.
+    poll_ns: u64,
 }
 
 impl<B: Backend> bench::Engine for Direct<'_, B> {
@@ -275,6 +283,14 @@ impl<B: Backend> bench::Engine for Direct<'_, B> {
     }
 
     fn wait(&mut self) -> Result<(usize, bool), bench::EngineError> {
+        if self.poll_ns > 0 {
+            let until = time_now_ns() + self.poll_ns;
+            while time_now_ns() < until {
+                if let Some(done) = self.backend.poll() {
+                    return Ok(done);
+                }
+            }
+        }
         loop {
             if let Some(done) = self.backend.poll() {
                 return Ok(done);
@@ -296,7 +312,13 @@ impl<B: Backend> bench::Engine for Direct<'_, B> {
     }
 }
 
-fn bench_direct<B: Backend>(backend: &mut B, device: usize, info: &DeviceInfo, interrupts: bool) {
+fn bench_direct<B: Backend>(
+    backend: &mut B,
+    device: usize,
+    info: &DeviceInfo,
+    interrupts: bool,
+    poll_ns: u64,
+) {
     let capacity = backend.capacity();
     let needed = bench::BUFFER_BYTES / backend.slot_len().max(1);
     if backend.slot_len() < bench::MAX_REQUEST || backend.slots() < needed.max(bench::DEEP) {
@@ -313,6 +335,7 @@ fn bench_direct<B: Backend>(backend: &mut B, device: usize, info: &DeviceInfo, i
         device,
         irq_bits: info.irq_bits,
         interrupts,
+        poll_ns,
     };
     bench::run_all(&mut engine, capacity, |w, f| {
         println!("{}", bench::Line(w, f));
@@ -339,6 +362,9 @@ fn main() {
     let disk_name = config.get("disk").unwrap_or("disk0");
     let dma_name = config.get("dma").unwrap_or("queues");
     let queue_depth = config.get_u64("queue-depth").unwrap_or(64).clamp(1, 256) as u16;
+    let poll_ns = config
+        .get_u64("poll-us")
+        .map_or(POLL_BEFORE_SLEEP_NS, |us| us.min(10_000) * 1000);
     // Fault injection for the tests: in the first generation only, fault in the middle of
     // I/O once this many requests have completed.
     let crash_after = config
@@ -431,7 +457,7 @@ fn main() {
 
     if config.get("bench") == Some("direct") {
         let mut backend = backend;
-        bench_direct(&mut backend, device, &info, interrupts);
+        bench_direct(&mut backend, device, &info, interrupts, poll_ns);
         return;
     }
 
@@ -494,8 +520,11 @@ fn main() {
         ) {
             Ok(index) => {
                 names[index] = channel;
+                // The kernel tells us the region's physical address only if the description
+                // makes us its DMA owner: then the device can reach the client's buffers.
+                let zero_copy = region.phys != 0 && server.set_dma_base(index, region.phys);
                 println!(
-                    "{channel}: virtual disk of {} sectors = {disk_name} sectors {}..{}, {}",
+                    "{channel}: virtual disk of {} sectors = {disk_name} sectors {}..{}, {}, {}",
                     spec.lba_count,
                     spec.lba_start,
                     spec.lba_start + spec.lba_count,
@@ -503,6 +532,11 @@ fn main() {
                         "read-only"
                     } else {
                         "read-write"
+                    },
+                    if zero_copy {
+                        "zero copy"
+                    } else {
+                        "bounce buffers"
                     }
                 );
             }
@@ -512,7 +546,23 @@ fn main() {
 
     let mut states = [None; MAX_CLIENTS];
     loop {
-        while server.run_once().busy {
+        // Whether to sleep as soon as a pass does nothing: a client got a completion (it has
+        // work now, and runs once we sleep), or we polled already since the last wake-up.
+        let mut sleep_when_idle = poll_ns == 0;
+        loop {
+            let pass = server.run_once();
+            sleep_when_idle |= pass.completed;
+            if !pass.busy {
+                if sleep_when_idle || server.in_flight() == 0 {
+                    break;
+                }
+                // Requests on the device and no client has anything to do yet: poll a while
+                // for the completion instead of sleeping until its interrupt.
+                let until = time_now_ns() + poll_ns;
+                while !server.run_once().busy && server.in_flight() > 0 && time_now_ns() < until {}
+                sleep_when_idle = true;
+                continue;
+            }
             if let Some(limit) = crash_after {
                 let done: u64 = (0..MAX_CLIENTS)
                     .filter_map(|i| server.client_stats(i))

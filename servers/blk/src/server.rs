@@ -8,8 +8,9 @@
 //! 3. takes new chains from serving clients (round robin), checks them against the client's
 //!    virtual disk, completes refused ones at once (IOERR, UNSUPP) and queues the rest;
 //! 4. issues queued work to the backend in arrival order, one bounce slot per part (a client
-//!    request larger than a slot is split), a flush only once the same client's earlier
-//!    requests completed;
+//!    request larger than a slot is split), or, for a client whose data area the device can
+//!    reach (zero copy, [`Server::set_dma_base`]), the whole request on the client's buffers;
+//!    a flush only once the same client's earlier requests completed;
 //! 5. sends used buffer notifications where the clients asked for them.
 //!
 //! Client errors never reach the real device: a request outside the virtual disk, a write to
@@ -19,17 +20,18 @@
 //! that client (DEVICE_NEEDS_RESET, §2.1.2) until it resets the device; other clients are not
 //! affected. A reset or break bumps the client's epoch: backend requests still in flight for
 //! the old epoch finish into their bounce slots and are dropped, never copied into the client's
-//! memory.
+//! memory. A zero-copy request still on the device when its client asks for a reset holds the
+//! reset's answer back until the device has finished with the client's buffers (§2.4).
 
 use virtio::devices::{blk, id};
 use virtio::dma::DmaRegion;
 use virtio::features::bits;
 use virtio::packed::PackedDeviceQueue;
-use virtio::queue::{Chain, DeviceQueue, GrantedArea};
+use virtio::queue::{Buffer, Chain, DeviceQueue, GrantedArea};
 use virtio::split::SplitDeviceQueue;
 use virtio::transport::shmem::{DeviceDescription, Notifier, SharedMemoryDevice};
 
-use crate::backend::{Backend, BackendError, MAX_SLOTS, Op};
+use crate::backend::{Backend, BackendError, MAX_DIRECT_SEGMENTS, MAX_SLOTS, Op};
 use crate::disk::{DiskSpec, SECTOR};
 
 /// Most clients one server serves.
@@ -106,6 +108,9 @@ struct Client<'a, N> {
     epoch: u32,
     interrupt: bool,
     stats: ClientStats,
+    /// Bus address at which the real device reaches byte 0 of the data area, if it can (the
+    /// server is the DMA owner of the client's region): zero copy.
+    dma_base: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +135,8 @@ struct Request {
     /// Backend requests not yet finished.
     outstanding: u16,
     failed: bool,
+    /// Issued on the client's own buffers (zero copy), as one backend request.
+    direct: bool,
 }
 
 impl Request {
@@ -146,6 +153,8 @@ struct SlotUse {
     request: usize,
     offset: u64,
     len: usize,
+    /// The data went straight to or from the client's buffers: nothing to copy.
+    direct: bool,
 }
 
 /// The block server: clients, queued requests and the backend.
@@ -187,6 +196,8 @@ impl<B, N> Server<'_, B, N> {
 pub struct Progress {
     /// Something happened (worth another pass).
     pub busy: bool,
+    /// A client got a completion (it has work now: the caller should let it run).
+    pub completed: bool,
 }
 
 /// An immediate answer to a chain, without the backend.
@@ -257,8 +268,25 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
             epoch: 0,
             interrupt: false,
             stats: ClientStats::default(),
+            dma_base: None,
         });
         Ok(index)
+    }
+
+    /// Zero copy for client `index`: the real device reaches the client's region at bus
+    /// address `region_bus` (the server is its DMA owner), so reads and writes whose buffers
+    /// fit the backend's limits go to the device on the client's buffers instead of through
+    /// bounce slots. Returns whether it is on (the backend must take such requests).
+    pub fn set_dma_base(&mut self, index: usize, region_bus: u64) -> bool {
+        let direct = self.backend.direct_limits().is_some();
+        let Some(client) = self.clients.get_mut(index).and_then(Option::as_mut) else {
+            return false;
+        };
+        let len = client.area.memory().len() as u64;
+        client.dma_base = region_bus
+            .checked_add(client.device.data_offset() as u64)
+            .filter(|base| direct && base.checked_add(len).is_some());
+        client.dma_base.is_some()
     }
 
     /// Client `index`'s state.
@@ -294,16 +322,22 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
         busy |= self.reap();
         busy |= self.pop_all();
         busy |= self.issue();
-        self.notify_clients();
-        Progress { busy }
+        let completed = self.notify_clients();
+        Progress { busy, completed }
     }
 
     /// Answers client `index`'s control requests.
     fn control(&mut self, index: usize) -> bool {
+        let on_device = self.direct_on_device(index);
         let Some(client) = self.clients[index].as_mut() else {
             return false;
         };
         let _ = client.device.take_kicks();
+        if on_device && client.device.reset_pending().unwrap_or(false) {
+            // The device still reads or writes this client's buffers: answer the reset once
+            // it is done (a later pass), so nothing touches them after the reset (§2.4).
+            return false;
+        }
         let events = match client.device.process_requests() {
             Ok(events) => events,
             // The control block is the server's own layout; failing to access it means the
@@ -342,6 +376,16 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
             busy = true;
         }
         busy
+    }
+
+    /// Whether the device still has a zero-copy request of client `index`.
+    fn direct_on_device(&self, index: usize) -> bool {
+        self.slots.iter().flatten().any(|u| {
+            u.direct
+                && self.requests[u.request]
+                    .as_ref()
+                    .is_some_and(|r| r.client == index)
+        })
     }
 
     /// Stops serving client `index` until it resets.
@@ -457,6 +501,14 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
             // pop_all checks for a free entry first; keep the client consistent regardless.
             return self.complete_now(index, &chain, Immediate::Status(blk::status::IOERR));
         };
+        let direct = kind != Kind::Flush
+            && self.clients[index]
+                .as_ref()
+                .is_some_and(|c| c.dma_base.is_some())
+            && self
+                .backend
+                .direct_limits()
+                .is_some_and(|limits| direct_fits(&chain, kind == Kind::Read, bytes, limits));
         self.seq += 1;
         self.requests[slot] = Some(Request {
             client: index,
@@ -469,6 +521,7 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
             issued: 0,
             outstanding: 0,
             failed: false,
+            direct,
         });
     }
 
@@ -526,7 +579,7 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
                 continue;
             };
             let mut failed = !ok;
-            if ok && request.kind == Kind::Read && self.current(request) {
+            if ok && request.kind == Kind::Read && !use_.direct && self.current(request) {
                 // Copy the data out of the bounce slot into the client's buffers.
                 let copied = match (
                     self.backend.slot_buffer(slot),
@@ -575,6 +628,7 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
             if let Some(request) = self.requests[r].as_mut() {
                 request.kind = Kind::Flush;
                 request.issued = 0;
+                request.direct = false;
             }
             return;
         }
@@ -637,7 +691,7 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
                 busy = true;
             }
         }
-        while let Some(slot) = (0..self.backend.slots()).find(|&s| self.slots[s].is_none()) {
+        loop {
             // The oldest request with work left that may go now.
             let next = (0..MAX_REQUESTS)
                 .filter(|&r| {
@@ -652,7 +706,22 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
             let Some(r) = next else {
                 break;
             };
-            match self.issue_part(r, slot) {
+            // A bounce part needs a tag with a slot buffer; a zero-copy request any tag.
+            let direct = self.requests[r].as_ref().is_some_and(|req| req.direct);
+            let tags = if direct {
+                self.backend.tags()
+            } else {
+                self.backend.slots()
+            };
+            let Some(slot) = (0..tags.min(MAX_SLOTS)).find(|&s| self.slots[s].is_none()) else {
+                break;
+            };
+            let issued = if direct {
+                self.issue_direct(r, slot)
+            } else {
+                self.issue_part(r, slot)
+            };
+            match issued {
                 Ok(()) => {
                     busy = true;
                     issued_any = true;
@@ -720,6 +789,7 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
             request: r,
             offset,
             len,
+            direct: false,
         });
         if let Some(request) = self.requests[r].as_mut() {
             request.outstanding += 1;
@@ -732,12 +802,68 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
         Ok(())
     }
 
+    /// Issues request `r` whole on tag `tag`, on the client's own buffers (zero copy): the
+    /// data segments of its chain, already checked to lie in the client's data area when the
+    /// chain was popped, translated to the device's bus addresses. The header the device sees
+    /// is the server's (built from the checked request), and so is the status byte.
+    fn issue_direct(&mut self, r: usize, tag: usize) -> Result<(), BackendError> {
+        let request = self.requests[r].as_ref().ok_or(BackendError::Failed)?;
+        let client = self.clients[request.client]
+            .as_ref()
+            .ok_or(BackendError::Failed)?;
+        let base = client.dma_base.ok_or(BackendError::Failed)?;
+        let (_, max_len) = self.backend.direct_limits().ok_or(BackendError::Failed)?;
+        let max_len = max_len.max(SECTOR as u32) as usize;
+        let (op, writable, skip) = match request.kind {
+            Kind::Read => (Op::Read, true, 0),
+            Kind::Write => (Op::Write, false, blk::RequestHeader::SIZE as u64),
+            Kind::Flush => return Err(BackendError::Failed),
+        };
+        let mut data = [Buffer { addr: 0, len: 0 }; MAX_DIRECT_SEGMENTS];
+        let mut n = 0;
+        walk(
+            &request.chain,
+            writable,
+            skip,
+            request.bytes as usize,
+            |at, _, len| {
+                // A segment longer than the device takes is several descriptors.
+                for piece in (0..len).step_by(max_len) {
+                    let slot = data.get_mut(n).ok_or(virtio::Error::ChainTooLong)?;
+                    *slot = Buffer {
+                        addr: base + (at + piece) as u64,
+                        len: (len - piece).min(max_len) as u32,
+                    };
+                    n += 1;
+                }
+                Ok(())
+            },
+        )
+        .map_err(|_| BackendError::Failed)?;
+        let (sector, bytes) = (request.sector, request.bytes);
+        self.backend.submit_direct(tag, op, sector, &data[..n])?;
+        self.slots[tag] = Some(SlotUse {
+            request: r,
+            offset: 0,
+            len: bytes as usize,
+            direct: true,
+        });
+        if let Some(request) = self.requests[r].as_mut() {
+            request.outstanding += 1;
+            request.issued = bytes;
+        }
+        Ok(())
+    }
+
     /// Sends used buffer notifications where clients asked for them (§2.7.7, §2.7.10).
-    fn notify_clients(&mut self) {
+    /// Whether any client got a completion.
+    fn notify_clients(&mut self) -> bool {
+        let mut completed = false;
         for client in self.clients.iter_mut().flatten() {
             if !core::mem::take(&mut client.interrupt) {
                 continue;
             }
+            completed = true;
             let wanted = match client.queue.as_mut() {
                 Some(queue) => queue.queue().should_interrupt().unwrap_or(true),
                 None => false,
@@ -746,6 +872,7 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
                 let _ = client.device.interrupt(0);
             }
         }
+        completed
     }
 }
 
@@ -779,6 +906,30 @@ fn walk(
     } else {
         Err(virtio::Error::OutOfBounds)
     }
+}
+
+/// Whether a read (`writable` data) or write of `bytes` data bytes can go to the device on the
+/// chain's own buffers within the backend's `(segments, longest segment)` limits, a segment
+/// longer than the limit counting as several.
+fn direct_fits(
+    chain: &Chain,
+    writable: bool,
+    bytes: u64,
+    (max_segments, max_len): (usize, u32),
+) -> bool {
+    let skip = if writable {
+        0
+    } else {
+        blk::RequestHeader::SIZE as u64
+    };
+    let max_len = max_len.max(SECTOR as u32) as usize;
+    let mut segments = 0usize;
+    let walked = walk(chain, writable, skip, bytes as usize, |_, _, len| {
+        // A segment longer than the device takes is several descriptors.
+        segments += len.div_ceil(max_len);
+        Ok(())
+    });
+    walked.is_ok() && segments <= max_segments.min(MAX_DIRECT_SEGMENTS)
 }
 
 /// Copies `len` bytes of the chain's readable part from `offset` into `dst` from 0 (client

@@ -207,6 +207,8 @@ struct World<'a> {
     /// Runs disk and server until quiet: what a client's wait does.
     pump: Pump<'a>,
     slot_len: usize,
+    /// The backend's share of the disk's data area (the rest holds zero-copy client regions).
+    backend_len: Option<usize>,
 }
 
 fn disk_pump<'a>(disk: &Rc<RefCell<SimDisk<'a>>>) -> Pump<'a> {
@@ -220,6 +222,7 @@ fn backend<'a>(
     memory: &'a OwnedDma,
     disk: &Rc<RefCell<SimDisk<'a>>>,
     slot_len: usize,
+    backend_len: Option<usize>,
 ) -> Backend0<'a> {
     let (to_disk, _) = pair(disk_pump(disk), no_pump());
     // The disk's own notifier was made with the disk; reuse its doorbells.
@@ -231,12 +234,25 @@ fn backend<'a>(
     };
     let transport = SharedMemoryTransport::new(memory.region(0), notifier).unwrap();
     let ring = transport.ring_area();
-    let data = transport.data_area();
+    let mut data = transport.data_area();
+    if let Some(len) = backend_len {
+        data = data.subregion(0, len).unwrap();
+    }
     VirtioBackend::new(transport, ring, data, slot_len, |_| Ok(())).unwrap()
 }
 
 impl<'a> World<'a> {
     fn new(disk_memory: &'a OwnedDma, slot_len: usize) -> Self {
+        Self::with_backend_len(disk_memory, slot_len, None)
+    }
+
+    /// A world whose backend uses only the first `backend_len` bytes of the disk's data area:
+    /// the rest is memory the simulated device reaches, for client regions ([`World::dma_region`]).
+    fn with_backend_len(
+        disk_memory: &'a OwnedDma,
+        slot_len: usize,
+        backend_len: Option<usize>,
+    ) -> Self {
         let (disk_notifier, _) = pair(no_pump(), no_pump());
         let mut capacity = [0u8; 8];
         capacity.copy_from_slice(&DISK_SECTORS.to_le_bytes());
@@ -263,6 +279,7 @@ impl<'a> World<'a> {
             disk_memory,
             &disk,
             slot_len,
+            backend_len,
         ))));
         let pump: Pump<'a> = no_pump();
         {
@@ -283,7 +300,21 @@ impl<'a> World<'a> {
             server,
             pump,
             slot_len,
+            backend_len,
         }
+    }
+
+    /// Client region `k` in device-reachable memory after the backend's share, and the bus
+    /// address the device knows its byte 0 by (as a DMA owner learns it from the kernel).
+    fn dma_region(&self, k: usize) -> (DmaRegion<'a>, u64) {
+        let bus = self.backend_len.unwrap() + k * REGION_LEN;
+        let offset = self.disk.borrow().device.data_offset() + bus;
+        let region = self
+            .disk_memory
+            .region(0)
+            .subregion(offset, REGION_LEN)
+            .unwrap();
+        (region.rebased(0), bus as u64)
     }
 
     /// Adds a client channel exporting `disk`; returns the client-side notifier.
@@ -323,7 +354,12 @@ impl<'a> World<'a> {
     /// The server partition restarts: a fresh server drives the disk again and lays out every
     /// client channel afresh.
     fn restart_server(&self, clients: &[(DmaRegion<'a>, DiskSpec, SimNotifier<'a>)]) {
-        let backend = backend(self.disk_memory, &self.disk, self.slot_len);
+        let backend = backend(
+            self.disk_memory,
+            &self.disk,
+            self.slot_len,
+            self.backend_len,
+        );
         let mut server = Server::new(backend);
         for (region, disk, notifier) in clients {
             server
@@ -879,4 +915,170 @@ fn writes_of_a_client_without_flush_are_made_stable_before_they_complete() {
     );
     world.disk.borrow_mut().crash();
     assert_eq!(world.disk.borrow().durable(3), &[0x77; SECTOR]);
+}
+
+/// Disk memory for the zero-copy worlds: control block and rings, 128 KiB for the backend,
+/// then two client regions.
+const ZC_DISK_LEN: usize = 0x10_0000;
+const ZC_BACKEND_LEN: usize = 0x2_0000;
+
+#[test]
+fn zero_copy_requests_go_to_the_device_on_the_clients_buffers() {
+    let disk_memory = OwnedDma::new(ZC_DISK_LEN);
+    // A second client without zero copy (its region is not the server's to give the device).
+    let memory_b = OwnedDma::new(REGION_LEN);
+    let world = World::with_backend_len(&disk_memory, 4096, Some(ZC_BACKEND_LEN));
+    let (region_a, bus_a) = world.dma_region(0);
+    let (a, na) = world.add(region_a, rw(0, 1000), "a");
+    assert!(world.server.borrow_mut().set_dma_base(a, bus_a));
+    let (b, nb) = world.add(memory_b.region(0), rw(1000, 1000), "b");
+    let mut client_a = world.attach(region_a, na, 4);
+    let mut client_b = world.attach(memory_b.region(0), nb, 4);
+
+    // 32 KiB: eight 4 KiB bounce slots for B, one device request on A's buffer for A.
+    let data = pattern(21, 64);
+    let before = world.requests_logged();
+    client_a.write(10, &data).unwrap();
+    assert_eq!(
+        world.disk.borrow().log[before..],
+        [(blk::request_type::OUT, 10, 32768)]
+    );
+    let mut back = vec![0u8; data.len()];
+    client_a.read(10, &mut back).unwrap();
+    assert_eq!(back, data);
+    assert_eq!(
+        world.disk.borrow().log[before + 1..],
+        [(blk::request_type::IN, 10, 32768)]
+    );
+    client_a.flush().unwrap();
+    world.disk.borrow_mut().crash();
+    assert_eq!(world.disk.borrow().durable(10), &data[..SECTOR]);
+
+    let before = world.requests_logged();
+    client_b.write(10, &data).unwrap();
+    assert_eq!(
+        world.requests_logged(),
+        before + 8,
+        "B goes through bounce slots"
+    );
+    client_b.read(10, &mut back).unwrap();
+    assert_eq!(back, data);
+    assert_eq!(world.disk.borrow().sector(1010), data[..SECTOR]);
+
+    // The same checks as with bounce slots: nothing outside A's disk reaches the device.
+    let before = world.requests_logged();
+    let mut buf = vec![0u8; 2 * SECTOR];
+    assert_eq!(client_a.read(999, &mut buf), Err(BlkError::Io));
+    assert_eq!(client_a.write(1000, &buf), Err(BlkError::Io));
+    assert_eq!(world.requests_logged(), before);
+    assert_eq!(world.server.borrow().client_stats(a).unwrap().refused, 2);
+    assert_eq!(world.server.borrow().client_stats(b).unwrap().refused, 0);
+    assert_eq!(world.server.borrow().in_flight(), 0);
+}
+
+#[test]
+fn zero_copy_scatters_over_the_chains_segments_and_keeps_the_status_private() {
+    let disk_memory = OwnedDma::new(ZC_DISK_LEN);
+    let world = World::with_backend_len(&disk_memory, 4096, Some(ZC_BACKEND_LEN));
+    let (region, bus) = world.dma_region(0);
+    let (index, notifier) = world.add(region, rw(0, 100), "a");
+    assert!(world.server.borrow_mut().set_dma_base(index, bus));
+    let data = pattern(5, 3);
+    world
+        .disk
+        .borrow_mut()
+        .cache
+        .insert(7, data[..SECTOR].to_vec());
+    world
+        .disk
+        .borrow_mut()
+        .cache
+        .insert(8, data[SECTOR..2 * SECTOR].to_vec());
+    world
+        .disk
+        .borrow_mut()
+        .cache
+        .insert(9, data[2 * SECTOR..].to_vec());
+    let (mut transport, mut queue) = raw_client(region, notifier);
+    let area = transport.data_area();
+    // Three sectors read into two scattered pieces: 512 bytes at 4096, then 1025 bytes at
+    // 8192 whose last byte is the status (data and status share a descriptor).
+    let header = Buffer { addr: 0, len: 16 };
+    let first = Buffer {
+        addr: 4096,
+        len: SECTOR as u32,
+    };
+    let second = Buffer {
+        addr: 8192,
+        len: 2 * SECTOR as u32 + 1,
+    };
+    area.fill(4096, 8192, 0x11).unwrap();
+    let before = world.requests_logged();
+    let mut transport_status = 0;
+    {
+        let data_area = transport.data_area();
+        data_area
+            .write_bytes(
+                0,
+                &blk::RequestHeader {
+                    request_type: blk::request_type::IN,
+                    sector: 7,
+                }
+                .to_bytes(),
+            )
+            .unwrap();
+        queue.submit(&[header], &[first, second]).unwrap();
+        transport.notify(0).unwrap();
+        transport.notifier().wait();
+        while let Some(used) = queue.poll_used().unwrap() {
+            assert_eq!(used.written, 3 * SECTOR as u32 + 1);
+            transport_status = data_area.read_u8(8192 + 2 * SECTOR).unwrap();
+        }
+    }
+    assert_eq!(transport_status, blk::status::OK);
+    assert_eq!(
+        world.disk.borrow().log[before..],
+        [(blk::request_type::IN, 7, 3 * SECTOR as u64)],
+        "one device request on the client's two pieces"
+    );
+    let mut back = vec![0u8; 3 * SECTOR];
+    area.read_bytes(4096, &mut back[..SECTOR]).unwrap();
+    area.read_bytes(8192, &mut back[SECTOR..]).unwrap();
+    assert_eq!(back, data);
+    // Nothing written around the pieces.
+    assert_eq!(area.read_u8(4096 + SECTOR).unwrap(), 0x11);
+    assert_eq!(area.read_u8(8192 + 2 * SECTOR + 1).unwrap(), 0x11);
+}
+
+#[test]
+fn a_zero_copy_client_reset_is_answered_only_after_the_device_let_go_of_its_buffers() {
+    let disk_memory = OwnedDma::new(ZC_DISK_LEN);
+    let world = World::with_backend_len(&disk_memory, 4096, Some(ZC_BACKEND_LEN));
+    let (region, bus) = world.dma_region(0);
+    let (index, notifier) = world.add(region, rw(0, 100), "a");
+    assert!(world.server.borrow_mut().set_dma_base(index, bus));
+    let mut client = world.attach(region, notifier, 2);
+    client.write(5, &[0x5a; SECTOR]).unwrap();
+    world.disk.borrow_mut().hold = true;
+    client.submit(0, ClientOp::Read, 5, SECTOR).unwrap();
+    world.run();
+    assert_eq!(world.server.borrow().in_flight(), 1);
+    // The device still has a read into the client's buffer: the reset is not answered (here
+    // the device holds the read for good, so the client gives up waiting).
+    assert_eq!(client.reconnect().unwrap_err(), BlkError::Timeout);
+    assert_eq!(world.server.borrow().client_stats(index).unwrap().resets, 0);
+    world.disk.borrow_mut().hold = false;
+    world.run();
+    assert_eq!(world.server.borrow().in_flight(), 0);
+    // Once reset, nothing more lands in the client's memory.
+    client.reconnect().unwrap();
+    assert_eq!(world.server.borrow().client_stats(index).unwrap().resets, 1);
+    client.buffer(0).unwrap().fill(0, SECTOR, 0).unwrap();
+    world.run();
+    assert_eq!(client.poll().unwrap(), None);
+    let mut buf = [0u8; SECTOR];
+    client.buffer(0).unwrap().read_bytes(0, &mut buf).unwrap();
+    assert_eq!(buf, [0; SECTOR]);
+    client.read(5, &mut buf).unwrap();
+    assert_eq!(buf, [0x5a; SECTOR]);
 }

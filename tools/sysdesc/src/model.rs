@@ -337,6 +337,9 @@ pub struct SharedRegion {
     pub cache: CacheAttr,
     /// Who maps it and how (at least two partitions, each once).
     pub mappings: Vec<Mapping>,
+    /// The partition that may hand the region to its devices for DMA and learn its physical
+    /// address (`dma-owner`): one of the mappers, and one that owns a device.
+    pub dma_owner: Option<PartitionId>,
 }
 
 /// One side of a shared region.

@@ -187,6 +187,7 @@ pub struct RawNotification {
 pub struct RawShared {
     pub size: Quantity,
     pub cache: Option<Name>,
+    pub dma_owner: Option<Name>,
     pub map: Spanned<Vec<Spanned<RawMapping>>>,
 }
 

@@ -1402,11 +1402,43 @@ fn shared(ctx: &mut Ctx, raw: &RawSystem, names: &Names<'_>) -> Vec<SharedRegion
                 ),
             );
         }
+        let dma_owner = s.dma_owner.as_ref().and_then(|owner| {
+            let id = names.partition(ctx, owner)?;
+            if !mappings.iter().any(|m| m.partition == id) {
+                ctx.error(
+                    owner.span(),
+                    format!(
+                        "dma-owner \"{}\" of shared region \"{}\" does not map it",
+                        owner.get_ref(),
+                        name.get_ref()
+                    ),
+                );
+                return None;
+            }
+            let devices = raw
+                .partitions
+                .iter()
+                .find(|(n, _)| n.get_ref() == owner.get_ref())
+                .is_some_and(|(_, p)| !p.get_ref().devices.is_empty());
+            if !devices {
+                ctx.error(
+                    owner.span(),
+                    format!(
+                        "dma-owner \"{}\" of shared region \"{}\" owns no device that could use it",
+                        owner.get_ref(),
+                        name.get_ref()
+                    ),
+                );
+                return None;
+            }
+            Some(id)
+        });
         out.push(SharedRegion {
             name: name.get_ref().clone(),
             size,
             cache,
             mappings,
+            dma_owner,
         });
     }
     out

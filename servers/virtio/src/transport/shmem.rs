@@ -361,6 +361,7 @@ pub struct SharedMemoryDevice<'a, N> {
     region: DmaRegion<'a>,
     rings: DmaRegion<'a>,
     data: DmaRegion<'a>,
+    data_offset: usize,
     notifier: N,
     offered: Features,
     negotiated: Features,
@@ -432,6 +433,7 @@ impl<'a, N: Notifier> SharedMemoryDevice<'a, N> {
         Ok(Self {
             rings: region.subregion(ring_offset, ring_len)?.rebased(0),
             data: region.subregion(data_offset, data_len)?.rebased(0),
+            data_offset,
             region,
             notifier,
             offered,
@@ -463,6 +465,26 @@ impl<'a, N: Notifier> SharedMemoryDevice<'a, N> {
     /// The client's data area: the only memory its buffers can name.
     pub fn data_area(&self) -> GrantedArea<'a> {
         GrantedArea::new(self.data)
+    }
+
+    /// Where the data area starts in the region (the server's own layout, never read back
+    /// from shared memory).
+    pub fn data_offset(&self) -> usize {
+        self.data_offset
+    }
+
+    /// Whether the client has a request waiting that resets the device (status 0 while it is
+    /// not reset): a server that still has work of this client's on a real device can finish
+    /// it before [`SharedMemoryDevice::process_requests`] answers, since after a reset the
+    /// device must not touch the driver's buffers (§2.4). Only a hint: read from shared memory
+    /// once, and `process_requests` validates the request itself.
+    pub fn reset_pending(&self) -> Result<bool> {
+        let sequence = self.region.read_u32(layout::REQUEST_SEQ)?;
+        if sequence == self.answered || self.status == 0 {
+            return Ok(false);
+        }
+        barrier::observe();
+        Ok(self.region.read_u32(layout::DRIVER_STATUS)? as u8 == 0)
     }
 
     /// Answers the client's pending request, if any: reset, status and feature handshake,
