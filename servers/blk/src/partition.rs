@@ -15,15 +15,13 @@ use blk_server::backend::{Backend, Op, VirtioBackend};
 use blk_server::bench;
 use blk_server::disk::DiskSpec;
 use blk_server::server::{ClientState, MAX_CLIENTS, Server};
+use iokit::{client_channel, open_device};
 use rt::config::Config;
 use rt::println;
 use rt::syscall::{
-    device_info, dma_info, irq_ack, lookup, notify, partition_info, poll, region_info, sleep_until,
-    time_now_ns, wait,
+    device_info, dma_info, irq_ack, lookup, partition_info, poll, sleep_until, time_now_ns, wait,
 };
-use virtio::dma::{DmaRegion, MmioRegisters};
-use virtio::transport::RegisterAccess;
-use virtio::transport::shmem::Notifier;
+use virtio::dma::DmaRegion;
 
 rt::entry!(main);
 
@@ -41,202 +39,6 @@ const POLL_NS: u64 = 200_000;
 /// completion, before it sleeps in `wait` (`poll-us`): a completion found by polling costs no
 /// interrupt, no wake-up and no switch to the idle loop and back.
 const POLL_BEFORE_SLEEP_NS: u64 = 50_000;
-
-/// Signals a client through its `C-irq` notification. The server never waits per client: its
-/// loop waits on every bit at once and then looks at every channel.
-struct ClientNotifier {
-    irq: usize,
-}
-
-impl Notifier for ClientNotifier {
-    fn notify_peer(&mut self) {
-        let _ = notify(self.irq);
-    }
-    fn take_pending(&mut self) -> bool {
-        false
-    }
-    fn wait(&mut self) -> bool {
-        false
-    }
-}
-
-/// The device's registers: a memory BAR window, or the legacy I/O BAR.
-enum Regs {
-    Mmio(MmioRegisters),
-    #[cfg(target_arch = "x86_64")]
-    Port(rt::port::PortWindow),
-}
-
-impl RegisterAccess for Regs {
-    fn read_u8(&mut self, offset: usize) -> u8 {
-        match self {
-            Regs::Mmio(r) => r.read_u8(offset),
-            #[cfg(target_arch = "x86_64")]
-            Regs::Port(p) => p.read_u8(offset),
-        }
-    }
-    fn read_u16(&mut self, offset: usize) -> u16 {
-        match self {
-            Regs::Mmio(r) => r.read_u16(offset),
-            #[cfg(target_arch = "x86_64")]
-            Regs::Port(p) => p.read_u16(offset),
-        }
-    }
-    fn read_u32(&mut self, offset: usize) -> u32 {
-        match self {
-            Regs::Mmio(r) => r.read_u32(offset),
-            #[cfg(target_arch = "x86_64")]
-            Regs::Port(p) => p.read_u32(offset),
-        }
-    }
-    fn write_u8(&mut self, offset: usize, value: u8) {
-        match self {
-            Regs::Mmio(r) => r.write_u8(offset, value),
-            #[cfg(target_arch = "x86_64")]
-            Regs::Port(p) => p.write_u8(offset, value),
-        }
-    }
-    fn write_u16(&mut self, offset: usize, value: u16) {
-        match self {
-            Regs::Mmio(r) => r.write_u16(offset, value),
-            #[cfg(target_arch = "x86_64")]
-            Regs::Port(p) => p.write_u16(offset, value),
-        }
-    }
-    fn write_u32(&mut self, offset: usize, value: u32) {
-        match self {
-            Regs::Mmio(r) => r.write_u32(offset, value),
-            #[cfg(target_arch = "x86_64")]
-            Regs::Port(p) => p.write_u32(offset, value),
-        }
-    }
-}
-
-/// A window of `length` bytes at `offset` into the mapped register window `window`.
-fn mmio_window(window: &abi::DeviceWindow, offset: u64, length: u64) -> virtio::Result<Regs> {
-    if window.address == 0
-        || offset
-            .checked_add(length)
-            .is_none_or(|end| end > window.size)
-    {
-        return Err(virtio::Error::NoDevice);
-    }
-    // SAFETY: the kernel mapped `window.size` bytes of this device's registers at
-    // `window.address` (uncached) for this partition, for its whole life; the sub-window lies
-    // inside (checked above).
-    let regs =
-        unsafe { MmioRegisters::new((window.address + offset) as *mut u8, length as usize) }?;
-    Ok(Regs::Mmio(regs))
-}
-
-/// PCI configuration space of a granted function, through the kernel.
-struct PciConfig(usize);
-
-impl RegisterAccess for PciConfig {
-    fn read_u8(&mut self, offset: usize) -> u8 {
-        rt::syscall::pci_config_read(self.0, offset as u16, 1).map_or(u8::MAX, |v| v as u8)
-    }
-    fn read_u16(&mut self, offset: usize) -> u16 {
-        rt::syscall::pci_config_read(self.0, offset as u16, 2).map_or(u16::MAX, |v| v as u16)
-    }
-    fn read_u32(&mut self, offset: usize) -> u32 {
-        rt::syscall::pci_config_read(self.0, offset as u16, 4).unwrap_or(u32::MAX)
-    }
-    fn write_u8(&mut self, offset: usize, value: u8) {
-        let _ = rt::syscall::pci_config_write(self.0, offset as u16, 1, value.into());
-    }
-    fn write_u16(&mut self, offset: usize, value: u16) {
-        let _ = rt::syscall::pci_config_write(self.0, offset as u16, 2, value.into());
-    }
-    fn write_u32(&mut self, offset: usize, value: u32) {
-        let _ = rt::syscall::pci_config_write(self.0, offset as u16, 4, value);
-    }
-}
-
-/// The transport to the real device: a PCI function (modern over memory BARs, or legacy over
-/// the I/O BAR where there is port I/O) or a virtio-mmio transport.
-type DeviceTransport = virtio::transport::EitherTransport<
-    virtio::transport::pci::PciTransport<Regs>,
-    virtio::transport::mmio::MmioTransport<Regs>,
->;
-
-/// Where to write queue 0's MSI-X vector after the queue is enabled (the library leaves it at
-/// NO_VECTOR): the register window and the offsets of queue select and queue vector.
-struct VectorRoute {
-    regs: Regs,
-    select: usize,
-    vector: usize,
-}
-
-/// The legacy interface's I/O BAR 0 as a register window.
-#[cfg(target_arch = "x86_64")]
-fn legacy_io(info: &DeviceInfo) -> virtio::Result<Regs> {
-    let bar = info.io_bar(0).ok_or(virtio::Error::NoDevice)?;
-    // SAFETY: the kernel granted these ports of our own device in the I/O bitmap.
-    let ports = unsafe { rt::port::PortWindow::new(bar.port, bar.size as u16) };
-    ports.map(Regs::Port).ok_or(virtio::Error::NoDevice)
-}
-
-/// No port I/O here: only the modern interface.
-#[cfg(not(target_arch = "x86_64"))]
-fn legacy_io(_info: &DeviceInfo) -> virtio::Result<Regs> {
-    Err(virtio::Error::NoDevice)
-}
-
-fn open_device(
-    device: usize,
-    info: &DeviceInfo,
-) -> virtio::Result<(DeviceTransport, Option<VectorRoute>, &'static str)> {
-    use virtio::transport::EitherTransport;
-    use virtio::transport::pci::{PciTransport, VirtioPciCapabilities, common, legacy};
-    if !info.is_pci {
-        let window = info
-            .windows
-            .iter()
-            .find(|w| w.kind == abi::WindowKind::Mmio)
-            .ok_or(virtio::Error::NoDevice)?;
-        let regs = mmio_window(window, 0, window.size)?;
-        let transport = virtio::transport::mmio::MmioTransport::new(regs)?;
-        let kind = if transport.version() == 1 {
-            "virtio-mmio version 1 (legacy)"
-        } else {
-            "virtio-mmio version 2"
-        };
-        return Ok((EitherTransport::Second(transport), None, kind));
-    }
-    let msix = info.msix_vectors > 0;
-    let mut config = PciConfig(device);
-    let map = |w: &virtio::transport::pci::CapabilityWindow| {
-        let bar = info.memory_bar(w.bar).ok_or(virtio::Error::NoDevice)?;
-        mmio_window(bar, u64::from(w.offset), u64::from(w.length))
-    };
-    let transport = PciTransport::probe(&mut config, map, || legacy_io(info), msix)?;
-    let (route, kind) = match &transport {
-        PciTransport::Modern(_) => {
-            let caps = VirtioPciCapabilities::find(&mut config)?;
-            let bar = info
-                .memory_bar(caps.common.bar)
-                .ok_or(virtio::Error::NoDevice)?;
-            let regs = mmio_window(bar, caps.common.offset.into(), caps.common.length.into())?;
-            let route = VectorRoute {
-                regs,
-                select: common::QUEUE_SELECT,
-                vector: common::QUEUE_MSIX_VECTOR,
-            };
-            (msix.then_some(route), "PCI modern (memory BARs)")
-        }
-        PciTransport::Legacy(_) => {
-            let route = legacy_io(info).map(|regs| VectorRoute {
-                regs,
-                select: legacy::QUEUE_SELECT,
-                // §4.1.4.10: with MSI-X enabled, the queue vector follows the config vector.
-                vector: legacy::CONFIG + 2,
-            });
-            (route.ok().filter(|_| msix), "PCI legacy (I/O BAR)")
-        }
-    };
-    Ok((EitherTransport::First(transport), route, kind))
-}
 
 /// The benchmark's direct path: the workloads on the backend itself, waiting for the device's
 /// interrupt exactly as the serving loop does (or polling every [`POLL_NS`] without one).
@@ -343,15 +145,6 @@ fn bench_direct<B: Backend>(
     println!("blkbench: done");
 }
 
-/// `name` followed by `suffix`, in `buf`.
-fn join<'b>(buf: &'b mut [u8; 64], name: &str, suffix: &str) -> &'b str {
-    let name = &name.as_bytes()[..name.len().min(buf.len() - suffix.len())];
-    let n = name.len() + suffix.len();
-    buf[..name.len()].copy_from_slice(name);
-    buf[name.len()..n].copy_from_slice(suffix.as_bytes());
-    core::str::from_utf8(&buf[..n]).unwrap_or("")
-}
-
 fn main() {
     let generation = partition_info().map_or(0, |i| i.generation);
     let mut text = [0u8; 4096];
@@ -427,9 +220,7 @@ fn main() {
     let mut routed = false;
     let backend = VirtioBackend::<_, DEVICE_QUEUE>::new(transport, ring, memory, slot_len, |_| {
         if let Some(mut r) = route {
-            r.regs.write_u16(r.select, 0);
-            r.regs.write_u16(r.vector, 0);
-            routed = r.regs.read_u16(r.vector) == 0;
+            routed = r.route(0);
         }
         Ok(())
     });
@@ -482,32 +273,7 @@ fn main() {
                 continue;
             }
         };
-        let (mut b1, mut b2) = ([0u8; 64], [0u8; 64]);
-        let region_name = config.channel_get(channel, "region").unwrap_or(channel);
-        let irq_name = config
-            .channel_get(channel, "irq")
-            .unwrap_or_else(|| join(&mut b1, channel, "-irq"));
-        let _kick_name = config
-            .channel_get(channel, "kick")
-            .unwrap_or_else(|| join(&mut b2, channel, "-kick"));
-        let region = lookup(ObjectKind::SharedRegion, region_name).and_then(region_info);
-        let irq = lookup(ObjectKind::Notification, irq_name);
-        let (Ok(region), Ok(irq)) = (region, irq) else {
-            println!(
-                "{channel}: shared region {region_name} or notification {irq_name} missing: {region:?} {irq:?}"
-            );
-            continue;
-        };
-        if !region.writable {
-            println!("{channel}: shared region {region_name} is not writable here");
-            continue;
-        }
-        // SAFETY: the kernel mapped the shared region at `address` for this partition and the
-        // client for the partition's whole life; it is only accessed through DmaRegion views
-        // (volatile and atomic accesses), and everything read from it is treated as untrusted.
-        let Ok(memory) =
-            (unsafe { DmaRegion::new(region.address as *mut u8, region.size as usize, 0) })
-        else {
+        let Some((memory, notifier, phys)) = client_channel(&config, channel) else {
             continue;
         };
         match server.add_client(
@@ -516,13 +282,13 @@ fn main() {
             spec,
             channel.as_bytes(),
             queue_depth,
-            ClientNotifier { irq },
+            notifier,
         ) {
             Ok(index) => {
                 names[index] = channel;
                 // The kernel tells us the region's physical address only if the description
                 // makes us its DMA owner: then the device can reach the client's buffers.
-                let zero_copy = region.phys != 0 && server.set_dma_base(index, region.phys);
+                let zero_copy = phys != 0 && server.set_dma_base(index, phys);
                 println!(
                     "{channel}: virtual disk of {} sectors = {disk_name} sectors {}..{}, {}, {}",
                     spec.lba_count,

@@ -137,7 +137,7 @@ fn main() {
     let mut server = Server::new(backend);
     let mut names: [&str; MAX_CLIENTS] = [""; MAX_CLIENTS];
     for (channel, spec) in specs.iter().flatten() {
-        let Some((memory, notifier)) = client_channel(&config, channel) else {
+        let Some((memory, notifier, _)) = client_channel(&config, channel) else {
             continue;
         };
         match server.add_client(memory, CLIENT_RING_LEN, *spec, time_now_ns(), notifier) {

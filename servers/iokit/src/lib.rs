@@ -216,11 +216,12 @@ pub fn join<'b>(buf: &'b mut [u8; 64], name: &str, suffix: &str) -> &'b str {
 
 /// A client channel's shared region (mapped read-write) and its `C-irq` notification, named
 /// as docs/io-servers.md says (overridable with `channels.C.region` / `channels.C.irq`); `None`
-/// (said in the log) when either is missing or the region is not writable.
+/// (said in the log) when either is missing or the region is not writable. The third value is
+/// the region's physical address if the description makes this server its DMA owner, else 0.
 pub fn client_channel(
     config: &rt::config::Config<'_>,
     channel: &str,
-) -> Option<(virtio::dma::DmaRegion<'static>, ClientNotifier)> {
+) -> Option<(virtio::dma::DmaRegion<'static>, ClientNotifier, u64)> {
     use abi::ObjectKind;
     use rt::println;
     use rt::syscall::{lookup, region_info};
@@ -247,5 +248,5 @@ pub fn client_channel(
     let memory =
         unsafe { virtio::dma::DmaRegion::new(region.address as *mut u8, region.size as usize, 0) }
             .ok()?;
-    Some((memory, ClientNotifier { irq }))
+    Some((memory, ClientNotifier { irq }, region.phys))
 }

@@ -124,7 +124,7 @@ fn main() {
             println!("{channel}: no valid `mac`; not served");
             continue;
         };
-        let Some((memory, notifier)) = client_channel(&config, channel) else {
+        let Some((memory, notifier, _)) = client_channel(&config, channel) else {
             continue;
         };
         match server.add_client(memory, CLIENT_RING_LEN, mac, queue_depth, notifier) {

@@ -105,7 +105,7 @@ fn main() {
             rate: config.channel_u64(channel, "rate"),
             burst: config.channel_u64(channel, "burst"),
         };
-        let Some((memory, notifier)) = client_channel(&config, channel) else {
+        let Some((memory, notifier, _)) = client_channel(&config, channel) else {
             continue;
         };
         match server.add_client(memory, CLIENT_RING_LEN, spec, time_now_ns(), notifier) {
