@@ -11,57 +11,14 @@
 #![no_std]
 #![no_main]
 
-use abi::ObjectKind;
 use console_client::{ConsoleClient, ConsoleError};
 use rt::println;
-use rt::syscall::{lookup, notify, poll, region_info, sleep_until, time_now_ns};
+use rt::syscall::{sleep_until, time_now_ns};
 use virtio::dma::DmaRegion;
-use virtio::transport::shmem::Notifier;
+
+use iokit::KernelNotifier;
 
 rt::entry!(main);
-
-/// How long one wait for the server lasts before it counts as a miss.
-const WAIT_NS: u64 = 50_000_000;
-/// Sleep between polls of the notification word while waiting.
-const POLL_NS: u64 = 1_000_000;
-
-/// Kicks the server through `C-kick`; waits for `C-irq` by polling the notification word with
-/// short sleeps, so a server that is gone costs a bounded wait rather than a hang.
-#[derive(Clone)]
-struct KernelNotifier {
-    kick: usize,
-    mask: u64,
-}
-
-impl Notifier for KernelNotifier {
-    fn notify_peer(&mut self) {
-        let _ = notify(self.kick);
-    }
-    fn take_pending(&mut self) -> bool {
-        poll(self.mask).is_ok_and(|bits| bits != 0)
-    }
-    fn wait(&mut self) -> bool {
-        let deadline = time_now_ns() + WAIT_NS;
-        loop {
-            if self.take_pending() {
-                return true;
-            }
-            let now = time_now_ns();
-            if now >= deadline {
-                return false;
-            }
-            sleep_until(now + POLL_NS);
-        }
-    }
-}
-
-fn join<'b>(buf: &'b mut [u8; 64], name: &str, suffix: &str) -> &'b str {
-    let name = &name.as_bytes()[..name.len().min(buf.len() - suffix.len())];
-    let n = name.len() + suffix.len();
-    buf[..name.len()].copy_from_slice(name);
-    buf[name.len()..n].copy_from_slice(suffix.as_bytes());
-    core::str::from_utf8(&buf[..n]).unwrap_or("")
-}
 
 /// A small formatter into a stack buffer.
 struct Line {
@@ -134,29 +91,9 @@ fn main() {
     let channel = config.get("channel").unwrap_or("console");
     let period_ns = config.get_u64("period-ms").unwrap_or(500) * 1_000_000;
     let flood = config.get_bool("flood").unwrap_or(false);
-    let mask = config.get_u64("irq-mask").unwrap_or(u64::MAX);
-    let mut b = [0u8; 64];
-    let kick_name = config
-        .get("kick")
-        .unwrap_or_else(|| join(&mut b, channel, "-kick"));
-    let region_name = config.get("region").unwrap_or(channel);
-    let region = lookup(ObjectKind::SharedRegion, region_name).and_then(region_info);
-    let kick = lookup(ObjectKind::Notification, kick_name);
-    let (Ok(region), Ok(kick)) = (region, kick) else {
-        println!(
-            "{channel}: shared region {region_name} or notification {kick_name} not granted: {region:?} {kick:?}"
-        );
+    let Some((_, memory, notifier)) = iokit::client_attach(&config, channel) else {
         return;
     };
-    // SAFETY: the kernel mapped the shared region at `address` for this partition and the
-    // server for the partition's whole life; it is accessed only through DmaRegion views
-    // (volatile and atomic accesses), and the library treats its contents as untrusted.
-    let Ok(memory) =
-        (unsafe { DmaRegion::new(region.address as *mut u8, region.size as usize, 0) })
-    else {
-        return;
-    };
-    let notifier = KernelNotifier { kick, mask };
     let mut console = connect(memory, &notifier, channel);
     let greeting = line!("hello from {channel}: this is its own console; type a line\r\n");
     match console.write(greeting.bytes()) {

@@ -18,15 +18,13 @@
 
 use core::fmt::Write as _;
 
-use abi::ObjectKind;
 use net_client::{NetClient, NetError, SmolNic};
 use rt::println;
-use rt::syscall::{lookup, notify, partition_info, poll, region_info, sleep_until, time_now_ns};
+use rt::syscall::{partition_info, sleep_until, time_now_ns};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet, SocketStorage};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr};
-use virtio::dma::DmaRegion;
 use virtio::transport::shmem::Notifier;
 
 rt::entry!(main);
@@ -39,45 +37,6 @@ const TCP_TX: usize = 32 * 1024;
 const LINE: usize = 128;
 /// Sleep between polls of the notification word when idle.
 const IDLE_NS: u64 = 1_000_000;
-
-/// Kicks the server through `C-kick`; a wait polls the notification word (the main loop
-/// decides how long to sleep).
-#[derive(Clone)]
-struct KernelNotifier {
-    kick: usize,
-    mask: u64,
-}
-
-impl Notifier for KernelNotifier {
-    fn notify_peer(&mut self) {
-        let _ = notify(self.kick);
-    }
-    fn take_pending(&mut self) -> bool {
-        poll(self.mask).is_ok_and(|bits| bits != 0)
-    }
-    fn wait(&mut self) -> bool {
-        let deadline = time_now_ns() + 50_000_000;
-        loop {
-            if self.take_pending() {
-                return true;
-            }
-            let now = time_now_ns();
-            if now >= deadline {
-                return false;
-            }
-            sleep_until(now + IDLE_NS);
-        }
-    }
-}
-
-/// `name` + `suffix` in `buf`.
-fn join<'b>(buf: &'b mut [u8; 64], name: &str, suffix: &str) -> &'b str {
-    let name = &name.as_bytes()[..name.len().min(buf.len() - suffix.len())];
-    let n = name.len() + suffix.len();
-    buf[..name.len()].copy_from_slice(name);
-    buf[name.len()..n].copy_from_slice(suffix.as_bytes());
-    core::str::from_utf8(&buf[..n]).unwrap_or("")
-}
 
 fn parse_ipv4(text: &str) -> Option<Ipv4Address> {
     let mut octets = [0u8; 4];
@@ -175,34 +134,14 @@ fn main() {
     let gateway = config.get("gateway").unwrap_or("10.0.2.2");
     let udp_port = config.get_u64("udp-port").unwrap_or(7) as u16;
     let tcp_port = config.get_u64("tcp-port").unwrap_or(23) as u16;
-    let mask = config.get_u64("irq-mask").unwrap_or(u64::MAX);
     let halt_command = config.get_bool("halt-command").unwrap_or(false);
     let (Some(cidr), Some(gateway)) = (parse_cidr(cidr), parse_ipv4(gateway)) else {
         println!("{channel}: bad `ip` ({cidr}) or `gateway` ({gateway}); stopping");
         return;
     };
-    let mut b = [0u8; 64];
-    let kick_name = config
-        .get("kick")
-        .unwrap_or_else(|| join(&mut b, channel, "-kick"));
-    let region_name = config.get("region").unwrap_or(channel);
-    let region = lookup(ObjectKind::SharedRegion, region_name).and_then(region_info);
-    let kick = lookup(ObjectKind::Notification, kick_name);
-    let (Ok(region), Ok(kick)) = (region, kick) else {
-        println!(
-            "{channel}: shared region {region_name} or notification {kick_name} not granted: {region:?} {kick:?}"
-        );
+    let Some((_, memory, notifier)) = iokit::client_attach(&config, channel) else {
         return;
     };
-    // SAFETY: the kernel mapped the shared region at `address` for this partition and the
-    // server for the partition's whole life; it is accessed only through DmaRegion views
-    // (volatile and atomic accesses), and the driver treats its contents as untrusted.
-    let Ok(memory) =
-        (unsafe { DmaRegion::new(region.address as *mut u8, region.size as usize, 0) })
-    else {
-        return;
-    };
-    let notifier = KernelNotifier { kick, mask };
     let mut reported = false;
     let nic = loop {
         match NetClient::<_, 32>::attach(memory, notifier.clone()) {

@@ -15,12 +15,13 @@
 #![no_std]
 #![no_main]
 
-use abi::ObjectKind;
 use blk_client::{BlkClient, BlkError, Options};
 use rt::println;
-use rt::syscall::{lookup, notify, partition_info, poll, region_info, sleep_until, time_now_ns};
+use rt::syscall::{partition_info, sleep_until, time_now_ns};
 use virtio::dma::DmaRegion;
 use virtio::transport::shmem::Notifier;
+
+use iokit::KernelNotifier;
 
 rt::entry!(main);
 
@@ -30,41 +31,6 @@ const MAX_BLOCKS: usize = 32;
 /// Bytes of a block covered by its checksum.
 const BODY: usize = SECTOR - 4;
 const MAGIC: &[u8; 4] = b"BHDS";
-/// How long one wait for the server lasts before it counts as a miss.
-const WAIT_NS: u64 = 50_000_000;
-/// Sleep between polls of the notification word while waiting.
-const POLL_NS: u64 = 1_000_000;
-
-/// Kicks the server through the `C-kick` notification; waits for `C-irq` by polling the
-/// notification word with short sleeps, so that a server that is gone costs a bounded wait
-/// (and a [`BlkError::Timeout`]) rather than a hang.
-#[derive(Clone)]
-struct KernelNotifier {
-    kick: usize,
-    mask: u64,
-}
-
-impl Notifier for KernelNotifier {
-    fn notify_peer(&mut self) {
-        let _ = notify(self.kick);
-    }
-    fn take_pending(&mut self) -> bool {
-        poll(self.mask).is_ok_and(|bits| bits != 0)
-    }
-    fn wait(&mut self) -> bool {
-        let deadline = time_now_ns() + WAIT_NS;
-        loop {
-            if self.take_pending() {
-                return true;
-            }
-            let now = time_now_ns();
-            if now >= deadline {
-                return false;
-            }
-            sleep_until(now + POLL_NS);
-        }
-    }
-}
 
 /// FNV-1a, 32 bits.
 fn checksum(bytes: &[u8]) -> u32 {
@@ -150,21 +116,17 @@ fn connect<'a>(
     }
 }
 
-/// `name` + `suffix` in `buf`.
-fn join<'b>(buf: &'b mut [u8; 64], name: &str, suffix: &str) -> &'b str {
-    let name = &name.as_bytes()[..name.len().min(buf.len() - suffix.len())];
-    let n = name.len() + suffix.len();
-    buf[..name.len()].copy_from_slice(name);
-    buf[name.len()..n].copy_from_slice(suffix.as_bytes());
-    core::str::from_utf8(&buf[..n]).unwrap_or("")
-}
-
 /// `mode = "rogue"` (a test client): asks for sectors past its disk (which is how another
 /// client's range would be named: sector numbers are relative to the own disk) and for a
 /// wrapping range, then corrupts its own ring with a descriptor naming memory outside its data
 /// area. Each must fail with a defined error while the server goes on serving everyone else;
 /// then it resets its device and carries on as a normal client.
-fn rogue(disk: &mut BlkClient<'_, KernelNotifier>, buf: &mut [u8], channel: &str, region: u64) {
+fn rogue(
+    disk: &mut BlkClient<'_, KernelNotifier>,
+    buf: &mut [u8],
+    channel: &str,
+    region: DmaRegion<'_>,
+) {
     let capacity = disk.capacity();
     match disk.read(capacity, &mut buf[..SECTOR]) {
         Err(BlkError::Io) => {
@@ -185,33 +147,28 @@ fn rogue(disk: &mut BlkClient<'_, KernelNotifier>, buf: &mut [u8], channel: &str
         other => println!("FAIL {channel}: rogue: a write across its end returned {other:?}"),
     }
     // The split ring of queue 0, from the control block (docs/virtio.md): a descriptor naming
-    // an address far outside the data area, made available ahead of a legitimate request.
-    let base = region as *mut u8;
-    // SAFETY: the shared region is this partition's mapping (read-write); these are the
-    // control block's and its own ring's fields, which the client may write, and the server
-    // treats everything in them as untrusted.
-    unsafe {
-        let rd64 = |at: usize| core::ptr::read_volatile(base.add(at) as *const u64);
-        let ring_area = rd64(0x40) as usize;
-        let size = core::ptr::read_volatile(base.add(0x100) as *const u16) as usize;
-        let desc = ring_area + rd64(0x108) as usize;
-        let avail = ring_area + rd64(0x110) as usize;
+    // an address far outside the data area, made available ahead of a legitimate request, and
+    // queue 0 kicked by hand (the driver would overwrite the entry with its own next one).
+    // These are fields the client may write; the server treats everything in them as
+    // untrusted.
+    let corrupt = || -> virtio::Result<()> {
+        let ring_area = region.read_u64(0x40)? as usize;
+        let size = usize::from(region.read_u16(0x100)?);
+        let desc = ring_area + region.read_u64(0x108)? as usize;
+        let avail = ring_area + region.read_u64(0x110)? as usize;
         let last = size - 1;
-        let d = base.add(desc + 16 * last);
-        core::ptr::write_volatile(d as *mut u64, 0xffff_ffff_0000_0000);
-        core::ptr::write_volatile(d.add(8) as *mut u32, 0x1000);
-        core::ptr::write_volatile(d.add(12) as *mut u16, 0);
-        let idx_at = base.add(avail + 2) as *mut u16;
-        let idx = core::ptr::read_volatile(idx_at);
-        core::ptr::write_volatile(
-            base.add(avail + 4 + 2 * (usize::from(idx) % size)) as *mut u16,
-            last as u16,
-        );
+        region.write_u64(desc + 16 * last, 0xffff_ffff_0000_0000)?;
+        region.write_u32(desc + 16 * last + 8, 0x1000)?;
+        region.write_u16(desc + 16 * last + 12, 0)?;
+        let idx = region.read_u16(avail + 2)?;
+        region.write_u16(avail + 4 + 2 * (usize::from(idx) % size), last as u16)?;
         core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
-        core::ptr::write_volatile(idx_at, idx.wrapping_add(1));
-        // Kick queue 0 by hand (the driver would overwrite the entry with its own next one).
-        let kicks = &*(base.add(0x38) as *const core::sync::atomic::AtomicU32);
-        kicks.fetch_or(1, core::sync::atomic::Ordering::Release);
+        region.write_u16(avail + 2, idx.wrapping_add(1))?;
+        region.fetch_or_u32(0x38, 1)?;
+        Ok(())
+    };
+    if let Err(e) = corrupt() {
+        println!("FAIL {channel}: rogue: could not reach its own ring: {e:?}");
     }
     disk.notifier().notify_peer();
     sleep_ms(50);
@@ -284,30 +241,9 @@ fn main() {
         .unwrap_or(16)
         .clamp(1, MAX_BLOCKS as u64) as usize;
     let pause = config.get_u64("sleep-ms").unwrap_or(100);
-    let mask = config.get_u64("irq-mask").unwrap_or(u64::MAX);
-    let mut b = [0u8; 64];
-    let kick_name = config
-        .get("kick")
-        .unwrap_or_else(|| join(&mut b, channel, "-kick"));
-    let region_name = config.get("region").unwrap_or(channel);
-
-    let region = lookup(ObjectKind::SharedRegion, region_name).and_then(region_info);
-    let kick = lookup(ObjectKind::Notification, kick_name);
-    let (Ok(region), Ok(kick)) = (region, kick) else {
-        println!(
-            "{channel}: shared region {region_name} or notification {kick_name} not granted: {region:?} {kick:?}"
-        );
+    let Some((_, memory, notifier)) = iokit::client_attach(&config, channel) else {
         return;
     };
-    // SAFETY: the kernel mapped the shared region at `address` for this partition and the
-    // server for the partition's whole life; it is accessed only through DmaRegion views
-    // (volatile and atomic accesses), and the library treats its contents as untrusted.
-    let Ok(memory) =
-        (unsafe { DmaRegion::new(region.address as *mut u8, region.size as usize, 0) })
-    else {
-        return;
-    };
-    let notifier = KernelNotifier { kick, mask };
     let mut disk = connect(memory, &notifier, channel);
     let sectors = (blocks * SECTOR) as u64 / SECTOR as u64;
     println!(
@@ -320,7 +256,7 @@ fn main() {
     let mut buf = [0u8; MAX_BLOCKS * SECTOR];
     let buf = &mut buf[..blocks * SECTOR];
     if config.get("mode") == Some("rogue") {
-        rogue(&mut disk, buf, channel, region.address);
+        rogue(&mut disk, buf, channel, memory);
     }
     if disk.read_only() {
         read_only_rounds(&mut disk, buf, channel, pause);

@@ -10,7 +10,7 @@
 //! requests are in flight, default [`POLL_BEFORE_SLEEP_NS`]; 0: sleep at once). See
 //! docs/io-servers.md.
 
-use abi::{DeviceInfo, ObjectKind};
+use abi::DeviceInfo;
 use blk_server::backend::{Backend, Op, VirtioBackend};
 use blk_server::bench;
 use blk_server::disk::DiskSpec;
@@ -18,9 +18,7 @@ use blk_server::server::{ClientState, MAX_CLIENTS, Server};
 use iokit::{client_channel, open_device};
 use rt::config::Config;
 use rt::println;
-use rt::syscall::{
-    device_info, dma_info, irq_ack, lookup, partition_info, poll, sleep_until, time_now_ns, wait,
-};
+use rt::syscall::{irq_ack, partition_info, poll, sleep_until, time_now_ns, wait};
 use virtio::dma::DmaRegion;
 
 rt::entry!(main);
@@ -164,41 +162,23 @@ fn main() {
         .get_u64("crash-after-requests")
         .filter(|_| generation == 0);
 
-    let Ok(device) = lookup(ObjectKind::Device, disk_name) else {
-        println!("device {disk_name} is not granted to this partition; stopping");
+    let Some((device, info)) = iokit::granted_device(disk_name) else {
         return;
     };
-    let info = match device_info(device) {
-        Ok(info) => info,
-        Err(e) => {
-            println!("device_info({disk_name}): {e:?}; stopping");
-            return;
-        }
-    };
-    let dma = match lookup(ObjectKind::DmaRegion, dma_name).and_then(dma_info) {
-        Ok(dma) => dma,
-        Err(e) => {
-            println!("DMA region {dma_name}: {e:?}; stopping");
-            return;
-        }
-    };
-    // SAFETY: the kernel mapped the DMA region at `address` for this partition alone, for its
-    // whole life, physically contiguous from `phys`; only the device and DmaRegion views
-    // access it.
-    let Ok(dma_region) =
-        (unsafe { DmaRegion::new(dma.address as *mut u8, dma.size as usize, dma.phys) })
-    else {
-        println!("DMA region {dma_name} is unusable; stopping");
+    let Some(dma_region) = iokit::dma_region(dma_name) else {
         return;
     };
     let (Ok(ring), Ok(memory)) = (
         dma_region.subregion(0, DEVICE_RING_LEN),
         dma_region.subregion(
             DEVICE_RING_LEN,
-            (dma.size as usize).saturating_sub(DEVICE_RING_LEN),
+            dma_region.len().saturating_sub(DEVICE_RING_LEN),
         ),
     ) else {
-        println!("DMA region {dma_name} ({} bytes) is too small", dma.size);
+        println!(
+            "DMA region {dma_name} ({} bytes) is too small",
+            dma_region.len()
+        );
         return;
     };
     // The largest bounce slot (up to `slot-kib`, default 64 KiB) that still leaves at least 8

@@ -7,15 +7,11 @@
 //! (default `queues`), `report-ms` (period of the per-client counters in the log, default
 //! 1000; 0: never). Per channel: `port` (required), `rate`, `burst`. See docs/io-servers.md.
 
-use abi::ObjectKind;
 use console_server::backend::{MAX_PORTS, Ports, VirtioPorts, buffer_bytes, ring_bytes};
 use console_server::server::{ClientState, ConsoleSpec, MAX_CLIENTS, Server};
 use rt::config::Config;
 use rt::println;
-use rt::syscall::{
-    device_info, dma_info, irq_ack, lookup, partition_info, poll, sleep_until, time_now_ns, wait,
-};
-use virtio::dma::DmaRegion;
+use rt::syscall::{irq_ack, partition_info, poll, sleep_until, time_now_ns, wait};
 
 use iokit::{client_channel, open_device};
 
@@ -64,31 +60,10 @@ fn main() {
         }
     }
 
-    let Ok(device) = lookup(ObjectKind::Device, device_name) else {
-        println!("device {device_name} is not granted to this partition; stopping");
+    let Some((device, info)) = iokit::granted_device(device_name) else {
         return;
     };
-    let info = match device_info(device) {
-        Ok(info) => info,
-        Err(e) => {
-            println!("device_info({device_name}): {e:?}; stopping");
-            return;
-        }
-    };
-    let dma = match lookup(ObjectKind::DmaRegion, dma_name).and_then(dma_info) {
-        Ok(dma) => dma,
-        Err(e) => {
-            println!("DMA region {dma_name}: {e:?}; stopping");
-            return;
-        }
-    };
-    // SAFETY: the kernel mapped the DMA region at `address` for this partition alone, for its
-    // whole life, physically contiguous from `phys`; only the device and DmaRegion views
-    // access it.
-    let Ok(dma_region) =
-        (unsafe { DmaRegion::new(dma.address as *mut u8, dma.size as usize, dma.phys) })
-    else {
-        println!("DMA region {dma_name} is unusable; stopping");
+    let Some(dma_region) = iokit::dma_region(dma_name) else {
         return;
     };
     let (Ok(rings), Ok(buffers)) = (
@@ -97,7 +72,7 @@ fn main() {
     ) else {
         println!(
             "DMA region {dma_name} ({} bytes) is too small for {count} ports",
-            dma.size
+            dma_region.len()
         );
         return;
     };

@@ -250,3 +250,114 @@ pub fn client_channel(
             .ok()?;
     Some((memory, ClientNotifier { irq }, region.phys))
 }
+
+/// How long a client's wait for its server lasts before it counts as a miss.
+const CLIENT_WAIT_NS: u64 = 50_000_000;
+/// Sleep between a client's polls of its notification word while it waits.
+const CLIENT_POLL_NS: u64 = 1_000_000;
+
+/// A client's side of a channel's notifications: kicks the server through `C-kick`; waits for
+/// `C-irq` by polling the notification word with short sleeps, so that a server that is gone
+/// costs a bounded wait (the driver then reports a timeout) rather than a hang.
+#[derive(Clone, Debug)]
+pub struct KernelNotifier {
+    pub kick: usize,
+    /// The notification bits to wait on (the channel's `C-irq` bit, or all).
+    pub mask: u64,
+}
+
+impl Notifier for KernelNotifier {
+    fn notify_peer(&mut self) {
+        let _ = rt::syscall::notify(self.kick);
+    }
+    fn take_pending(&mut self) -> bool {
+        rt::syscall::poll(self.mask).is_ok_and(|bits| bits != 0)
+    }
+    fn wait(&mut self) -> bool {
+        let deadline = rt::syscall::time_now_ns() + CLIENT_WAIT_NS;
+        loop {
+            if self.take_pending() {
+                return true;
+            }
+            let now = rt::syscall::time_now_ns();
+            if now >= deadline {
+                return false;
+            }
+            rt::syscall::sleep_until(now + CLIENT_POLL_NS);
+        }
+    }
+}
+
+/// A client's channel from its own configuration: `channel` (default `default_channel`), its
+/// shared region (`region`, default the channel's name) and kick notification (`kick`, default
+/// `C-kick`), waiting on `irq-mask` (default every bit). Returns the channel's name, its
+/// memory and its notifier; `None` (said in the log) when the region or the kick is not
+/// granted.
+pub fn client_attach<'c>(
+    config: &rt::config::Config<'c>,
+    default_channel: &'c str,
+) -> Option<(&'c str, virtio::dma::DmaRegion<'static>, KernelNotifier)> {
+    use abi::ObjectKind;
+    use rt::syscall::{lookup, region_info};
+    let channel = config.get("channel").unwrap_or(default_channel);
+    let mask = config.get_u64("irq-mask").unwrap_or(u64::MAX);
+    let mut b = [0u8; 64];
+    let kick_name = config
+        .get("kick")
+        .unwrap_or_else(|| join(&mut b, channel, "-kick"));
+    let region_name = config.get("region").unwrap_or(channel);
+    let region = lookup(ObjectKind::SharedRegion, region_name).and_then(region_info);
+    let kick = lookup(ObjectKind::Notification, kick_name);
+    let (Ok(region), Ok(kick)) = (region, kick) else {
+        rt::println!(
+            "{channel}: shared region {region_name} or notification {kick_name} not granted: {region:?} {kick:?}"
+        );
+        return None;
+    };
+    // SAFETY: the kernel mapped the shared region at `address` for this partition and the
+    // server for the partition's whole life; it is accessed only through DmaRegion views
+    // (volatile and atomic accesses), and the library treats its contents as untrusted.
+    let memory =
+        unsafe { virtio::dma::DmaRegion::new(region.address as *mut u8, region.size as usize, 0) }
+            .ok()?;
+    Some((channel, memory, KernelNotifier { kick, mask }))
+}
+
+/// A server's granted device by name: its index and what the kernel reports of it; `None`
+/// (said in the log) when it is not granted.
+pub fn granted_device(name: &str) -> Option<(usize, abi::DeviceInfo)> {
+    let Ok(device) = rt::syscall::lookup(abi::ObjectKind::Device, name) else {
+        rt::println!("device {name} is not granted to this partition; stopping");
+        return None;
+    };
+    match rt::syscall::device_info(device) {
+        Ok(info) => Some((device, info)),
+        Err(e) => {
+            rt::println!("device_info({name}): {e:?}; stopping");
+            None
+        }
+    }
+}
+
+/// A server's DMA region by name, with the physical address the device sees for its first
+/// byte; `None` (said in the log) when it is not granted.
+pub fn dma_region(name: &str) -> Option<virtio::dma::DmaRegion<'static>> {
+    let dma = match rt::syscall::lookup(abi::ObjectKind::DmaRegion, name)
+        .and_then(rt::syscall::dma_info)
+    {
+        Ok(dma) => dma,
+        Err(e) => {
+            rt::println!("DMA region {name}: {e:?}; stopping");
+            return None;
+        }
+    };
+    // SAFETY: the kernel mapped the DMA region at `address` for this partition alone, for its
+    // whole life, physically contiguous from `phys`; only the device and DmaRegion views
+    // access it.
+    let region =
+        unsafe { virtio::dma::DmaRegion::new(dma.address as *mut u8, dma.size as usize, dma.phys) };
+    if region.is_err() {
+        rt::println!("DMA region {name} is unusable; stopping");
+    }
+    region.ok()
+}

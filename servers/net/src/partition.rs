@@ -10,17 +10,13 @@
 //! `packets`), `queue-depth` (largest client queue, default 64), `poll` (true: poll the NIC every
 //! 200 us instead of waiting for its interrupt). See docs/io-servers.md.
 
-use abi::ObjectKind;
 use iokit::{client_channel, open_device};
 use net_server::server::{ClientState, Server};
 use net_server::switch::{MAX_CLIENTS, MacDisplay, parse_mac};
 use net_server::uplink::{Uplink, VirtioUplink};
 use rt::config::Config;
 use rt::println;
-use rt::syscall::{
-    device_info, dma_info, irq_ack, lookup, partition_info, poll, sleep_until, time_now_ns, wait,
-};
-use virtio::dma::DmaRegion;
+use rt::syscall::{irq_ack, partition_info, poll, sleep_until, time_now_ns, wait};
 
 rt::entry!(main);
 
@@ -47,40 +43,22 @@ fn main() {
     let dma_name = config.get("dma").unwrap_or("packets");
     let queue_depth = config.get_u64("queue-depth").unwrap_or(64).clamp(1, 256) as u16;
 
-    let Ok(device) = lookup(ObjectKind::Device, nic_name) else {
-        println!("device {nic_name} is not granted to this partition; stopping");
+    let Some((device, info)) = iokit::granted_device(nic_name) else {
         return;
     };
-    let info = match device_info(device) {
-        Ok(info) => info,
-        Err(e) => {
-            println!("device_info({nic_name}): {e:?}; stopping");
-            return;
-        }
-    };
-    let dma = match lookup(ObjectKind::DmaRegion, dma_name).and_then(dma_info) {
-        Ok(dma) => dma,
-        Err(e) => {
-            println!("DMA region {dma_name}: {e:?}; stopping");
-            return;
-        }
-    };
-    // SAFETY: the kernel mapped the DMA region at `address` for this partition alone, for its
-    // whole life, physically contiguous from `phys`; only the device and DmaRegion views
-    // access it.
-    let Ok(dma_region) =
-        (unsafe { DmaRegion::new(dma.address as *mut u8, dma.size as usize, dma.phys) })
-    else {
-        println!("DMA region {dma_name} is unusable; stopping");
+    let Some(dma_region) = iokit::dma_region(dma_name) else {
         return;
     };
     let rings = 2 * DEVICE_RING_LEN;
     let (Ok(rx_ring), Ok(tx_ring), Ok(memory)) = (
         dma_region.subregion(0, DEVICE_RING_LEN),
         dma_region.subregion(DEVICE_RING_LEN, DEVICE_RING_LEN),
-        dma_region.subregion(rings, (dma.size as usize).saturating_sub(rings)),
+        dma_region.subregion(rings, dma_region.len().saturating_sub(rings)),
     ) else {
-        println!("DMA region {dma_name} ({} bytes) is too small", dma.size);
+        println!(
+            "DMA region {dma_name} ({} bytes) is too small",
+            dma_region.len()
+        );
         return;
     };
 
