@@ -7,6 +7,7 @@ use x86_64::structures::paging::{
 };
 use x86_64::{PhysAddr, VirtAddr};
 
+use core::cell::Cell;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use kcore::image::Cache;
@@ -63,7 +64,19 @@ pub struct AddressSpace {
     /// I/O port ranges (first, count) the partition may use with `in`/`out`.
     io_ports: [(u16, u16); MAX_IO_RANGES],
     io_count: usize,
+    /// The last page [`Self::translate`] found: (user page, frame, permissions), the page
+    /// `NO_PAGE` when none. Mappings are only ever added (a partition's pages stay mapped to
+    /// the same frames for its whole life, restarts included), so a page found stays valid;
+    /// IPC checks the same buffer page on every call, and this saves the walk.
+    last: Cell<(u64, u64, Perm)>,
 }
+
+/// Not a page address: the translation cache is empty.
+const NO_PAGE: u64 = u64::MAX;
+const NO_PERM: Perm = Perm {
+    write: false,
+    exec: false,
+};
 
 impl AddressSpace {
     /// A new address space with the kernel's upper half and an empty lower half.
@@ -83,6 +96,7 @@ impl AddressSpace {
             root,
             io_ports: [(0, 0); MAX_IO_RANGES],
             io_count: 0,
+            last: Cell::new((NO_PAGE, 0, NO_PERM)),
         })
     }
 
@@ -142,6 +156,9 @@ impl AddressSpace {
             flags |= Flags::NO_EXECUTE;
         }
         let parents = Flags::PRESENT | Flags::WRITABLE | Flags::USER_ACCESSIBLE;
+        // Nothing found before can change (a mapped page is refused below), but a new mapping
+        // is no time to rely on that.
+        self.last.set((NO_PAGE, 0, NO_PERM));
         let page = Page::<Size4KiB>::containing_address(VirtAddr::new(va));
         let frame = PhysFrame::<Size4KiB>::containing_address(PhysAddr::new(phys));
         // SAFETY: this address space's table is reachable through the direct map and only
@@ -177,6 +194,11 @@ impl AddressSpace {
     /// user-accessible.
     pub fn translate(&self, va: u64) -> Option<(u64, Perm)> {
         const ADDR: u64 = 0x000f_ffff_ffff_f000;
+        let (page, frame, perm) = self.last.get();
+        if va & !0xfff == page {
+            // (Only user pages are cached, so `va` is below USER_TOP.)
+            return Some((frame + (va & 0xfff), perm));
+        }
         if va >= abi::USER_TOP {
             return None;
         }
@@ -203,6 +225,7 @@ impl AddressSpace {
             write: entry & Flags::WRITABLE.bits() != 0,
             exec: entry & Flags::NO_EXECUTE.bits() == 0,
         };
+        self.last.set((va & !0xfff, table, perm));
         Some((table + (va & 0xfff), perm))
     }
 
