@@ -251,15 +251,18 @@ impl AddressSpace {
                 OPEN_PORTS_OWNER.store(owner, Ordering::Relaxed);
             }
         }
-        let (current, flags) = Cr3::read();
-        if current.start_address().as_u64() != self.root {
+        let current: u64;
+        // SAFETY: reading CR3 has no side effect. (Read raw: the `x86_64` crate's typed read
+        // re-checks the address, which the IPC path pays on every switch.)
+        unsafe {
+            core::arch::asm!("mov {}, cr3", out(reg) current, options(nomem, nostack, preserves_flags))
+        };
+        if current & !0xfff != self.root {
             // SAFETY: the table maps the kernel's upper half exactly as every other address
-            // space does, so the kernel keeps running unchanged after the switch.
+            // space does, so the kernel keeps running unchanged after the switch; the flag
+            // bits (PWT, PCD) are kept as they were.
             unsafe {
-                Cr3::write(
-                    PhysFrame::containing_address(PhysAddr::new(self.root)),
-                    flags,
-                )
+                core::arch::asm!("mov cr3, {}", in(reg) self.root | (current & 0xfff), options(nostack, preserves_flags))
             };
         }
     }
