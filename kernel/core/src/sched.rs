@@ -592,11 +592,22 @@ impl<const THREADS: usize> Scheduler<THREADS> {
         let next = self.can_hand_off(to, now)?;
         let now = now.max(self.last_now);
         self.last_now = now;
+        // Charged as `charge_in_slot` does, without copying the slot out of the decision.
+        let since = self.running_since.min(now);
+        let from = self
+            .current
+            .and_then(|id| self.thread(id).ok())
+            .map(|t| t.partition);
         let last = self.last_dispatch.as_mut()?;
         last.thread = Some(to);
         last.next_event_ns = next;
-        let slot = last.slot;
-        self.charge_in_slot(&slot, now);
+        match from {
+            Some(partition) => {
+                self.accounting
+                    .charge_in_slot(&self.schedule, &last.slot, partition, since, now)
+            }
+            None => self.accounting.idle_ns = self.accounting.idle_ns.saturating_add(now - since),
+        }
         self.current = Some(to);
         self.running_since = now;
         Some(next)
