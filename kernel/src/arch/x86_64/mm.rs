@@ -1,7 +1,6 @@
 //! Partition address spaces: a level-4 table per partition whose upper half is the kernel's
 //! (shared, supervisor-only) and whose lower half holds the partition's pages.
 
-use x86_64::registers::control::Cr3;
 use x86_64::structures::paging::{
     Mapper, Page, PageTable, PageTableFlags as Flags, PhysFrame, Size4KiB,
 };
