@@ -52,8 +52,11 @@ fn main() {
             3 => Sysno::SleepUntil as usize,
             4 => Sysno::PartitionInfo as usize,
             // The IPC and device calls, none granted.
-            5 => Sysno::Call as usize + (r >> 8) as usize % (abi::SYSCALL_COUNT - Sysno::Call as usize),
-            _ => (r >> 16) as usize,                           // anything at all
+            5 => {
+                Sysno::Call as usize
+                    + (r >> 8) as usize % (abi::SYSCALL_COUNT - Sysno::Call as usize)
+            }
+            _ => (r >> 16) as usize, // anything at all
         };
         if number == Sysno::Exit as usize {
             continue;
