@@ -130,6 +130,13 @@ fn device_interrupt(arch: Arch) -> Result<Option<u64>> {
     let cmdline = qemu::effective_cmdline(arch, "exit");
     let bootable = image::bootable(&opts, false, &cmdline, Some("devices"))?;
     let mut cmd = qemu::command(arch, &bootable, false);
+    // The devices the description grants (COM2 for `uart`), on blank disks, as in the tests.
+    let description = crate::system::load(&crate::system::description_path("devices"))?;
+    cmd.args(crate::devices::qemu_args(
+        &description,
+        arch,
+        crate::devices::Disk::Fresh,
+    )?);
     cmd.args(crate::tests::DEVICE_QEMU);
     let captured = qemu::capture(cmd, arch, Duration::from_secs(300), false)?;
     let value = captured
