@@ -43,6 +43,16 @@ pub fn run() -> Result<()> {
             "bulkhead-kernel",
             "--package",
             "bulkhead-rt",
+            "--package",
+            "bulkhead-iokit",
+            "--package",
+            "bulkhead-blk-client",
+            "--package",
+            "bulkhead-net-client",
+            "--package",
+            "bulkhead-console-client",
+            "--package",
+            "bulkhead-entropy-client",
         ];
         for program in &programs {
             args.extend(["--package", program.as_str()]);

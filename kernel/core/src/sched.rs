@@ -127,6 +127,14 @@ pub struct Scheduler<const THREADS: usize> {
     stopped: u64,
     /// Bit `p`: partition `p` has threads.
     populated: u64,
+    /// Bit `i`: thread `i` is ready (threads `0..64`; see [`MASKED_THREADS`]).
+    ready: u64,
+    /// Bit `i`: thread `i` is sleeping (threads `0..64`).
+    sleeping: u64,
+    /// Bit `i` of entry `p`: thread `i` belongs to partition `p` (threads `0..64`).
+    threads_of: [u64; MAX_PARTITIONS],
+    /// Bit `i`: thread `i` belongs to a partition of the background set (threads `0..64`).
+    background_threads: u64,
     /// Next value of [`Thread::turn`]; 2^64 turns is centuries of scheduling.
     next_turn: u64,
     /// The thread the last dispatch chose, and when.
@@ -156,6 +164,10 @@ impl<const THREADS: usize> Scheduler<THREADS> {
             thread_count: 0,
             stopped: 0,
             populated: 0,
+            ready: 0,
+            sleeping: 0,
+            threads_of: [0; MAX_PARTITIONS],
+            background_threads: 0,
             next_turn: 0,
             current: None,
             running_since: epoch,
@@ -186,18 +198,49 @@ impl<const THREADS: usize> Scheduler<THREADS> {
         if self.thread_count >= THREADS || self.thread_count > usize::from(u16::MAX) {
             return Err(SchedError::TooManyThreads);
         }
-        let id = ThreadId(self.thread_count as u16);
+        let index = self.thread_count;
+        let id = ThreadId(index as u16);
         let stopped = self.stopped & partition.bit() != 0;
-        self.threads[self.thread_count] = Thread {
+        self.threads[index] = Thread {
             partition,
             priority,
-            state: initial_state(starts_ready, stopped),
+            state: ThreadState::Stopped,
             starts_ready,
             turn: self.take_turn(),
         };
+        self.set_state(index, initial_state(starts_ready, stopped));
         self.thread_count += 1;
         self.populated |= partition.bit();
+        let bit = thread_bit(index);
+        self.threads_of[partition.index()] |= bit;
+        if self.schedule.is_background(partition) {
+            self.background_threads |= bit;
+        }
         Ok(id)
+    }
+
+    /// Sets thread `index`'s state, keeping the ready and sleeping masks in step: every state
+    /// change goes through here.
+    fn set_state(&mut self, index: usize, state: ThreadState) {
+        self.threads[index].state = state;
+        let bit = thread_bit(index);
+        self.ready &= !bit;
+        self.sleeping &= !bit;
+        match state {
+            ThreadState::Ready => self.ready |= bit,
+            ThreadState::Sleeping { .. } => self.sleeping |= bit,
+            ThreadState::Blocked | ThreadState::Stopped => {}
+        }
+    }
+
+    /// The index of thread `id`, if it exists.
+    fn index(&self, id: ThreadId) -> Result<usize, SchedError> {
+        let index = usize::from(id.0);
+        if index < self.thread_count {
+            Ok(index)
+        } else {
+            Err(SchedError::NoSuchThread)
+        }
     }
 
     fn thread(&self, id: ThreadId) -> Result<&Thread, SchedError> {
@@ -246,27 +289,25 @@ impl<const THREADS: usize> Scheduler<THREADS> {
     /// Makes a blocked or sleeping thread ready; it queues behind ready threads of its
     /// priority. A ready thread stays where it is.
     pub fn make_ready(&mut self, id: ThreadId) -> Result<(), SchedError> {
-        let turn = self.next_turn;
-        let t = self.thread_mut(id)?;
-        match t.state {
+        let index = self.index(id)?;
+        match self.threads[index].state {
             ThreadState::Stopped => return Err(SchedError::PartitionStopped),
             ThreadState::Ready => return Ok(()),
             ThreadState::Sleeping { .. } | ThreadState::Blocked => {
-                t.state = ThreadState::Ready;
-                t.turn = turn;
+                self.threads[index].turn = self.take_turn();
+                self.set_state(index, ThreadState::Ready);
             }
         }
-        self.take_turn();
         Ok(())
     }
 
     /// Blocks a thread until [`make_ready`](Self::make_ready) (IPC, notifications).
     pub fn block(&mut self, id: ThreadId) -> Result<(), SchedError> {
-        let t = self.thread_mut(id)?;
-        if t.state == ThreadState::Stopped {
+        let index = self.index(id)?;
+        if self.threads[index].state == ThreadState::Stopped {
             return Err(SchedError::PartitionStopped);
         }
-        t.state = ThreadState::Blocked;
+        self.set_state(index, ThreadState::Blocked);
         Ok(())
     }
 
@@ -274,13 +315,16 @@ impl<const THREADS: usize> Scheduler<THREADS> {
     /// [`dispatch`](Self::dispatch)) at or after the deadline makes it ready. A deadline in the
     /// past wakes it at the next dispatch.
     pub fn block_until(&mut self, id: ThreadId, deadline_ns: u64) -> Result<(), SchedError> {
-        let t = self.thread_mut(id)?;
-        if t.state == ThreadState::Stopped {
+        let index = self.index(id)?;
+        if self.threads[index].state == ThreadState::Stopped {
             return Err(SchedError::PartitionStopped);
         }
-        t.state = ThreadState::Sleeping {
-            until_ns: deadline_ns,
-        };
+        self.set_state(
+            index,
+            ThreadState::Sleeping {
+                until_ns: deadline_ns,
+            },
+        );
         Ok(())
     }
 
@@ -292,10 +336,8 @@ impl<const THREADS: usize> Scheduler<THREADS> {
             if let ThreadState::Sleeping { until_ns } = self.threads[i].state
                 && until_ns <= now
             {
-                let turn = self.take_turn();
-                let t = &mut self.threads[i];
-                t.state = ThreadState::Ready;
-                t.turn = turn;
+                self.threads[i].turn = self.take_turn();
+                self.set_state(i, ThreadState::Ready);
                 woken += 1;
             }
         }
@@ -322,9 +364,9 @@ impl<const THREADS: usize> Scheduler<THREADS> {
             return Err(SchedError::PartitionOutOfRange);
         }
         self.stopped |= partition.bit();
-        for t in self.threads[..self.thread_count].iter_mut() {
-            if t.partition == partition {
-                t.state = ThreadState::Stopped;
+        for i in 0..self.thread_count {
+            if self.threads[i].partition == partition {
+                self.set_state(i, ThreadState::Stopped);
             }
         }
         Ok(())
@@ -339,10 +381,9 @@ impl<const THREADS: usize> Scheduler<THREADS> {
         self.stopped &= !partition.bit();
         for i in 0..self.thread_count {
             if self.threads[i].partition == partition {
-                let turn = self.take_turn();
-                let t = &mut self.threads[i];
-                t.state = initial_state(t.starts_ready, false);
-                t.turn = turn;
+                self.threads[i].turn = self.take_turn();
+                let state = initial_state(self.threads[i].starts_ready, false);
+                self.set_state(i, state);
             }
         }
         Ok(())
@@ -493,36 +534,49 @@ impl<const THREADS: usize> Scheduler<THREADS> {
     pub fn can_hand_off(&self, to: ThreadId, now: u64) -> Option<u64> {
         let last = self.last_dispatch.as_ref()?;
         let now = now.max(self.last_now);
-        if now >= last.next_event_ns {
+        if now >= last.next_event_ns || self.thread_count > MASKED_THREADS {
             return None;
         }
+        let index = usize::from(to.0);
+        let bit = thread_bit(index);
         let slot = &last.slot;
-        let target = self.thread(to).ok()?;
-        if target.state != ThreadState::Ready || !self.schedule.admits(slot, target.partition) {
+        // The threads eligible in the slot: the window owner's and the background set's.
+        let eligible = self.background_threads
+            | slot
+                .partition
+                .map_or(0, |p| self.threads_of.get(p.index()).copied().unwrap_or(0));
+        // `to` is ready (so it exists) and eligible.
+        if self.ready & eligible & bit == 0 {
             return None;
         }
+        let target = &self.threads[index];
         let key = (target.priority, core::cmp::Reverse(target.turn));
+        // Every other ready, eligible thread must come after it; usually there is none.
+        let mut rivals = self.ready & eligible & !bit;
+        while rivals != 0 {
+            let i = rivals.trailing_zeros() as usize;
+            rivals &= rivals - 1;
+            let t = &self.threads[i];
+            let other = (t.priority, core::cmp::Reverse(t.turn));
+            // `pick` keeps the first of equal keys, as it scans in thread order.
+            if other > key || (other == key && i < index) {
+                return None;
+            }
+        }
         let mut next = slot.end_ns.max(now);
-        for (i, t) in self.threads[..self.thread_count].iter().enumerate() {
-            match t.state {
-                ThreadState::Ready if i != usize::from(to.0) => {
-                    let other = (t.priority, core::cmp::Reverse(t.turn));
-                    // `pick` keeps the first of equal keys, as it scans in thread order.
-                    if (other > key || (other == key && i < usize::from(to.0)))
-                        && self.schedule.admits(slot, t.partition)
-                    {
-                        return None;
-                    }
+        let mut sleepers = self.sleeping;
+        while sleepers != 0 {
+            let i = sleepers.trailing_zeros() as usize;
+            sleepers &= sleepers - 1;
+            let t = &self.threads[i];
+            if let ThreadState::Sleeping { until_ns } = t.state {
+                if until_ns <= now {
+                    // `dispatch` would wake it first.
+                    return None;
                 }
-                ThreadState::Sleeping { until_ns } => {
-                    if until_ns <= now {
-                        return None;
-                    }
-                    if t.priority > target.priority && self.schedule.admits(slot, t.partition) {
-                        next = next.min(until_ns);
-                    }
+                if t.priority > target.priority && eligible & thread_bit(i) != 0 {
+                    next = next.min(until_ns);
                 }
-                _ => {}
             }
         }
         Some(next)
@@ -538,14 +592,48 @@ impl<const THREADS: usize> Scheduler<THREADS> {
         let next = self.can_hand_off(to, now)?;
         let now = now.max(self.last_now);
         self.last_now = now;
+        // Charged as `charge_in_slot` does, without copying the slot out of the decision.
+        let since = self.running_since.min(now);
+        let from = self
+            .current
+            .and_then(|id| self.thread(id).ok())
+            .map(|t| t.partition);
         let last = self.last_dispatch.as_mut()?;
         last.thread = Some(to);
         last.next_event_ns = next;
-        let slot = last.slot;
-        self.charge_in_slot(&slot, now);
+        match from {
+            Some(partition) => {
+                self.accounting
+                    .charge_in_slot(&self.schedule, &last.slot, partition, since, now)
+            }
+            None => self.accounting.idle_ns = self.accounting.idle_ns.saturating_add(now - since),
+        }
         self.current = Some(to);
         self.running_since = now;
         Some(next)
+    }
+
+    /// Checks that the masks say what the thread table says (tests).
+    #[cfg(test)]
+    fn assert_masks_consistent(&self) {
+        let (mut ready, mut sleeping, mut background) = (0u64, 0u64, 0u64);
+        let mut of = [0u64; MAX_PARTITIONS];
+        for (i, t) in self.threads[..self.thread_count].iter().enumerate() {
+            let bit = thread_bit(i);
+            match t.state {
+                ThreadState::Ready => ready |= bit,
+                ThreadState::Sleeping { .. } => sleeping |= bit,
+                _ => {}
+            }
+            of[t.partition.index()] |= bit;
+            if self.schedule.is_background(t.partition) {
+                background |= bit;
+            }
+        }
+        assert_eq!(self.ready, ready, "ready mask");
+        assert_eq!(self.sleeping, sleeping, "sleeping mask");
+        assert_eq!(self.threads_of, of, "threads of each partition");
+        assert_eq!(self.background_threads, background, "background threads");
     }
 
     /// Accounting of `partition` (all zero for an unknown one).
@@ -583,6 +671,15 @@ impl<const THREADS: usize> Scheduler<THREADS> {
             names,
         }
     }
+}
+
+/// Threads the ready and sleeping masks cover: the first 64. With more threads the IPC
+/// hand-off declines and the kernel dispatches in full.
+const MASKED_THREADS: usize = u64::BITS as usize;
+
+/// Thread `index`'s bit in the masks, 0 for threads past [`MASKED_THREADS`].
+fn thread_bit(index: usize) -> u64 {
+    1u64.checked_shl(index as u32).unwrap_or(0)
 }
 
 fn initial_state(starts_ready: bool, stopped: bool) -> ThreadState {

@@ -195,23 +195,42 @@ pub(super) fn ipc(exec: &mut Exec, caller: usize, call: Sysno, a: [usize; 5]) ->
             {
                 return Ipc::Done(Err(e));
             }
-            exec.channels[channel]
-                .as_mut()
-                .expect("checked above")
-                .state = CallState::Pending { message };
-            exec.pending |= 1 << channel;
+            let waiting = match exec.partitions[server].as_ref().map(|p| p.blocked) {
+                Some(Blocked::Recv { buf }) => Some(buf),
+                _ => None,
+            };
             exec.partitions[caller]
                 .as_mut()
                 .expect("the caller exists")
                 .blocked = Blocked::Call { channel, reply };
             let _ = exec.sched_mut().block(ThreadId(caller as u16));
-            if let Some(Blocked::Recv { buf }) = exec.partitions[server].as_ref().map(|p| p.blocked)
-            {
-                let result = deliver(exec, channel, buf);
-                wake(exec, server, result);
-                return Ipc::HandOff(server);
+            let c = exec.channels[channel].as_mut().expect("checked above");
+            match waiting {
+                // The server waits and nothing is to be copied: the call is received at once,
+                // exactly as `deliver` would receive it (both slices passed `check`).
+                Some(buf) if message.len == 0 || buf.len == 0 => {
+                    c.state = CallState::Serving;
+                    let result = RecvResult {
+                        channel: channel as u32,
+                        len: 0,
+                    }
+                    .encode();
+                    wake(exec, server, Ok(result));
+                    Ipc::HandOff(server)
+                }
+                Some(buf) => {
+                    c.state = CallState::Pending { message };
+                    exec.pending |= 1 << channel;
+                    let result = deliver(exec, channel, buf);
+                    wake(exec, server, result);
+                    Ipc::HandOff(server)
+                }
+                None => {
+                    c.state = CallState::Pending { message };
+                    exec.pending |= 1 << channel;
+                    Ipc::Blocked
+                }
             }
-            Ipc::Blocked
         }
         Sysno::Recv => recv(exec, caller, UserSlice::new(a[0], a[1])),
         Sysno::Reply => match reply(exec, caller, a[0], UserSlice::new(a[1], a[2])) {

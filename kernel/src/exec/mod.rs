@@ -497,7 +497,7 @@ impl Exec {
         if let Some(c) = self.current
             && let Some(p) = &mut self.partitions[c]
         {
-            p.context = *frame;
+            p.context.copy_from(frame);
         }
     }
 

@@ -550,6 +550,7 @@ fn random_operations_keep_the_invariants() {
             }
             _ => {}
         }
+        s.assert_masks_consistent();
         // Usually the next event; sometimes an earlier syscall, sometimes a late timer.
         now = match rng.next() % 4 {
             0 => now + 1 + rng.next() % (d.next_event_ns - now + 1),
@@ -904,8 +905,18 @@ fn hand_off_decides_exactly_like_dispatch() {
                 assert_eq!(full.block_until(t, until), fast.block_until(t, until));
             }
             6 => assert_eq!(full.yield_now(t), fast.yield_now(t)),
+            // Now and then a partition stops (a fault, an exit) or restarts.
+            7 if (r >> 50) % 16 == 0 => {
+                let p = full.partition_of(t).unwrap();
+                if full.is_stopped(p) {
+                    assert_eq!(full.restart_partition(p), fast.restart_partition(p));
+                } else {
+                    assert_eq!(full.stop_partition(p), fast.stop_partition(p));
+                }
+            }
             _ => {}
         }
+        fast.assert_masks_consistent();
         now += if r >> 40 & 7 == 0 {
             (r >> 20) % (3 * MS)
         } else {
@@ -946,4 +957,24 @@ fn hand_off_decides_exactly_like_dispatch() {
         handed > 5_000 && refused > 5_000,
         "both paths exercised: {handed} hand-offs, {refused} refusals"
     );
+}
+
+/// The hand-off test uses thread masks that cover 64 threads: with more, it declines and the
+/// kernel dispatches in full, which is always right.
+#[test]
+fn hand_off_declines_beyond_the_masked_threads() {
+    let mut s: Scheduler<80> = Scheduler::new(small_schedule(0), 0);
+    let client = s.add_thread(A, prio(10), true).unwrap();
+    let server = s.add_thread(BG, prio(20), false).unwrap();
+    assert_eq!(s.dispatch(0).thread, Some(client));
+    s.block(client).unwrap();
+    s.make_ready(server).unwrap();
+    assert_eq!(s.can_hand_off(server, 100 * US), Some(3 * MS));
+    for _ in 2..70 {
+        s.add_thread(B, prio(1), false).unwrap();
+    }
+    s.assert_masks_consistent();
+    assert_eq!(s.can_hand_off(server, 100 * US), None);
+    assert_eq!(s.hand_off(server, 100 * US), None);
+    assert_eq!(s.dispatch(100 * US).thread, Some(server));
 }

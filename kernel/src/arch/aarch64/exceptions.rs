@@ -189,6 +189,11 @@ impl TrapFrame {
     pub fn pc(&self) -> u64 {
         self.elr
     }
+
+    /// Copies `src` over this frame (saving a partition's context).
+    pub fn copy_from(&mut self, src: &TrapFrame) {
+        *self = *src;
+    }
 }
 
 const KINDS: [&str; 4] = ["synchronous exception", "IRQ", "FIQ", "SError"];

@@ -15,6 +15,7 @@
 //! TLB entry of another partition can match the new ASID. The boot stub's global identity map
 //! in TTBR0 is flushed once when the kernel's own tables go live (`paging::init`).
 
+use core::cell::Cell;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use aarch64_cpu::registers::{TTBR0_EL1, Writeable};
@@ -65,7 +66,20 @@ pub struct AddressSpace {
     /// Code may have been written (a page mapped, or an executable page looked up by the
     /// loader to fill it) since the instruction cache was last made coherent with it.
     code_dirty: AtomicBool,
+    /// The last data page [`Self::translate`] found: (user page, frame, permissions), the page
+    /// `NO_PAGE` when none. Mappings are only ever added (a partition's pages stay mapped to
+    /// the same frames for its whole life, restarts included), so a page found stays valid;
+    /// IPC checks the same buffer page on every call, and this saves the walk. Executable
+    /// pages are not kept: looking one up must mark the code dirty.
+    last: Cell<(u64, u64, Perm)>,
 }
+
+/// Not a page address: the translation cache is empty.
+const NO_PAGE: u64 = u64::MAX;
+const NO_PERM: Perm = Perm {
+    write: false,
+    exec: false,
+};
 
 impl AddressSpace {
     /// A new, empty address space with an ASID of its own; `None` when out of frames or ASIDs.
@@ -81,6 +95,7 @@ impl AddressSpace {
             exec_lo: u64::MAX,
             exec_hi: 0,
             code_dirty: AtomicBool::new(false),
+            last: Cell::new((NO_PAGE, 0, NO_PERM)),
         })
     }
 
@@ -125,6 +140,9 @@ impl AddressSpace {
         if va >= abi::USER_TOP || !va.is_multiple_of(pt::PAGE) || (perm.write && perm.exec) {
             return Err(MapError::BadAddress);
         }
+        // Nothing found before can change (`pt::map` refuses a mapped page), but a new mapping
+        // is no time to rely on that.
+        self.last.set((NO_PAGE, 0, NO_PERM));
         let mut attrs = memory | NG | AP_EL0 | PXN;
         if !perm.write {
             attrs |= AP_RO;
@@ -151,6 +169,12 @@ impl AddressSpace {
     /// The frame behind user address `va` and its page's permissions, if EL0 may access it and
     /// it is memory (not device registers).
     pub fn translate(&self, va: u64) -> Option<(u64, Perm)> {
+        let offset_mask = pt::PAGE - 1;
+        let (page, frame, perm) = self.last.get();
+        if va & !offset_mask == page {
+            // (Only user pages are cached, so `va` is below USER_TOP.)
+            return Some((frame + (va & offset_mask), perm));
+        }
         if va >= abi::USER_TOP {
             return None;
         }
@@ -163,12 +187,15 @@ impl AddressSpace {
             write: entry & AP_RO == 0,
             exec: entry & UXN == 0,
         };
+        let frame = entry & pt::ADDR_MASK;
         if perm.exec {
             // The loader looks up each page before writing it (also when it reloads a
             // partition in place); a lookup by a system call only costs a spare cache sync.
             self.code_dirty.store(true, Ordering::Relaxed);
+        } else {
+            self.last.set((va & !offset_mask, frame, perm));
         }
-        Some(((entry & pt::ADDR_MASK) + (va & (pt::PAGE - 1)), perm))
+        Some((frame + (va & offset_mask), perm))
     }
 
     /// Makes this the active address space: TTBR0_EL1 gets the tree and the ASID in one write.

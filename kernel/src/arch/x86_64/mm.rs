@@ -1,12 +1,12 @@
 //! Partition address spaces: a level-4 table per partition whose upper half is the kernel's
 //! (shared, supervisor-only) and whose lower half holds the partition's pages.
 
-use x86_64::registers::control::Cr3;
 use x86_64::structures::paging::{
     Mapper, Page, PageTable, PageTableFlags as Flags, PhysFrame, Size4KiB,
 };
 use x86_64::{PhysAddr, VirtAddr};
 
+use core::cell::Cell;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use kcore::image::Cache;
@@ -63,7 +63,19 @@ pub struct AddressSpace {
     /// I/O port ranges (first, count) the partition may use with `in`/`out`.
     io_ports: [(u16, u16); MAX_IO_RANGES],
     io_count: usize,
+    /// The last page [`Self::translate`] found: (user page, frame, permissions), the page
+    /// `NO_PAGE` when none. Mappings are only ever added (a partition's pages stay mapped to
+    /// the same frames for its whole life, restarts included), so a page found stays valid;
+    /// IPC checks the same buffer page on every call, and this saves the walk.
+    last: Cell<(u64, u64, Perm)>,
 }
+
+/// Not a page address: the translation cache is empty.
+const NO_PAGE: u64 = u64::MAX;
+const NO_PERM: Perm = Perm {
+    write: false,
+    exec: false,
+};
 
 impl AddressSpace {
     /// A new address space with the kernel's upper half and an empty lower half.
@@ -83,6 +95,7 @@ impl AddressSpace {
             root,
             io_ports: [(0, 0); MAX_IO_RANGES],
             io_count: 0,
+            last: Cell::new((NO_PAGE, 0, NO_PERM)),
         })
     }
 
@@ -142,6 +155,9 @@ impl AddressSpace {
             flags |= Flags::NO_EXECUTE;
         }
         let parents = Flags::PRESENT | Flags::WRITABLE | Flags::USER_ACCESSIBLE;
+        // Nothing found before can change (a mapped page is refused below), but a new mapping
+        // is no time to rely on that.
+        self.last.set((NO_PAGE, 0, NO_PERM));
         let page = Page::<Size4KiB>::containing_address(VirtAddr::new(va));
         let frame = PhysFrame::<Size4KiB>::containing_address(PhysAddr::new(phys));
         // SAFETY: this address space's table is reachable through the direct map and only
@@ -177,6 +193,11 @@ impl AddressSpace {
     /// user-accessible.
     pub fn translate(&self, va: u64) -> Option<(u64, Perm)> {
         const ADDR: u64 = 0x000f_ffff_ffff_f000;
+        let (page, frame, perm) = self.last.get();
+        if va & !0xfff == page {
+            // (Only user pages are cached, so `va` is below USER_TOP.)
+            return Some((frame + (va & 0xfff), perm));
+        }
         if va >= abi::USER_TOP {
             return None;
         }
@@ -203,6 +224,7 @@ impl AddressSpace {
             write: entry & Flags::WRITABLE.bits() != 0,
             exec: entry & Flags::NO_EXECUTE.bits() == 0,
         };
+        self.last.set((va & !0xfff, table, perm));
         Some((table + (va & 0xfff), perm))
     }
 
@@ -228,15 +250,18 @@ impl AddressSpace {
                 OPEN_PORTS_OWNER.store(owner, Ordering::Relaxed);
             }
         }
-        let (current, flags) = Cr3::read();
-        if current.start_address().as_u64() != self.root {
+        let current: u64;
+        // SAFETY: reading CR3 has no side effect. (Read raw: the `x86_64` crate's typed read
+        // re-checks the address, which the IPC path pays on every switch.)
+        unsafe {
+            core::arch::asm!("mov {}, cr3", out(reg) current, options(nomem, nostack, preserves_flags))
+        };
+        if current & !0xfff != self.root {
             // SAFETY: the table maps the kernel's upper half exactly as every other address
-            // space does, so the kernel keeps running unchanged after the switch.
+            // space does, so the kernel keeps running unchanged after the switch; the flag
+            // bits (PWT, PCD) are kept as they were.
             unsafe {
-                Cr3::write(
-                    PhysFrame::containing_address(PhysAddr::new(self.root)),
-                    flags,
-                )
+                core::arch::asm!("mov cr3, {}", in(reg) self.root | (current & 0xfff), options(nostack, preserves_flags))
             };
         }
     }

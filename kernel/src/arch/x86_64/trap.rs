@@ -367,6 +367,24 @@ impl TrapFrame {
     pub fn pc(&self) -> u64 {
         self.rip
     }
+
+    /// Copies `src` over this frame: what saving a partition's context costs on every switch,
+    /// so one `rep movsq` rather than a call to the generic `memcpy`.
+    pub fn copy_from(&mut self, src: &TrapFrame) {
+        const WORDS: usize = size_of::<TrapFrame>() / 8;
+        // SAFETY: `self` and `src` are valid, aligned TrapFrames of WORDS words (`repr(C)`,
+        // all u64) and cannot overlap (one is borrowed mutably, the other shared); the string
+        // copy goes forward because the kernel runs with DF clear (the entry code clears it).
+        unsafe {
+            core::arch::asm!(
+                "rep movsq",
+                inout("rcx") WORDS => _,
+                inout("rdi") core::ptr::from_mut(self) => _,
+                inout("rsi") core::ptr::from_ref(src) => _,
+                options(nostack, preserves_flags)
+            )
+        };
+    }
 }
 
 fn name(vector: u64) -> &'static str {
@@ -446,11 +464,6 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) -> *const TrapFrame {
 
 fn handle(frame: &mut TrapFrame) {
     match frame.vector {
-        v if v == TIMER_VECTOR as u64 => {
-            time::TICKS.fetch_add(1, Ordering::Relaxed);
-            apic::end_of_interrupt();
-            crate::exec::on_tick(frame);
-        }
         SYSCALL_VECTOR => {
             // A `syscall` whose return address is not a user address cannot have come from a
             // well-formed partition; treat it as that partition's fault.
@@ -464,6 +477,11 @@ fn handle(frame: &mut TrapFrame) {
             } else {
                 crate::exec::on_syscall(frame);
             }
+        }
+        v if v == TIMER_VECTOR as u64 => {
+            time::TICKS.fetch_add(1, Ordering::Relaxed);
+            apic::end_of_interrupt();
+            crate::exec::on_tick(frame);
         }
         v if (u64::from(irq::LINE_VECTOR_BASE)..u64::from(irq::DEVICE_VECTOR_END)).contains(&v) => {
             if let Some(source) = irq::source_of(v as u8) {
