@@ -120,18 +120,38 @@ pub fn run(
     let mut words = cmdline.to_string();
     if !interactive {
         // A system that ends by itself powers off when done; one that serves forever (the
-        // demo) is shown for a few seconds of guest time.
-        words.push_str(" exit run_ms=4000");
+        // demo) is shown for a few seconds of guest time, long enough for the host to visit
+        // its network services.
+        words.push_str(" exit run_ms=8000");
     }
     let cmdline = effective_cmdline(opts.arch, &words);
     let bootable = image::bootable(opts, uefi, &cmdline, system)?;
     let mut cmd = command(opts.arch, &bootable, interactive);
+    let mut forwards = Vec::new();
     if let Some(name) = system {
         let description = crate::system::load(&crate::system::description_path(name))?;
         let disk = disk.map_or(crate::devices::Disk::Kept, crate::devices::Disk::Given);
-        cmd.args(crate::devices::qemu_args(&description, opts.arch, disk)?);
+        let (args, fwd) = crate::devices::qemu_setup(
+            &description,
+            opts.arch,
+            disk,
+            crate::devices::HostPorts::Preferred,
+        )?;
+        for f in &fwd {
+            println!(
+                "xtask: host {} port {} -> {}:{} ({})",
+                f.proto, f.host_port, f.guest_ip, f.guest_port, f.partition
+            );
+        }
+        cmd.args(args);
+        forwards = fwd;
     }
     cmd.args(extra);
+    if !interactive && !forwards.is_empty() {
+        // Shown, not just described: the host reaches the system's network partitions through
+        // their forwards while it runs.
+        std::thread::spawn(move || visit(&forwards));
+    }
     if interactive {
         eprintln!(
             "xtask: booting {} in QEMU; quit with Ctrl-A X",
@@ -250,5 +270,39 @@ mod tests {
             "exit log=debug semihosting"
         );
         assert_eq!(effective_cmdline(Arch::X86_64, "exit"), "exit");
+    }
+}
+
+/// Says hello to each forwarded service from the host once it answers (UDP echo, the TCP line
+/// service) and prints what came back.
+fn visit(forwards: &[crate::devices::Forward]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for f in forwards {
+        match f.proto {
+            "udp" => {
+                match crate::nettest::udp_echo(f.host_port, b"hello from the host", deadline) {
+                    Ok(took) => println!(
+                        "[host] udp {}:{} ({}) echoed \"hello from the host\" in {} ms",
+                        f.guest_ip,
+                        f.guest_port,
+                        f.partition,
+                        took.as_millis()
+                    ),
+                    Err(why) => println!("[host] udp {}:{}: {why}", f.guest_ip, f.guest_port),
+                }
+            }
+            _ => match crate::nettest::tcp_connect(f.host_port, deadline).and_then(
+                |(mut stream, greeting)| {
+                    let answer = crate::nettest::tcp_line(&mut stream, "hello from the host")?;
+                    Ok((greeting, answer))
+                },
+            ) {
+                Ok((greeting, answer)) => println!(
+                    "[host] tcp {}:{} ({}) greeted {greeting:?}, answered {answer:?}",
+                    f.guest_ip, f.guest_port, f.partition
+                ),
+                Err(why) => println!("[host] tcp {}:{}: {why}", f.guest_ip, f.guest_port),
+            },
+        }
     }
 }
