@@ -225,6 +225,12 @@ fn set_up_one(
         if !arch::may_be_device_memory(m.base, m.base.saturating_add(size)) {
             return Err("an MMIO range lies in RAM or the first MiB");
         }
+        // The registers themselves (the grant is whole pages) must be a device the firmware's
+        // device tree describes, where there is one.
+        let registers = m.base + u64::from(m.offset);
+        if !arch::dt::mmio_described(registers, registers + 1) {
+            return Err("no device in the device tree at its MMIO address");
+        }
         let address = windows.reserve(size)?;
         for offset in (0..size).step_by(PAGE_SIZE as usize) {
             owner

@@ -116,6 +116,7 @@ extern "C" fn aarch64_entry(dtb_phys: u64) -> ! {
     POWER_METHOD.store(method as u8, Ordering::Relaxed);
 
     init_gic(&tree);
+    super::dt::record(&tree);
     time::set_timer_from_device_tree(
         tree.find_compatible("arm,armv8-timer")
             .and_then(|n| Some((n.cell("interrupts", 3)?, n.cell("interrupts", 4)?))),

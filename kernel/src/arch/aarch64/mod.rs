@@ -4,6 +4,7 @@
 
 pub mod console;
 pub mod cpu;
+pub mod dt;
 mod entry;
 mod exceptions;
 mod gic;
