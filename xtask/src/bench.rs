@@ -15,9 +15,12 @@ use crate::{Arch, BuildOpts, build, image};
 /// published x86-64 round trip is about 1,300 cycles).
 const ROUND_TRIP_TARGET: u64 = 1_000;
 
-pub fn run(block: &crate::blkbench::Opts, block_only: bool) -> Result<()> {
+pub fn run(block: &crate::blkbench::Opts, block_only: bool, net_only: bool) -> Result<()> {
     if block_only {
         return crate::blkbench::run(block);
+    }
+    if net_only {
+        return network();
     }
     for arch in [Arch::X86_64, Arch::Aarch64] {
         kernel_paths(arch)?;

@@ -143,8 +143,11 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         boots: usize,
         /// Only the block benchmark.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "net_only")]
         block_only: bool,
+        /// Only the network benchmark.
+        #[arg(long)]
+        net_only: bool,
         /// Extra arguments passed to QEMU as they are (block benchmark boots).
         #[arg(last = true)]
         qemu_args: Vec<String>,
@@ -215,6 +218,7 @@ fn run() -> Result<()> {
             disk,
             boots,
             block_only,
+            net_only,
             qemu_args,
         } => {
             setup::ensure_toolchain()?;
@@ -224,7 +228,7 @@ fn run() -> Result<()> {
                 boots,
                 extra: qemu_args,
             };
-            bench::run(&block, block_only)
+            bench::run(&block, block_only, net_only)
         }
     }
 }

@@ -97,6 +97,8 @@ struct Session {
     /// Bytes of a `bulk` transfer still to send, and sent so far.
     bulk_left: u64,
     bulk_sent: u64,
+    /// Offset in the current transfer (its pattern starts at 0 each time).
+    bulk_at: u64,
     /// Closing after the output drains.
     closing: bool,
     connected: bool,
@@ -110,6 +112,7 @@ impl Session {
         len: 0,
         bulk_left: 0,
         bulk_sent: 0,
+        bulk_at: 0,
         closing: false,
         connected: false,
         halting: false,
@@ -283,19 +286,20 @@ fn main() {
                 let mut chunk = [0u8; 1024];
                 let n = (session.bulk_left as usize).min(chunk.len());
                 for (i, byte) in chunk[..n].iter_mut().enumerate() {
-                    *byte = pattern(session.bulk_sent + i as u64);
+                    *byte = pattern(session.bulk_at + i as u64);
                 }
                 match socket.send_slice(&chunk[..n]) {
                     Ok(0) | Err(_) => break,
                     Ok(sent) => {
                         session.bulk_left -= sent as u64;
                         session.bulk_sent += sent as u64;
+                        session.bulk_at += sent as u64;
                         counters.bulk_bytes += sent as u64;
                         work = true;
                     }
                 }
                 if session.bulk_left == 0 {
-                    println!("tcp: bulk transfer of {} bytes queued", session.bulk_sent);
+                    println!("tcp: bulk transfer of {} bytes queued", session.bulk_at);
                 }
             }
             // Lines in.
@@ -334,6 +338,7 @@ fn main() {
                     println!("tcp: stats asked");
                 } else if let Some(n) = line.strip_prefix("bulk ") {
                     session.bulk_left = n.trim().parse().unwrap_or(0);
+                    session.bulk_at = 0;
                     println!("tcp: bulk transfer of {} bytes starts", session.bulk_left);
                 } else if line == "halt" && halt_command {
                     session.closing = true;
