@@ -513,7 +513,6 @@ const IPC_CASE: Case = Case {
     expect: Outcome::Success,
     patterns: &[
         r"server: serving \(generation 0\)",
-        r"watcher: poll before the notification: 0x0$",
         r"stuck: calling a server that never replies",
         r"black-hole: received 6 bytes on channel 2; never replying",
         r"server: asked to crash after 1000 calls",
@@ -527,6 +526,9 @@ const IPC_CASE: Case = Case {
         absent(log, "FAIL")?;
         absent(log, "panic")?;
         absent(log, "health: partition \"client\"")?;
+        // The watcher's first poll and the stuck caller run in windows of their own: their
+        // order depends on where the first major frame starts, so neither is held to it.
+        find(log, r"watcher: poll before the notification: 0x0$")?;
         // The calls spanned several major frames (20 ms), so window boundaries fell during
         // calls, and the counter kept going while the stuck client waited forever.
         let us = number_in(

@@ -1,10 +1,12 @@
-//! Waits for the `done` notification and reports it.
+//! Waits for the `done` notification and reports it; then lets the system run 200 ms more
+//! before it ends (the test system powers off when it has), so that what the other partitions
+//! do meanwhile (a counter that keeps counting next to a caller stuck forever) is seen.
 #![no_std]
 #![no_main]
 
 use abi::ObjectKind;
 use rt::println;
-use rt::syscall::{lookup, poll, wait};
+use rt::syscall::{lookup, poll, sleep_until, time_now_ns, wait};
 
 rt::entry!(main);
 
@@ -18,4 +20,5 @@ fn main() {
     );
     let bits = wait(mask).expect("wait");
     println!("woken by notification {done}: bits {bits:#x}");
+    sleep_until(time_now_ns() + 200_000_000);
 }
