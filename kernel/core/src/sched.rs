@@ -288,6 +288,7 @@ impl<const THREADS: usize> Scheduler<THREADS> {
 
     /// Makes a blocked or sleeping thread ready; it queues behind ready threads of its
     /// priority. A ready thread stays where it is.
+    #[inline]
     pub fn make_ready(&mut self, id: ThreadId) -> Result<(), SchedError> {
         let index = self.index(id)?;
         match self.threads[index].state {
@@ -302,6 +303,7 @@ impl<const THREADS: usize> Scheduler<THREADS> {
     }
 
     /// Blocks a thread until [`make_ready`](Self::make_ready) (IPC, notifications).
+    #[inline]
     pub fn block(&mut self, id: ThreadId) -> Result<(), SchedError> {
         let index = self.index(id)?;
         if self.threads[index].state == ThreadState::Stopped {
@@ -531,6 +533,7 @@ impl<const THREADS: usize> Scheduler<THREADS> {
     /// has passed (`dispatch` would wake it), `to` is ready and eligible in the slot, and no
     /// other ready, eligible thread comes before it (a higher priority, or the same priority
     /// and an earlier turn).
+    #[inline]
     pub fn can_hand_off(&self, to: ThreadId, now: u64) -> Option<u64> {
         let last = self.last_dispatch.as_ref()?;
         let now = now.max(self.last_now);
@@ -588,6 +591,7 @@ impl<const THREADS: usize> Scheduler<THREADS> {
     /// decision [`dispatch`](Self::dispatch) would (charging the time since the last decision,
     /// running `to`) without recomputing the slot or picking, and returns the next event;
     /// otherwise changes nothing and returns `None`, and the caller dispatches.
+    #[inline]
     pub fn hand_off(&mut self, to: ThreadId, now: u64) -> Option<u64> {
         let next = self.can_hand_off(to, now)?;
         let now = now.max(self.last_now);
@@ -611,6 +615,17 @@ impl<const THREADS: usize> Scheduler<THREADS> {
         self.current = Some(to);
         self.running_since = now;
         Some(next)
+    }
+
+    /// The IPC fast paths' scheduling in one step: `from` (the running thread) blocks, `to`
+    /// becomes ready, and [`hand_off`](Self::hand_off) decides whether `to` runs now. Exactly
+    /// [`block`](Self::block)`(from)`, [`make_ready`](Self::make_ready)`(to)` and
+    /// `hand_off(to, now)` in that order (their refusals ignored, as the kernel ignores them),
+    /// in one call instead of three.
+    pub fn block_and_hand_off(&mut self, from: ThreadId, to: ThreadId, now: u64) -> Option<u64> {
+        let _ = self.block(from);
+        let _ = self.make_ready(to);
+        self.hand_off(to, now)
     }
 
     /// Checks that the masks say what the thread table says (tests).

@@ -8,7 +8,7 @@ use kcore::sched::{PartitionId, ThreadId};
 use super::{Blocked, CallState, Exec, MAX_CHANNELS, Partition};
 use crate::arch::mm::AddressSpace;
 use crate::arch::TrapFrame;
-use crate::uaccess::{UserSlice, check, copy_between, copy_in, copy_out};
+use crate::uaccess::{UserSlice, check, check_two, copy_between, copy_in, copy_out};
 
 /// What an IPC system call did.
 pub(super) enum Ipc {
@@ -479,15 +479,13 @@ pub(super) fn fast_call(
         len: reply.len.min(c.message_size),
         ..reply
     };
-    if check(&client_p.space, message, false).is_err() || check(&client_p.space, reply, true).is_err()
-    {
+    if check_two(&client_p.space, (message, false), (reply, true)).is_err() {
         return Fast::NotTaken;
     }
     // The generic path's effects, in its order: the client blocks, the call is received at
     // once (as `deliver` receives it: both slices passed `check`, the server's when it
     // received), the server wakes with the recv result.
     client_p.blocked = Blocked::Call { channel, reply };
-    let _ = sched.block(ThreadId(caller as u16));
     let copied = if message.len == 0 || buf.len == 0 {
         Ok(0)
     } else {
@@ -511,8 +509,8 @@ pub(super) fn fast_call(
     };
     server_p.context.set_return(result);
     server_p.blocked = Blocked::Nothing;
-    let _ = sched.make_ready(ThreadId(server as u16));
-    match sched.hand_off(ThreadId(server as u16), now) {
+    // `block(caller)`, `make_ready(server)`, then the hand-off test, in one call.
+    match sched.block_and_hand_off(ThreadId(caller as u16), ThreadId(server as u16), now) {
         Some(next_event_ns) => {
             client_p.context.copy_from(frame);
             exec.enter(now, server, next_event_ns);
@@ -562,8 +560,7 @@ pub(super) fn fast_reply_recv(
     let Blocked::Call { reply, .. } = client_p.blocked else {
         return Fast::NotTaken;
     };
-    if check(&server_p.space, message, false).is_err() || check(&server_p.space, buf, true).is_err()
-    {
+    if check_two(&server_p.space, (message, false), (buf, true)).is_err() {
         return Fast::NotTaken;
     }
     // The generic path's effects, in its order: the reply is copied (the reply buffer passed
@@ -579,10 +576,10 @@ pub(super) fn fast_reply_recv(
         .context
         .set_return(copied.unwrap_or_else(SysError::encode));
     client_p.blocked = Blocked::Nothing;
-    let _ = sched.make_ready(ThreadId(client as u16));
     server_p.blocked = Blocked::Recv { buf };
-    let _ = sched.block(ThreadId(caller as u16));
-    match sched.hand_off(ThreadId(client as u16), now) {
+    // `make_ready(client)` and `block(server)` (distinct threads: their order does not
+    // matter), then the hand-off test, in one call.
+    match sched.block_and_hand_off(ThreadId(caller as u16), ThreadId(client as u16), now) {
         Some(next_event_ns) => {
             server_p.context.copy_from(frame);
             exec.enter(now, client, next_event_ns);
