@@ -139,6 +139,8 @@ pub struct Scheduler<const THREADS: usize> {
     next_turn: u64,
     /// The thread the last dispatch chose, and when.
     current: Option<ThreadId>,
+    /// Its partition (kept with `current`: the hand-off charges it without a table lookup).
+    current_partition: Option<PartitionId>,
     running_since: u64,
     /// The latest time seen; time never goes backwards for the scheduler.
     last_now: u64,
@@ -170,6 +172,7 @@ impl<const THREADS: usize> Scheduler<THREADS> {
             background_threads: 0,
             next_turn: 0,
             current: None,
+            current_partition: None,
             running_since: epoch,
             last_now: 0,
             last_dispatch: None,
@@ -253,6 +256,12 @@ impl<const THREADS: usize> Scheduler<THREADS> {
         self.threads[..self.thread_count]
             .get_mut(usize::from(id.0))
             .ok_or(SchedError::NoSuchThread)
+    }
+
+    /// Records the thread that runs now, and its partition.
+    fn set_current(&mut self, thread: Option<ThreadId>) {
+        self.current = thread;
+        self.current_partition = thread.and_then(|id| self.thread(id).ok()).map(|t| t.partition);
     }
 
     fn take_turn(&mut self) -> u64 {
@@ -471,7 +480,7 @@ impl<const THREADS: usize> Scheduler<THREADS> {
         self.wake_expired(now);
         let slot = self.schedule.position(now);
         let thread = self.pick_in(&slot).map(|(id, _)| id);
-        self.current = thread;
+        self.set_current(thread);
         self.running_since = now;
         let dispatch = Dispatch {
             thread,
@@ -500,7 +509,7 @@ impl<const THREADS: usize> Scheduler<THREADS> {
         self.wake_expired(now);
         let picked = self.pick_in(&last.slot);
         let thread = picked.map(|(id, _)| id);
-        self.current = thread;
+        self.set_current(thread);
         self.running_since = now;
         let dispatch = Dispatch {
             thread,
@@ -598,10 +607,7 @@ impl<const THREADS: usize> Scheduler<THREADS> {
         self.last_now = now;
         // Charged as `charge_in_slot` does, without copying the slot out of the decision.
         let since = self.running_since.min(now);
-        let from = self
-            .current
-            .and_then(|id| self.thread(id).ok())
-            .map(|t| t.partition);
+        let from = self.current_partition;
         let last = self.last_dispatch.as_mut()?;
         last.thread = Some(to);
         last.next_event_ns = next;
@@ -612,7 +618,9 @@ impl<const THREADS: usize> Scheduler<THREADS> {
             }
             None => self.accounting.idle_ns = self.accounting.idle_ns.saturating_add(now - since),
         }
+        // `can_hand_off` found `to` ready, so it exists.
         self.current = Some(to);
+        self.current_partition = Some(self.threads[usize::from(to.0)].partition);
         self.running_since = now;
         Some(next)
     }
@@ -645,6 +653,11 @@ impl<const THREADS: usize> Scheduler<THREADS> {
                 background |= bit;
             }
         }
+        assert_eq!(
+            self.current_partition,
+            self.current.map(|id| self.threads[usize::from(id.0)].partition),
+            "the current thread's partition"
+        );
         assert_eq!(self.ready, ready, "ready mask");
         assert_eq!(self.sleeping, sleeping, "sleeping mask");
         assert_eq!(self.threads_of, of, "threads of each partition");
