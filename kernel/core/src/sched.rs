@@ -261,7 +261,9 @@ impl<const THREADS: usize> Scheduler<THREADS> {
     /// Records the thread that runs now, and its partition.
     fn set_current(&mut self, thread: Option<ThreadId>) {
         self.current = thread;
-        self.current_partition = thread.and_then(|id| self.thread(id).ok()).map(|t| t.partition);
+        self.current_partition = thread
+            .and_then(|id| self.thread(id).ok())
+            .map(|t| t.partition);
     }
 
     fn take_turn(&mut self) -> u64 {
@@ -655,7 +657,8 @@ impl<const THREADS: usize> Scheduler<THREADS> {
         }
         assert_eq!(
             self.current_partition,
-            self.current.map(|id| self.threads[usize::from(id.0)].partition),
+            self.current
+                .map(|id| self.threads[usize::from(id.0)].partition),
             "the current thread's partition"
         );
         assert_eq!(self.ready, ready, "ready mask");

@@ -6,8 +6,8 @@ use abi::{ObjectKind, RecvResult, SysError, Sysno};
 use kcore::sched::{PartitionId, ThreadId};
 
 use super::{Blocked, CallState, Exec, MAX_CHANNELS, Partition};
-use crate::arch::mm::AddressSpace;
 use crate::arch::TrapFrame;
+use crate::arch::mm::AddressSpace;
 use crate::uaccess::{UserSlice, check, check_two, copy_between, copy_in, copy_out};
 
 /// What an IPC system call did.

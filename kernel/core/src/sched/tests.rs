@@ -1036,7 +1036,11 @@ fn block_and_hand_off_is_block_make_ready_and_hand_off() {
             }
         }
         joined.assert_masks_consistent();
-        assert_eq!(format!("{apart:?}"), format!("{joined:?}"), "state at {now}");
+        assert_eq!(
+            format!("{apart:?}"),
+            format!("{joined:?}"),
+            "state at {now}"
+        );
     }
     assert!(
         handed > 1_000 && refused > 1_000,
