@@ -42,6 +42,7 @@ impl UserSlice {
 
 /// Checks every page `slice` spans, copying nothing: present and user-accessible (and writable
 /// if `write`), so a failure is found before any byte is copied.
+#[inline]
 pub fn check(space: &AddressSpace, slice: UserSlice, write: bool) -> Result<(), SysError> {
     let end = slice.end()?;
     if slice.len == 0 {
@@ -57,6 +58,18 @@ pub fn check(space: &AddressSpace, slice: UserSlice, write: bool) -> Result<(), 
         page += PAGE_SIZE;
     }
     Ok(())
+}
+
+/// [`check`] of two slices of one space, `(slice, write)` each, the first first: one call
+/// for the IPC fast paths, which check a message and a buffer on every call.
+#[inline(never)]
+pub fn check_two(
+    space: &AddressSpace,
+    a: (UserSlice, bool),
+    b: (UserSlice, bool),
+) -> Result<(), SysError> {
+    check(space, a.0, a.1)?;
+    check(space, b.0, b.1)
 }
 
 /// Visits the physical pieces of an already checked `slice`: `f(phys, offset, len)`.

@@ -139,6 +139,8 @@ pub struct Scheduler<const THREADS: usize> {
     next_turn: u64,
     /// The thread the last dispatch chose, and when.
     current: Option<ThreadId>,
+    /// Its partition (kept with `current`: the hand-off charges it without a table lookup).
+    current_partition: Option<PartitionId>,
     running_since: u64,
     /// The latest time seen; time never goes backwards for the scheduler.
     last_now: u64,
@@ -170,6 +172,7 @@ impl<const THREADS: usize> Scheduler<THREADS> {
             background_threads: 0,
             next_turn: 0,
             current: None,
+            current_partition: None,
             running_since: epoch,
             last_now: 0,
             last_dispatch: None,
@@ -255,6 +258,14 @@ impl<const THREADS: usize> Scheduler<THREADS> {
             .ok_or(SchedError::NoSuchThread)
     }
 
+    /// Records the thread that runs now, and its partition.
+    fn set_current(&mut self, thread: Option<ThreadId>) {
+        self.current = thread;
+        self.current_partition = thread
+            .and_then(|id| self.thread(id).ok())
+            .map(|t| t.partition);
+    }
+
     fn take_turn(&mut self) -> u64 {
         let turn = self.next_turn;
         self.next_turn = self.next_turn.saturating_add(1);
@@ -288,6 +299,7 @@ impl<const THREADS: usize> Scheduler<THREADS> {
 
     /// Makes a blocked or sleeping thread ready; it queues behind ready threads of its
     /// priority. A ready thread stays where it is.
+    #[inline]
     pub fn make_ready(&mut self, id: ThreadId) -> Result<(), SchedError> {
         let index = self.index(id)?;
         match self.threads[index].state {
@@ -302,6 +314,7 @@ impl<const THREADS: usize> Scheduler<THREADS> {
     }
 
     /// Blocks a thread until [`make_ready`](Self::make_ready) (IPC, notifications).
+    #[inline]
     pub fn block(&mut self, id: ThreadId) -> Result<(), SchedError> {
         let index = self.index(id)?;
         if self.threads[index].state == ThreadState::Stopped {
@@ -469,7 +482,7 @@ impl<const THREADS: usize> Scheduler<THREADS> {
         self.wake_expired(now);
         let slot = self.schedule.position(now);
         let thread = self.pick_in(&slot).map(|(id, _)| id);
-        self.current = thread;
+        self.set_current(thread);
         self.running_since = now;
         let dispatch = Dispatch {
             thread,
@@ -498,7 +511,7 @@ impl<const THREADS: usize> Scheduler<THREADS> {
         self.wake_expired(now);
         let picked = self.pick_in(&last.slot);
         let thread = picked.map(|(id, _)| id);
-        self.current = thread;
+        self.set_current(thread);
         self.running_since = now;
         let dispatch = Dispatch {
             thread,
@@ -531,6 +544,7 @@ impl<const THREADS: usize> Scheduler<THREADS> {
     /// has passed (`dispatch` would wake it), `to` is ready and eligible in the slot, and no
     /// other ready, eligible thread comes before it (a higher priority, or the same priority
     /// and an earlier turn).
+    #[inline]
     pub fn can_hand_off(&self, to: ThreadId, now: u64) -> Option<u64> {
         let last = self.last_dispatch.as_ref()?;
         let now = now.max(self.last_now);
@@ -588,16 +602,14 @@ impl<const THREADS: usize> Scheduler<THREADS> {
     /// decision [`dispatch`](Self::dispatch) would (charging the time since the last decision,
     /// running `to`) without recomputing the slot or picking, and returns the next event;
     /// otherwise changes nothing and returns `None`, and the caller dispatches.
+    #[inline]
     pub fn hand_off(&mut self, to: ThreadId, now: u64) -> Option<u64> {
         let next = self.can_hand_off(to, now)?;
         let now = now.max(self.last_now);
         self.last_now = now;
         // Charged as `charge_in_slot` does, without copying the slot out of the decision.
         let since = self.running_since.min(now);
-        let from = self
-            .current
-            .and_then(|id| self.thread(id).ok())
-            .map(|t| t.partition);
+        let from = self.current_partition;
         let last = self.last_dispatch.as_mut()?;
         last.thread = Some(to);
         last.next_event_ns = next;
@@ -608,9 +620,22 @@ impl<const THREADS: usize> Scheduler<THREADS> {
             }
             None => self.accounting.idle_ns = self.accounting.idle_ns.saturating_add(now - since),
         }
+        // `can_hand_off` found `to` ready, so it exists.
         self.current = Some(to);
+        self.current_partition = Some(self.threads[usize::from(to.0)].partition);
         self.running_since = now;
         Some(next)
+    }
+
+    /// The IPC fast paths' scheduling in one step: `from` (the running thread) blocks, `to`
+    /// becomes ready, and [`hand_off`](Self::hand_off) decides whether `to` runs now. Exactly
+    /// [`block`](Self::block)`(from)`, [`make_ready`](Self::make_ready)`(to)` and
+    /// `hand_off(to, now)` in that order (their refusals ignored, as the kernel ignores them),
+    /// in one call instead of three.
+    pub fn block_and_hand_off(&mut self, from: ThreadId, to: ThreadId, now: u64) -> Option<u64> {
+        let _ = self.block(from);
+        let _ = self.make_ready(to);
+        self.hand_off(to, now)
     }
 
     /// Checks that the masks say what the thread table says (tests).
@@ -630,6 +655,12 @@ impl<const THREADS: usize> Scheduler<THREADS> {
                 background |= bit;
             }
         }
+        assert_eq!(
+            self.current_partition,
+            self.current
+                .map(|id| self.threads[usize::from(id.0)].partition),
+            "the current thread's partition"
+        );
         assert_eq!(self.ready, ready, "ready mask");
         assert_eq!(self.sleeping, sleeping, "sleeping mask");
         assert_eq!(self.threads_of, of, "threads of each partition");

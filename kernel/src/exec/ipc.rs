@@ -6,8 +6,9 @@ use abi::{ObjectKind, RecvResult, SysError, Sysno};
 use kcore::sched::{PartitionId, ThreadId};
 
 use super::{Blocked, CallState, Exec, MAX_CHANNELS, Partition};
+use crate::arch::TrapFrame;
 use crate::arch::mm::AddressSpace;
-use crate::uaccess::{UserSlice, check, copy_between, copy_in, copy_out};
+use crate::uaccess::{UserSlice, check, check_two, copy_between, copy_in, copy_out};
 
 /// What an IPC system call did.
 pub(super) enum Ipc {
@@ -417,5 +418,173 @@ pub(super) fn release_peers(exec: &mut Exec, index: usize, error: SysError) {
     if let Some(p) = exec.partitions[index].as_mut() {
         p.blocked = Blocked::Nothing;
         p.notifications = 0;
+    }
+}
+
+/// What a fast path ([`fast_call`], [`fast_reply_recv`]) did.
+pub(super) enum Fast {
+    /// Not the common case; nothing was changed: take the generic path, which decides every
+    /// case (the errors included).
+    NotTaken,
+    /// Done: the CPU was handed to the woken partition.
+    Done,
+    /// The call's effects are done, but the scheduler would not hand the CPU over: dispatch.
+    Dispatch,
+}
+
+/// The common case of `call`, looking each table up once: the caller is the channel's client,
+/// the message fits, the server is loaded, running and of the generation the client saw,
+/// both slices pass `check` and the server waits in `recv`. Its effects are exactly those of the generic path (`ipc`'s
+/// `Sysno::Call` with a waiting server, then [`Exec::hand_off`](super::Exec)); any other case
+/// is left to that path before anything changes.
+pub(super) fn fast_call(
+    exec: &mut Exec,
+    frame: &TrapFrame,
+    caller: usize,
+    a: [usize; 5],
+    now: u64,
+) -> Fast {
+    let Exec {
+        partitions,
+        channels,
+        sched,
+        health,
+        pending,
+        ..
+    } = exec;
+    let (channel, message, reply) = (a[0], UserSlice::new(a[1], a[2]), UserSlice::new(a[3], a[4]));
+    let Some(Some(c)) = channels.get_mut(channel) else {
+        return Fast::NotTaken;
+    };
+    if c.client != caller || message.len > c.message_size {
+        return Fast::NotTaken;
+    }
+    let server = c.server;
+    let server_id = PartitionId(server as u8);
+    let Some(sched) = sched.as_mut() else {
+        return Fast::NotTaken;
+    };
+    if sched.is_stopped(server_id)
+        || health.generation(server_id).unwrap_or(0) != c.server_generation_seen
+    {
+        return Fast::NotTaken;
+    }
+    let Ok([Some(client_p), Some(server_p)]) = partitions.get_disjoint_mut([caller, server]) else {
+        return Fast::NotTaken;
+    };
+    let Blocked::Recv { buf } = server_p.blocked else {
+        return Fast::NotTaken;
+    };
+    let reply = UserSlice {
+        len: reply.len.min(c.message_size),
+        ..reply
+    };
+    if check_two(&client_p.space, (message, false), (reply, true)).is_err() {
+        return Fast::NotTaken;
+    }
+    // The generic path's effects, in its order: the client blocks, the call is received at
+    // once (as `deliver` receives it: both slices passed `check`, the server's when it
+    // received), the server wakes with the recv result.
+    client_p.blocked = Blocked::Call { channel, reply };
+    let copied = if message.len == 0 || buf.len == 0 {
+        Ok(0)
+    } else {
+        copy_between(&client_p.space, message, &server_p.space, buf)
+    };
+    let result = match copied {
+        Ok(len) => {
+            c.state = CallState::Serving;
+            RecvResult {
+                channel: channel as u32,
+                len: len as u32,
+            }
+            .encode()
+        }
+        Err(e) => {
+            // As `deliver` leaves it: the call stays pending.
+            c.state = CallState::Pending { message };
+            *pending |= 1 << channel;
+            e.encode()
+        }
+    };
+    server_p.context.set_return(result);
+    server_p.blocked = Blocked::Nothing;
+    // `block(caller)`, `make_ready(server)`, then the hand-off test, in one call.
+    match sched.block_and_hand_off(ThreadId(caller as u16), ThreadId(server as u16), now) {
+        Some(next_event_ns) => {
+            client_p.context.copy_from(frame);
+            exec.enter(now, server, next_event_ns);
+            Fast::Done
+        }
+        None => Fast::Dispatch,
+    }
+}
+
+/// The common case of `reply_recv`, looking each table up once: the caller serves the channel
+/// and owes its reply, the reply fits, the client waits in `call`, both slices pass `check`
+/// and no other call is pending for the server, so it blocks in `recv`. Its effects are exactly those of the generic path
+/// (`reply`, then `recv` blocking, then [`Exec::hand_off`](super::Exec) to the client); any
+/// other case is left to that path before anything changes.
+pub(super) fn fast_reply_recv(
+    exec: &mut Exec,
+    frame: &TrapFrame,
+    caller: usize,
+    a: [usize; 5],
+    now: u64,
+) -> Fast {
+    let Exec {
+        partitions,
+        channels,
+        sched,
+        pending,
+        serves,
+        ..
+    } = exec;
+    let (channel, message, buf) = (a[0], UserSlice::new(a[1], a[2]), UserSlice::new(a[3], a[4]));
+    let Some(Some(c)) = channels.get_mut(channel) else {
+        return Fast::NotTaken;
+    };
+    if c.server != caller || message.len > c.message_size || c.state != CallState::Serving {
+        return Fast::NotTaken;
+    }
+    if serves.get(caller).is_none_or(|s| *pending & s != 0) {
+        return Fast::NotTaken;
+    }
+    let client = c.client;
+    let Some(sched) = sched.as_mut() else {
+        return Fast::NotTaken;
+    };
+    let Ok([Some(server_p), Some(client_p)]) = partitions.get_disjoint_mut([caller, client]) else {
+        return Fast::NotTaken;
+    };
+    let Blocked::Call { reply, .. } = client_p.blocked else {
+        return Fast::NotTaken;
+    };
+    if check_two(&server_p.space, (message, false), (buf, true)).is_err() {
+        return Fast::NotTaken;
+    }
+    // The generic path's effects, in its order: the reply is copied (the reply buffer passed
+    // `check` when the client called), the call ends and the client wakes with the reply's
+    // length, then the server blocks in `recv`.
+    let copied = if message.len == 0 || reply.len == 0 {
+        Ok(0)
+    } else {
+        copy_between(&server_p.space, message, &client_p.space, reply)
+    };
+    c.state = CallState::Idle;
+    client_p
+        .context
+        .set_return(copied.unwrap_or_else(SysError::encode));
+    client_p.blocked = Blocked::Nothing;
+    server_p.blocked = Blocked::Recv { buf };
+    // `make_ready(client)` and `block(server)` (distinct threads: their order does not
+    // matter), then the hand-off test, in one call.
+    match sched.block_and_hand_off(ThreadId(caller as u16), ThreadId(client as u16), now) {
+        Some(next_event_ns) => {
+            server_p.context.copy_from(frame);
+            exec.enter(now, client, next_event_ns);
+            Fast::Done
+        }
+        None => Fast::Dispatch,
     }
 }

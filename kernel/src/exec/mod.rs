@@ -28,7 +28,7 @@ mod loader;
 
 use devices::{Device, MAX_DEVICES};
 
-use ipc::{Ipc, ipc, release_peers, write_out};
+use ipc::{Fast, Ipc, ipc, release_peers, write_out};
 use loader::{elf_machine, load, map_dma, map_regions};
 
 /// Most partitions a system may have.
@@ -504,15 +504,7 @@ impl Exec {
     /// Arms the timer for the scheduler's next event and loads partition `next`'s context, or
     /// the idle loop's, into the frame.
     fn resume(&mut self, frame: &mut TrapFrame, now: u64, next: Option<usize>, next_event_ns: u64) {
-        let deadline = self
-            .run_until_ns
-            .map_or(next_event_ns, |t| t.min(next_event_ns));
-        // Reprogramming the timer costs a division and a device write; skip it when the
-        // deadline is the one already armed and still ahead.
-        if deadline != self.armed_deadline_ns || deadline <= now {
-            arch::time::set_deadline(deadline);
-            self.armed_deadline_ns = deadline;
-        }
+        self.arm(now, next_event_ns);
         self.current = next;
         match next.and_then(|c| self.partitions[c].as_ref()) {
             Some(p) => {
@@ -527,6 +519,34 @@ impl Exec {
                 RESUME.store(core::ptr::null_mut(), Ordering::Relaxed);
                 *frame = TrapFrame::idle();
             }
+        }
+    }
+
+    /// Arms the timer for the scheduler's next event (or the end of the run, if sooner).
+    fn arm(&mut self, now: u64, next_event_ns: u64) {
+        let deadline = self
+            .run_until_ns
+            .map_or(next_event_ns, |t| t.min(next_event_ns));
+        // Reprogramming the timer costs a division and a device write; skip it when the
+        // deadline is the one already armed and still ahead.
+        if deadline != self.armed_deadline_ns || deadline <= now {
+            arch::time::set_deadline(deadline);
+            self.armed_deadline_ns = deadline;
+        }
+    }
+
+    /// [`resume`](Self::resume) for the IPC fast paths: partition `next` (loaded) runs; the
+    /// current partition's context is saved already.
+    fn enter(&mut self, now: u64, next: usize, next_event_ns: u64) {
+        self.arm(now, next_event_ns);
+        self.current = Some(next);
+        if let Some(p) = &self.partitions[next] {
+            p.space.activate();
+            // Restored in place by the trap path: no copy into the trap frame.
+            RESUME.store(
+                core::ptr::from_ref(&p.context).cast_mut(),
+                Ordering::Relaxed,
+            );
         }
     }
 
@@ -593,6 +613,22 @@ pub fn on_syscall(frame: &mut TrapFrame) {
         let now = arch::time::uptime_ns();
         let id = PartitionId(current as u8);
         let thread = ThreadId(current as u16);
+        // The IPC round trip's two halves first, on paths that look each table up once.
+        let fast = if number == Sysno::Call as usize {
+            ipc::fast_call(exec, frame, current, args, now)
+        } else if number == Sysno::ReplyRecv as usize {
+            ipc::fast_reply_recv(exec, frame, current, args, now)
+        } else {
+            Fast::NotTaken
+        };
+        match fast {
+            Fast::NotTaken => {}
+            Fast::Done => return,
+            Fast::Dispatch => {
+                exec.switch(frame, now, true);
+                return;
+            }
+        }
         let mut reschedule = false;
         let p = exec.partitions[current]
             .as_mut()

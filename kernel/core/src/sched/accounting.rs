@@ -132,6 +132,7 @@ impl Accounting {
     /// <= from` and `to <= slot.end_ns`), in constant time: the whole interval is in the slot's
     /// window, or in no window of the partition at all. This is the case between two timer
     /// events, where the IPC paths charge; the result is exactly `charge`'s.
+    #[inline]
     pub(super) fn charge_in_slot(
         &mut self,
         schedule: &Schedule,

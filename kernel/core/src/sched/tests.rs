@@ -978,3 +978,72 @@ fn hand_off_declines_beyond_the_masked_threads() {
     assert_eq!(s.hand_off(server, 100 * US), None);
     assert_eq!(s.dispatch(100 * US).thread, Some(server));
 }
+
+/// `block_and_hand_off` is `block`, `make_ready` and `hand_off` in one call: same answers, same
+/// state (accounting included), whatever the threads' states, stopped partitions too.
+#[test]
+fn block_and_hand_off_is_block_make_ready_and_hand_off() {
+    let epoch = 1_000 * MS;
+    let mut apart = Scheduler::<8>::new(small_schedule(epoch), 200_000);
+    for (p, pr) in [(A, 10), (A, 20), (B, 10), (BG, 15), (BG, 15), (B, 30)] {
+        apart.add_thread(p, prio(pr), true).unwrap();
+    }
+    apart.dispatch(epoch);
+    let mut joined = apart.clone();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut now = epoch;
+    let (mut handed, mut refused) = (0u32, 0u32);
+    for _ in 0..20_000 {
+        let r = next();
+        let from = match apart.current() {
+            Some(c) if r % 4 != 0 => c,
+            _ => ThreadId(((r >> 2) % 6) as u16),
+        };
+        let to = ThreadId(((r >> 5) % 6) as u16);
+        now += (r >> 20) % 300_000;
+        match (r >> 10) % 8 {
+            0 => {
+                let until = now + (r >> 30) % (2 * MS);
+                assert_eq!(apart.block_until(to, until), joined.block_until(to, until));
+            }
+            1 if (r >> 50) % 8 == 0 => {
+                let p = apart.partition_of(to).unwrap();
+                if apart.is_stopped(p) {
+                    assert_eq!(apart.restart_partition(p), joined.restart_partition(p));
+                } else {
+                    assert_eq!(apart.stop_partition(p), joined.stop_partition(p));
+                }
+            }
+            2 => assert_eq!(apart.dispatch(now), joined.dispatch(now)),
+            _ => {
+                let _ = apart.block(from);
+                let _ = apart.make_ready(to);
+                let a = apart.hand_off(to, now);
+                let b = joined.block_and_hand_off(from, to, now);
+                assert_eq!(a, b, "decisions differ at {now}");
+                if a.is_some() {
+                    handed += 1;
+                } else {
+                    refused += 1;
+                    assert_eq!(apart.dispatch(now), joined.dispatch(now));
+                }
+            }
+        }
+        joined.assert_masks_consistent();
+        assert_eq!(
+            format!("{apart:?}"),
+            format!("{joined:?}"),
+            "state at {now}"
+        );
+    }
+    assert!(
+        handed > 1_000 && refused > 1_000,
+        "both outcomes exercised: {handed} hand-offs, {refused} refusals"
+    );
+}
