@@ -249,30 +249,6 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exit_codes_map_to_outcomes() {
-        assert_eq!(Outcome::from_exit_code(Arch::X86_64, 33), Outcome::Success);
-        assert_eq!(Outcome::from_exit_code(Arch::X86_64, 35), Outcome::Failure);
-        // A triple fault with -no-reboot exits 0: never a success on x86_64.
-        assert_eq!(Outcome::from_exit_code(Arch::X86_64, 0), Outcome::Other(0));
-        assert_eq!(Outcome::from_exit_code(Arch::Aarch64, 0), Outcome::Success);
-        assert_eq!(Outcome::from_exit_code(Arch::Aarch64, 1), Outcome::Failure);
-    }
-
-    #[test]
-    fn aarch64_always_gets_semihosting() {
-        assert_eq!(
-            effective_cmdline(Arch::Aarch64, " exit  log=debug"),
-            "exit log=debug semihosting"
-        );
-        assert_eq!(effective_cmdline(Arch::X86_64, "exit"), "exit");
-    }
-}
-
 /// Says hello to each forwarded service from the host once it answers (UDP echo, the TCP line
 /// service) and prints what came back.
 fn visit(forwards: &[crate::devices::Forward]) {
@@ -304,5 +280,29 @@ fn visit(forwards: &[crate::devices::Forward]) {
                 Err(why) => println!("[host] tcp {}:{}: {why}", f.guest_ip, f.guest_port),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_map_to_outcomes() {
+        assert_eq!(Outcome::from_exit_code(Arch::X86_64, 33), Outcome::Success);
+        assert_eq!(Outcome::from_exit_code(Arch::X86_64, 35), Outcome::Failure);
+        // A triple fault with -no-reboot exits 0: never a success on x86_64.
+        assert_eq!(Outcome::from_exit_code(Arch::X86_64, 0), Outcome::Other(0));
+        assert_eq!(Outcome::from_exit_code(Arch::Aarch64, 0), Outcome::Success);
+        assert_eq!(Outcome::from_exit_code(Arch::Aarch64, 1), Outcome::Failure);
+    }
+
+    #[test]
+    fn aarch64_always_gets_semihosting() {
+        assert_eq!(
+            effective_cmdline(Arch::Aarch64, " exit  log=debug"),
+            "exit log=debug semihosting"
+        );
+        assert_eq!(effective_cmdline(Arch::X86_64, "exit"), "exit");
     }
 }
