@@ -146,6 +146,9 @@ pub struct Scheduler<const THREADS: usize> {
     last_now: u64,
     /// What the last dispatch decided, for [`dispatch_fast`](Self::dispatch_fast).
     last_dispatch: Option<Dispatch>,
+    /// The threads eligible in the last dispatch's slot (the window owner's and the background
+    /// set's), kept with `last_dispatch` so that the hand-off test needs no table lookup.
+    slot_threads: u64,
     accounting: Accounting,
 }
 
@@ -176,6 +179,7 @@ impl<const THREADS: usize> Scheduler<THREADS> {
             running_since: epoch,
             last_now: 0,
             last_dispatch: None,
+            slot_threads: 0,
             accounting: Accounting::new(epoch, tolerance_ns),
             schedule,
         }
@@ -219,6 +223,9 @@ impl<const THREADS: usize> Scheduler<THREADS> {
         if self.schedule.is_background(partition) {
             self.background_threads |= bit;
         }
+        if let Some(last) = self.last_dispatch {
+            self.slot_threads = self.threads_in(&last.slot);
+        }
         Ok(id)
     }
 
@@ -256,6 +263,20 @@ impl<const THREADS: usize> Scheduler<THREADS> {
         self.threads[..self.thread_count]
             .get_mut(usize::from(id.0))
             .ok_or(SchedError::NoSuchThread)
+    }
+
+    /// The threads eligible in `slot`: the window owner's and the background set's.
+    fn threads_in(&self, slot: &Slot) -> u64 {
+        self.background_threads
+            | slot
+                .partition
+                .map_or(0, |p| self.threads_of.get(p.index()).copied().unwrap_or(0))
+    }
+
+    /// Records a decision for the next [`dispatch_fast`](Self::dispatch_fast) and hand-off.
+    fn set_last_dispatch(&mut self, dispatch: Dispatch) {
+        self.slot_threads = self.threads_in(&dispatch.slot);
+        self.last_dispatch = Some(dispatch);
     }
 
     /// Records the thread that runs now, and its partition.
@@ -489,7 +510,7 @@ impl<const THREADS: usize> Scheduler<THREADS> {
             slot,
             next_event_ns: self.next_event(now),
         };
-        self.last_dispatch = Some(dispatch);
+        self.set_last_dispatch(dispatch);
         dispatch
     }
 
@@ -518,6 +539,7 @@ impl<const THREADS: usize> Scheduler<THREADS> {
             slot: last.slot,
             next_event_ns: self.next_event_in(&last.slot, picked.map(|(_, p)| p), now),
         };
+        // The same slot: `slot_threads` still holds.
         self.last_dispatch = Some(dispatch);
         Some(dispatch)
     }
@@ -555,10 +577,7 @@ impl<const THREADS: usize> Scheduler<THREADS> {
         let bit = thread_bit(index);
         let slot = &last.slot;
         // The threads eligible in the slot: the window owner's and the background set's.
-        let eligible = self.background_threads
-            | slot
-                .partition
-                .map_or(0, |p| self.threads_of.get(p.index()).copied().unwrap_or(0));
+        let eligible = self.slot_threads;
         // `to` is ready (so it exists) and eligible.
         if self.ready & eligible & bit == 0 {
             return None;
@@ -665,6 +684,13 @@ impl<const THREADS: usize> Scheduler<THREADS> {
         assert_eq!(self.sleeping, sleeping, "sleeping mask");
         assert_eq!(self.threads_of, of, "threads of each partition");
         assert_eq!(self.background_threads, background, "background threads");
+        if let Some(last) = self.last_dispatch {
+            let slot_threads = background | last.slot.partition.map_or(0, |p| of[p.index()]);
+            assert_eq!(
+                self.slot_threads, slot_threads,
+                "threads eligible in the slot"
+            );
+        }
     }
 
     /// Accounting of `partition` (all zero for an unknown one).
