@@ -12,6 +12,7 @@
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
+#![feature(rust_preserve_none_cc)]
 #![cfg_attr(target_arch = "x86_64", feature(abi_x86_interrupt))]
 
 extern crate alloc;

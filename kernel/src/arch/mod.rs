@@ -12,6 +12,7 @@
 //! This is the only place in the kernel allowed to use `unsafe`; every block argues its case
 //! in a `// SAFETY:` comment.
 
+pub mod context;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 #[cfg(target_arch = "x86_64")]

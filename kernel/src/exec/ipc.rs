@@ -6,8 +6,8 @@ use abi::{ObjectKind, RecvResult, SysError, Sysno};
 use kcore::sched::{PartitionId, ThreadId};
 
 use super::{Blocked, CallState, Exec, MAX_CHANNELS, Partition};
-use crate::arch::TrapFrame;
 use crate::arch::mm::AddressSpace;
+use crate::arch::{self, TrapFrame};
 use crate::uaccess::{UserSlice, check, check_two, copy_between, copy_in, copy_out};
 
 /// What an IPC system call did.
@@ -50,8 +50,7 @@ pub(super) fn write_out(
 /// Wakes partition `index`'s thread with `result` as its syscall's return value.
 pub(super) fn wake(exec: &mut Exec, index: usize, result: Result<usize, SysError>) {
     if let Some(p) = exec.partitions[index].as_mut() {
-        p.context
-            .set_return(result.unwrap_or_else(SysError::encode));
+        arch::context::set_return(index, result.unwrap_or_else(SysError::encode));
         p.blocked = Blocked::Nothing;
     }
     let _ = exec.sched_mut().make_ready(ThreadId(index as u16));
@@ -507,12 +506,12 @@ pub(super) fn fast_call(
             e.encode()
         }
     };
-    server_p.context.set_return(result);
+    arch::context::set_return(server, result);
     server_p.blocked = Blocked::Nothing;
     // `block(caller)`, `make_ready(server)`, then the hand-off test, in one call.
     match sched.block_and_hand_off(ThreadId(caller as u16), ThreadId(server as u16), now) {
         Some(next_event_ns) => {
-            client_p.context.copy_from(frame);
+            arch::context::save(caller, frame);
             exec.enter(now, server, next_event_ns);
             Fast::Done
         }
@@ -572,16 +571,14 @@ pub(super) fn fast_reply_recv(
         copy_between(&server_p.space, message, &client_p.space, reply)
     };
     c.state = CallState::Idle;
-    client_p
-        .context
-        .set_return(copied.unwrap_or_else(SysError::encode));
+    arch::context::set_return(client, copied.unwrap_or_else(SysError::encode));
     client_p.blocked = Blocked::Nothing;
     server_p.blocked = Blocked::Recv { buf };
     // `make_ready(client)` and `block(server)` (distinct threads: their order does not
     // matter), then the hand-off test, in one call.
     match sched.block_and_hand_off(ThreadId(caller as u16), ThreadId(client as u16), now) {
         Some(next_event_ns) => {
-            server_p.context.copy_from(frame);
+            arch::context::save(caller, frame);
             exec.enter(now, client, next_event_ns);
             Fast::Done
         }

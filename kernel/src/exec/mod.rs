@@ -1,13 +1,12 @@
-//! Partitions at run time: loading them from the system image, their threads' saved
-//! contexts, system calls, faults and the health policy, and the window schedule.
+//! Partitions at run time: loading them from the system image (their threads' saved contexts
+//! are in `arch::context`), system calls, faults and the health policy, and the window schedule.
 //!
 //! Every function here runs in a kernel entry (a trap, IRQs masked) or before the first
 //! partition starts, so the state behind [`EXEC`] is never contended; the lock only makes that
-//! visible to the compiler. Each entry ends by leaving some context in the trap frame: the
-//! interrupted thread's, another thread's, or the idle loop's.
+//! visible to the compiler. Each entry ends by choosing the context the exit restores: the
+//! interrupted thread's (the trap frame), another thread's, or the idle loop's.
 
 use abi::{PartitionInfo, SysError, Sysno, USER_STACK_TOP};
-use core::sync::atomic::{AtomicPtr, Ordering};
 use kcore::cmdline::CommandLine;
 use kcore::elf::Elf;
 use kcore::health::{Action, HealthMonitor, Policy};
@@ -62,8 +61,6 @@ struct Partition {
     memory_bytes: u64,
     stack_bytes: u64,
     space: AddressSpace,
-    /// The saved context of its (single) thread.
-    context: TrapFrame,
     /// What its thread is blocked in, if anything.
     blocked: Blocked,
     /// Its notification word: bits raised and not yet taken by `wait` or `poll`.
@@ -191,19 +188,6 @@ struct Exec {
 /// a value would put tens of KiB on the boot stack. `start` fills it in place.
 static EXEC: Mutex<Exec> = Mutex::new(Exec::EMPTY);
 
-/// The saved context the kernel entry in progress resumes, when it switched to a partition:
-/// the trap path restores the registers straight from it (see [`resume_frame`]) instead of
-/// the kernel copying it into the trap frame first. Null: resume the trap frame.
-static RESUME: AtomicPtr<TrapFrame> = AtomicPtr::new(core::ptr::null_mut());
-
-/// Called by the trap path once the kernel entry's work is done: the context to restore the
-/// registers from, if not the trap frame. It points into a partition's slot of [`EXEC`], which
-/// is static and which nothing writes until the next kernel entry (one CPU, interrupts masked
-/// until the return to the partition).
-pub fn resume_frame() -> *const TrapFrame {
-    RESUME.swap(core::ptr::null_mut(), Ordering::Relaxed)
-}
-
 /// The partition's stored policy, in the health monitor's terms.
 fn policy(p: HealthPolicy) -> Policy {
     match p {
@@ -257,11 +241,11 @@ pub fn start(image: SystemImage<'static>, cmdline: &CommandLine<'_>) -> ! {
             memory_bytes: record.memory_bytes,
             stack_bytes,
             space,
-            context: TrapFrame::user(elf.entry(), USER_STACK_TOP),
             blocked: Blocked::Nothing,
             notifications: 0,
             config: record.config,
         };
+        arch::context::set(i, TrapFrame::user(elf.entry(), USER_STACK_TOP));
         let used = match load(&mut p, false) {
             Ok(used) => used,
             Err(e) => {
@@ -461,11 +445,11 @@ impl Exec {
             .expect("traps reach the scheduler only after start")
     }
 
-    /// Saves the trap frame into the current partition (unless `keep_current` is false: it
-    /// faulted and its context was reset), asks the scheduler who runs next and loads that
-    /// context, or the idle loop's, into the frame.
-    fn switch(&mut self, frame: &mut TrapFrame, now: u64, keep_current: bool) {
-        if keep_current {
+    /// Saves the trap frame into the current partition (`None`: it faulted or exited and its
+    /// context was dealt with), asks the scheduler who runs next and resumes that context, or
+    /// the idle loop's.
+    fn switch(&mut self, frame: Option<&TrapFrame>, now: u64) {
+        if let Some(frame) = frame {
             self.save(frame);
         }
         // Between timer events (a system call, an IPC hand-off) the slot cannot have changed,
@@ -476,49 +460,43 @@ impl Exec {
             None => sched.dispatch(now),
         };
         let next = dispatch.thread.map(|t| t.0 as usize);
-        self.resume(frame, now, next, dispatch.next_event_ns);
+        self.resume(now, next, dispatch.next_event_ns);
     }
 
     /// The IPC fast path: the current partition blocked and partition `to` became ready. If
     /// the scheduler would run `to` now ([`Scheduler::hand_off`]), the CPU goes straight to
     /// it; otherwise this is [`switch`](Self::switch).
-    fn hand_off(&mut self, frame: &mut TrapFrame, now: u64, to: usize) {
+    fn hand_off(&mut self, frame: &TrapFrame, now: u64, to: usize) {
         match self.sched_mut().hand_off(ThreadId(to as u16), now) {
             Some(next_event_ns) => {
                 self.save(frame);
-                self.resume(frame, now, Some(to), next_event_ns);
+                self.resume(now, Some(to), next_event_ns);
             }
-            None => self.switch(frame, now, true),
+            None => self.switch(Some(frame), now),
         }
     }
 
     /// Saves the trap frame into the current partition's context.
     fn save(&mut self, frame: &TrapFrame) {
         if let Some(c) = self.current
-            && let Some(p) = &mut self.partitions[c]
+            && self.partitions[c].is_some()
         {
-            p.context.copy_from(frame);
+            arch::context::save(c, frame);
         }
     }
 
-    /// Arms the timer for the scheduler's next event and loads partition `next`'s context, or
-    /// the idle loop's, into the frame.
-    fn resume(&mut self, frame: &mut TrapFrame, now: u64, next: Option<usize>, next_event_ns: u64) {
+    /// Arms the timer for the scheduler's next event and resumes partition `next`'s context,
+    /// or the idle loop's.
+    fn resume(&mut self, now: u64, next: Option<usize>, next_event_ns: u64) {
         self.arm(now, next_event_ns);
         self.current = next;
-        match next.and_then(|c| self.partitions[c].as_ref()) {
-            Some(p) => {
+        match next.and_then(|c| self.partitions[c].as_ref().map(|p| (c, p))) {
+            Some((c, p)) => {
                 p.space.activate();
                 // Restored in place by the trap path: no copy into the trap frame.
-                RESUME.store(
-                    core::ptr::from_ref(&p.context).cast_mut(),
-                    Ordering::Relaxed,
-                );
+                arch::context::resume(c);
             }
-            None => {
-                RESUME.store(core::ptr::null_mut(), Ordering::Relaxed);
-                *frame = TrapFrame::idle();
-            }
+            None => arch::context::resume_idle(),
         }
     }
 
@@ -543,10 +521,7 @@ impl Exec {
         if let Some(p) = &self.partitions[next] {
             p.space.activate();
             // Restored in place by the trap path: no copy into the trap frame.
-            RESUME.store(
-                core::ptr::from_ref(&p.context).cast_mut(),
-                Ordering::Relaxed,
-            );
+            arch::context::resume(next);
         }
     }
 
@@ -578,7 +553,7 @@ pub fn on_tick(frame: &mut TrapFrame) {
         // before `now` reached it (rounding between the timer's and the clock's units), and
         // `switch` must then re-arm it even though the deadline is unchanged and still ahead.
         exec.armed_deadline_ns = 0;
-        exec.switch(frame, now, true);
+        exec.switch(Some(frame), now);
     });
 }
 
@@ -625,7 +600,7 @@ pub fn on_syscall(frame: &mut TrapFrame) {
             Fast::NotTaken => {}
             Fast::Done => return,
             Fast::Dispatch => {
-                exec.switch(frame, now, true);
+                exec.switch(Some(frame), now);
                 return;
             }
         }
@@ -678,7 +653,7 @@ pub fn on_syscall(frame: &mut TrapFrame) {
             ) => match ipc(exec, current, call, args) {
                 Ipc::Done(result) => result,
                 Ipc::Blocked => {
-                    exec.switch(frame, now, true);
+                    exec.switch(Some(frame), now);
                     return;
                 }
                 Ipc::HandOff(to) => {
@@ -687,7 +662,7 @@ pub fn on_syscall(frame: &mut TrapFrame) {
                 }
                 Ipc::DoneSwitch(result) => {
                     frame.set_return(result.unwrap_or_else(SysError::encode));
-                    exec.switch(frame, now, true);
+                    exec.switch(Some(frame), now);
                     return;
                 }
             },
@@ -711,16 +686,16 @@ pub fn on_syscall(frame: &mut TrapFrame) {
                         pc: frame.pc(),
                         address: None,
                     };
-                    handle_fault(exec, current, fault, now);
+                    handle_fault(exec, frame, current, fault, now);
                 }
-                exec.switch(frame, now, false);
+                exec.switch(None, now);
                 check_all_stopped(exec);
                 return;
             }
         };
         frame.set_return(result.unwrap_or_else(SysError::encode));
         if reschedule {
-            exec.switch(frame, now, true);
+            exec.switch(Some(frame), now);
         }
     });
 }
@@ -764,7 +739,7 @@ pub fn on_device_irq(frame: &mut TrapFrame, source: arch::irq::IrqSource) {
     with_exec(|exec| {
         if devices::on_device_irq(exec, source) {
             let now = arch::time::uptime_ns();
-            exec.switch(frame, now, true);
+            exec.switch(Some(frame), now);
         }
     });
 }
@@ -774,15 +749,17 @@ pub fn on_user_fault(frame: &mut TrapFrame, fault: Fault) {
     with_exec(|exec| {
         let now = arch::time::uptime_ns();
         if let Some(current) = exec.current {
-            handle_fault(exec, current, fault, now);
+            handle_fault(exec, frame, current, fault, now);
         }
-        exec.switch(frame, now, false);
+        exec.switch(None, now);
         check_all_stopped(exec);
     });
 }
 
 /// Applies the health monitor's decision about a fault of partition `index`.
-fn handle_fault(exec: &mut Exec, index: usize, fault: Fault, now: u64) {
+/// `frame` is the trap frame of `index`, the current partition: a restart starts it afresh
+/// there and saves it.
+fn handle_fault(exec: &mut Exec, frame: &mut TrapFrame, index: usize, fault: Fault, now: u64) {
     let id = PartitionId(index as u8);
     let action = exec.health.on_fault(id, fault, now);
     let name = exec.names[index];
@@ -806,7 +783,8 @@ fn handle_fault(exec: &mut Exec, index: usize, fault: Fault, now: u64) {
             match load(p, true) {
                 Ok(_) => {
                     // release_peers has already cleared its blocked state and notifications.
-                    p.context = TrapFrame::user(p.elf.entry(), USER_STACK_TOP);
+                    *frame = TrapFrame::user(p.elf.entry(), USER_STACK_TOP);
+                    arch::context::save(index, frame);
                     devices::on_restart(exec, index);
                     let _ = exec.sched_mut().restart_partition(id);
                     exec.health.restarted(id);

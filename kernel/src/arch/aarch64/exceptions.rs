@@ -77,7 +77,10 @@ exception_common:
     mrs     x1, spsr_el1
     mrs     x2, sp_el0
     stp     x1, x2, [sp, #256]
-    mov     x1, sp
+    // exception_entry's arguments: its calling convention (it preserves no register, all
+    // are restored from a frame below) passes them in x20 and x21, saved above.
+    mov     x20, x0
+    mov     x21, sp
     bl      exception_entry
     // x0: the frame to restore from, this one or a saved context (exception_entry).
     ldp     x1, x2, [x0, #256]
@@ -134,6 +137,14 @@ const SPSR_EL0T: u64 = 0;
 const SPSR_EL1H: u64 = 0b0101;
 
 impl TrapFrame {
+    /// All registers zero.
+    pub const ZERO: Self = TrapFrame {
+        x: [0; 31],
+        elr: 0,
+        spsr: 0,
+        sp_el0: 0,
+    };
+
     /// A frame that starts a partition's thread at `entry` with stack `stack_top` at EL0.
     pub fn user(entry: u64, stack_top: u64) -> Self {
         TrapFrame {
@@ -210,12 +221,16 @@ pub fn init() {
 
 /// Called by the vector code with the vector number (0-15) and the saved registers. Returns
 /// the frame to restore the registers from: `frame`, or the saved context of the partition
-/// the kernel switched to ([`crate::exec::resume_frame`]), which the vector code only reads
-/// (IRQs stay masked until the `eret`) before freeing `frame`'s stack space.
+/// the kernel switched to ([`crate::arch::context::resume_frame`]), which the vector code only
+/// reads (IRQs stay masked until the `eret`) before freeing `frame`'s stack space. It preserves
+/// no register of its own (`rust-preserve-none`): the vector code restores all from a frame.
 #[unsafe(no_mangle)]
-extern "C" fn exception_entry(vector: u64, frame: &mut TrapFrame) -> *const TrapFrame {
+extern "rust-preserve-none" fn exception_entry(
+    vector: u64,
+    frame: &mut TrapFrame,
+) -> *const TrapFrame {
     handle(vector, frame);
-    let resume = crate::exec::resume_frame();
+    let resume = crate::arch::context::resume_frame();
     if resume.is_null() { frame } else { resume }
 }
 

@@ -18,6 +18,10 @@ pub mod time;
 
 pub use exceptions::TrapFrame;
 
+/// The exception entry saves the registers on the kernel stack, whatever runs next
+/// (`arch::context` copies them into the partition's context when it switches).
+pub fn set_entry_stack(_top: u64) {}
+
 use core::sync::atomic::{AtomicU8, Ordering};
 
 use super::ExitStatus;

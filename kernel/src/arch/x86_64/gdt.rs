@@ -145,6 +145,19 @@ pub fn set_kernel_stack(top: VirtAddr) {
     KERNEL_STACK.call_once(|| top);
 }
 
+/// Sets the TSS's `rsp0`, the stack an interrupt or exception from user mode saves its frame
+/// on: the end of the context of the partition that runs next (see `arch::context`).
+pub fn set_rsp0(top: u64) {
+    // SAFETY: see TssCell: the one CPU, in the kernel, interrupts masked; no reference to the
+    // TSS is alive (`init` keeps none), and the CPU reads the field only on an entry.
+    // `top` is a kernel address (canonical), stored as the raw u64 that `VirtAddr` wraps.
+    unsafe {
+        core::ptr::addr_of_mut!((*TSS.0.get()).tss.privilege_stack_table[0])
+            .cast::<u64>()
+            .write(top)
+    };
+}
+
 /// The segment selectors, once [`init`] has run.
 pub fn selectors() -> &'static Selectors {
     &GDT.get().expect("GDT initialised at boot").1

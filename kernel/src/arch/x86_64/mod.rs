@@ -30,7 +30,7 @@ pub mod time;
 mod trap;
 
 pub use paging::phys_to_virt;
-pub use trap::TrapFrame;
+pub use trap::{TrapFrame, set_entry_stack};
 use x86_64::instructions::port::Port;
 
 use super::ExitStatus;

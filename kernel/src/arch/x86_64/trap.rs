@@ -1,7 +1,10 @@
-//! Kernel entries: system calls, the timer and CPU exceptions all build one [`TrapFrame`] on a
-//! kernel stack and leave through `iretq` from whatever frame the kernel put there. The kernel
-//! keeps no per-thread kernel stacks: switching threads is replacing the frame (the model of
-//! Hubris and seL4), so a kernel entry never blocks and every path is bounded.
+//! Kernel entries: system calls, the timer and CPU exceptions all build one [`TrapFrame`] and
+//! leave through `iretq` from whatever frame the kernel chose. From user mode the frame is built
+//! straight in the current partition's context (`arch::context`: the entry stack top is its
+//! end), and the kernel then runs on the trap stack; from kernel mode (the idle loop) it is on
+//! the stack in use. The kernel keeps no per-thread kernel stacks: switching threads is
+//! switching frames (the model of Hubris and seL4), so a kernel entry never blocks and every
+//! path is bounded.
 //!
 //! System calls also leave through `iretq` rather than `sysretq`: slower by a few dozen cycles,
 //! but immune to the `sysretq` non-canonical-RIP trap in ring 0. The return address of a
@@ -57,9 +60,14 @@ pub struct TrapFrame {
 static TRAP_STACK: GuardedStack<{ 16 * 4096 }> = GuardedStack::new();
 static IDLE_STACK: GuardedStack<{ 4 * 4096 }> = GuardedStack::new();
 
-/// Kernel stack pointer loaded by the `syscall` entry.
+/// Kernel stack pointer loaded by the `syscall` entry: the end of the current partition's
+/// context (see `arch::context`), so that the entry's pushes save the registers there.
 #[unsafe(no_mangle)]
 static mut SYSCALL_KERNEL_RSP: u64 = 0;
+/// The top of the trap stack, which an entry from user mode moves to once it has saved the
+/// registers into the partition's context.
+#[unsafe(no_mangle)]
+static mut TRAP_STACK_TOP: u64 = 0;
 /// Scratch slot for the user stack pointer during the `syscall` entry (one CPU, IRQs masked).
 #[unsafe(no_mangle)]
 static mut SYSCALL_USER_RSP: u64 = 0;
@@ -180,9 +188,19 @@ core::arch::global_asm!(
     "    push r13",
     "    push r14",
     "    push r15",
-    "    mov rdi, rsp",
+    // trap_dispatch's argument (its calling convention passes the first one in r12).
+    "    mov r12, rsp",
+    // From user mode the frame is the partition's context (the entry stack top is its end):
+    // run the kernel on the trap stack. From kernel mode (the idle loop, a kernel fault) the
+    // frame is on the stack in use, which the kernel keeps using.
+    "    test byte ptr [rsp + 144], 3",
+    "    jz 2f",
+    "    mov rsp, [rip + TRAP_STACK_TOP]",
+    "2:",
     "    cld",
+    // Every register is restored from a frame below, so trap_dispatch need preserve none.
     "    call trap_dispatch",
+    "trap_restore:",
     // Restore from the frame trap_dispatch returns: this one, or a saved context.
     "    mov rsp, rax",
     "    pop r15",
@@ -213,7 +231,27 @@ core::arch::global_asm!(
     "    push rcx",
     "    push 0",
     "    push 0x100",
-    "    jmp trap_common",
+    // trap_common's pushes and call, without its test of the mode.
+    "    push rax",
+    "    push rbx",
+    "    push rcx",
+    "    push rdx",
+    "    push rsi",
+    "    push rdi",
+    "    push rbp",
+    "    push r8",
+    "    push r9",
+    "    push r10",
+    "    push r11",
+    "    push r12",
+    "    push r13",
+    "    push r14",
+    "    push r15",
+    // From user mode: on to the trap stack (SYSCALL has cleared DF, see SFMASK).
+    "    mov r12, rsp",
+    "    mov rsp, [rip + TRAP_STACK_TOP]",
+    "    call trap_dispatch",
+    "    jmp trap_restore",
     ".global idle_loop",
     "idle_loop:",
     "    sti",
@@ -286,9 +324,12 @@ pub fn set_kernel_stack() {
 /// Sets up the `syscall` instruction; after the GDT is loaded.
 pub fn init() {
     let top = TRAP_STACK.top();
-    // SAFETY: written once at boot with interrupts masked, before any `syscall` can run; the
-    // entry code only reads it.
-    unsafe { SYSCALL_KERNEL_RSP = top.as_u64() };
+    // SAFETY: written at boot with interrupts masked, before any `syscall` can run; the entry
+    // code only reads them (SYSCALL_KERNEL_RSP is then set on each switch, `set_entry_stack`).
+    unsafe {
+        SYSCALL_KERNEL_RSP = top.as_u64();
+        TRAP_STACK_TOP = top.as_u64();
+    };
     let sel = gdt::selectors();
     let entry = VirtAddr::new(&syscall_entry as *const u8 as u64);
     LStar::write(entry);
@@ -311,7 +352,48 @@ pub fn init() {
     unsafe { Efer::update(|f| f.insert(EferFlags::SYSTEM_CALL_EXTENSIONS)) };
 }
 
+/// Sets the stack the next entry from user mode saves the registers on (`syscall` and the
+/// TSS's `rsp0`): `top` is the end of the context of the partition that runs next.
+pub fn set_entry_stack(top: u64) {
+    // SAFETY: one CPU, in a kernel entry with interrupts masked: no `syscall` entry reads it
+    // concurrently; it is a plain u64 in static memory (stored by name: no GOT load).
+    unsafe {
+        core::arch::asm!(
+            "mov [rip + SYSCALL_KERNEL_RSP], {}",
+            in(reg) top,
+            options(nostack, preserves_flags)
+        )
+    };
+    gdt::set_rsp0(top);
+}
+
 impl TrapFrame {
+    /// All registers zero.
+    pub const ZERO: Self = TrapFrame {
+        r15: 0,
+        r14: 0,
+        r13: 0,
+        r12: 0,
+        r11: 0,
+        r10: 0,
+        r9: 0,
+        r8: 0,
+        rbp: 0,
+        rdi: 0,
+        rsi: 0,
+        rdx: 0,
+        rcx: 0,
+        rbx: 0,
+        rax: 0,
+        vector: 0,
+        error_code: 0,
+        rip: 0,
+        cs: 0,
+        rflags: 0,
+        rsp: 0,
+        ss: 0,
+    };
+
     /// A frame that starts a partition's thread at `entry` with stack `stack_top`, in user
     /// mode with interrupts enabled.
     pub fn user(entry: u64, stack_top: u64) -> Self {
@@ -451,33 +533,50 @@ fn kernel_fault(frame: &TrapFrame) -> ! {
 
 /// Called by the entry code with the saved registers; may replace them to switch threads.
 /// Returns the frame to restore the registers from and return through: `frame`, or the saved
-/// context of the partition the kernel switched to ([`crate::exec::resume_frame`]). The entry
-/// code moves the stack pointer there, pops the registers and leaves with `iretq`, which only
-/// reads the frame; interrupts stay masked until then and the NMI and double-fault handlers
-/// have stacks of their own, so nothing is pushed onto a saved context.
+/// context of the partition the kernel switched to ([`crate::arch::context::resume_frame`]).
+/// The entry code moves the stack pointer there, pops the registers and leaves with `iretq`,
+/// which only reads the frame; interrupts stay masked until then and the NMI and double-fault
+/// handlers have stacks of their own, so nothing is pushed onto a saved context.
 #[unsafe(no_mangle)]
-extern "C" fn trap_dispatch(frame: &mut TrapFrame) -> *const TrapFrame {
-    handle(frame);
-    let resume = crate::exec::resume_frame();
+extern "rust-preserve-none" fn trap_dispatch(frame: *mut TrapFrame) -> *const TrapFrame {
+    // SAFETY: the entry code passes the frame it just pushed: a valid, aligned TrapFrame (the
+    // current partition's context for an entry from user mode, see `arch::context`, or on the
+    // stack in use), which nothing else references during the entry; the reference ends here.
+    handle(unsafe { &mut *frame });
+    let resume = crate::arch::context::resume_frame();
     if resume.is_null() { frame } else { resume }
 }
 
+#[inline(always)]
+fn syscall(frame: &mut TrapFrame) {
+    // A `syscall` whose return address is not a user address cannot have come from a
+    // well-formed partition; treat it as that partition's fault.
+    if frame.rip >= abi::USER_TOP {
+        let fault = Fault {
+            kind: FaultKind::GeneralProtection,
+            pc: frame.rip,
+            address: Some(frame.rip),
+        };
+        crate::exec::on_user_fault(frame, fault);
+    } else {
+        crate::exec::on_syscall(frame);
+    }
+}
+
 fn handle(frame: &mut TrapFrame) {
+    // System calls first, in line: the most frequent entry.
+    if frame.vector == SYSCALL_VECTOR {
+        syscall(frame);
+    } else {
+        other(frame);
+    }
+}
+
+/// Every entry but a system call.
+#[cold]
+#[inline(never)]
+fn other(frame: &mut TrapFrame) {
     match frame.vector {
-        SYSCALL_VECTOR => {
-            // A `syscall` whose return address is not a user address cannot have come from a
-            // well-formed partition; treat it as that partition's fault.
-            if frame.rip >= abi::USER_TOP {
-                let fault = Fault {
-                    kind: FaultKind::GeneralProtection,
-                    pc: frame.rip,
-                    address: Some(frame.rip),
-                };
-                crate::exec::on_user_fault(frame, fault);
-            } else {
-                crate::exec::on_syscall(frame);
-            }
-        }
         v if v == TIMER_VECTOR as u64 => {
             time::TICKS.fetch_add(1, Ordering::Relaxed);
             apic::end_of_interrupt();
