@@ -568,7 +568,10 @@ const SHARED_CASE: Case = Case {
         absent(log, "FAIL")?;
         // The two partitions' first lines come in their own windows; which is first depends on
         // where the first major frame starts, so the producer's is checked anywhere.
-        find(log, r"producer: board at 0x100000000000, 8192 bytes, writable true")
+        find(
+            log,
+            r"producer: board at 0x100000000000, 8192 bytes, writable true",
+        )
     }),
     qemu_args: &[],
     host: None,
