@@ -135,6 +135,8 @@ fn set_up_one(
         count: 0,
     };
     let mut msix = None;
+    // The decoded BARs, once: sizing writes all ones to each BAR with decoding off.
+    let mut bars = [Bar::None; 6];
     if let Some(pci_record) = record.pci {
         if !arch::pci::available() {
             return Err("PCI configuration space is not reachable on this architecture yet");
@@ -155,7 +157,7 @@ fn set_up_one(
                 arch::pci::read(bdf, at + 8, 4),
             )
         });
-        let bars = size_bars(bdf);
+        bars = size_bars(bdf);
         let mut command = arch::pci::read(bdf, pci::COMMAND, 2) as u16;
         for (bar, decoded) in bars.iter().enumerate() {
             match *decoded {
@@ -301,7 +303,7 @@ fn set_up_one(
         let count = record.msix.min(layout.table_size);
         let first = msi.take(count).ok_or("out of MSI vectors")?;
         let (table_bar, table_offset, _) = layout.table;
-        let Bar::Memory { base, .. } = size_bars(pci_function.bdf)[table_bar as usize % 6] else {
+        let Bar::Memory { base, .. } = bars[table_bar as usize % 6] else {
             return Err("the MSI-X table's BAR is not a memory BAR");
         };
         for k in 0..count {
