@@ -124,6 +124,28 @@ pub enum Refused {
     KernelOwned,
 }
 
+/// The `width`-byte field at `offset` of the configuration dword `dword` read from
+/// `offset & !3` (configuration mechanisms move whole dwords).
+pub fn field_of(dword: u32, offset: u16, width: u16) -> u32 {
+    let shift = 8 * u32::from(offset & 3);
+    match width {
+        1 => (dword >> shift) & 0xff,
+        2 => (dword >> shift) & 0xffff,
+        _ => dword,
+    }
+}
+
+/// The dword to write at `offset & !3` so that the `width`-byte field at `offset` becomes
+/// `value` and the rest of `dword` (the dword as read) stays.
+pub fn merge_field(dword: u32, offset: u16, width: u16, value: u32) -> u32 {
+    if width == 4 {
+        return value;
+    }
+    let shift = 8 * u32::from(offset & 3);
+    let mask = if width == 1 { 0xff } else { 0xffff } << shift;
+    (dword & !mask) | ((value << shift) & mask)
+}
+
 /// Checks a read of `width` bytes at `offset`.
 pub fn check_read(offset: u16, width: u16) -> Result<(), Refused> {
     check_shape(offset, width)
@@ -415,6 +437,18 @@ mod tests {
             w.value,
             u32::from(COMMAND_WRITABLE) | u32::from(STATUS_W1C) << 16
         );
+    }
+
+    #[test]
+    fn fields_of_a_dword_are_read_and_merged() {
+        let dword = 0x1001_1af4;
+        assert_eq!(field_of(dword, 0, 2), 0x1af4);
+        assert_eq!(field_of(dword, 2, 2), 0x1001);
+        assert_eq!(field_of(dword, 3, 1), 0x10);
+        assert_eq!(field_of(dword, 0, 4), dword);
+        assert_eq!(merge_field(dword, 2, 2, 0xbeef), 0xbeef_1af4);
+        assert_eq!(merge_field(dword, 1, 1, 0x1ab), 0x1001_abf4);
+        assert_eq!(merge_field(dword, 0, 4, 7), 7);
     }
 
     #[test]

@@ -60,12 +60,7 @@ pub fn read(bdf: Bdf, offset: u16, width: u16) -> u32 {
     // SAFETY: `at` is a 32-bit aligned register in the ECAM window, which the kernel's tables
     // map as device memory (paging::init); configuration reads have no side effects.
     let dword = unsafe { core::ptr::read_volatile(at as *const u32) };
-    let shift = 8 * u32::from(offset & 3);
-    match width {
-        1 => (dword >> shift) & 0xff,
-        2 => (dword >> shift) & 0xffff,
-        _ => dword,
-    }
+    kcore::pci::field_of(dword, offset, width)
 }
 
 /// Writes `width` (1, 2, 4) bytes at `offset`; narrower writes merge into the dword.
@@ -76,9 +71,7 @@ pub fn write(bdf: Bdf, offset: u16, width: u16, value: u32) {
     let merged = if width == 4 {
         value
     } else {
-        let shift = 8 * u32::from(offset & 3);
-        let mask = if width == 1 { 0xff } else { 0xffff } << shift;
-        (read(bdf, offset & !3, 4) & !mask) | ((value << shift) & mask)
+        kcore::pci::merge_field(read(bdf, offset & !3, 4), offset, width, value)
     };
     // SAFETY: as in `read`; what is written was checked by the caller (kcore::pci mediation
     // for a partition's write, or the kernel's own set-up).

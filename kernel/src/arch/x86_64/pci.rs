@@ -28,12 +28,7 @@ pub fn read(bdf: Bdf, offset: u16, width: u16) -> u32 {
         Port::<u32>::new(ADDRESS_PORT).write(address(bdf, offset));
         Port::<u32>::new(DATA_PORT).read()
     };
-    let shift = 8 * u32::from(offset & 3);
-    match width {
-        1 => (dword >> shift) & 0xff,
-        2 => (dword >> shift) & 0xffff,
-        _ => dword,
-    }
+    kcore::pci::field_of(dword, offset, width)
 }
 
 /// Writes `width` (1, 2, 4) bytes at `offset` (< 256, aligned to `width`); narrower writes
@@ -42,9 +37,7 @@ pub fn write(bdf: Bdf, offset: u16, width: u16, value: u32) {
     let merged = if width == 4 {
         value
     } else {
-        let shift = 8 * u32::from(offset & 3);
-        let mask = if width == 1 { 0xff } else { 0xffff } << shift;
-        (read(bdf, offset & 0xfc, 4) & !mask) | ((value << shift) & mask)
+        kcore::pci::merge_field(read(bdf, offset & 0xfc, 4), offset, width, value)
     };
     let _guard = LOCK.lock();
     // SAFETY: as in `read`; what is written was checked by the caller (kcore::pci mediation
