@@ -271,11 +271,18 @@ pub(super) fn ipc(exec: &mut Exec, caller: usize, call: Sysno, a: [usize; 5]) ->
         }
         Sysno::Wait | Sysno::Poll => {
             let mask = a[0] as u64;
-            let p = exec.partitions[caller].as_mut().expect("the caller exists");
-            if mask & p.receivable == 0 {
+            let receivable = exec
+                .notifications
+                .iter()
+                .flatten()
+                .filter(|n| n.receiver == caller)
+                .fold(0u64, |m, n| m | 1 << n.bit)
+                | super::devices::irq_bits_of(exec, caller);
+            if mask & receivable == 0 {
                 // Waiting for bits nobody can ever raise would block forever.
                 return Ipc::Done(Err(SysError::BadArgument));
             }
+            let p = exec.partitions[caller].as_mut().expect("the caller exists");
             let bits = p.notifications & mask;
             if bits != 0 || call == Sysno::Poll {
                 p.notifications &= !bits;

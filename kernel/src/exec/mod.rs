@@ -67,9 +67,6 @@ struct Partition {
     notifications: u64,
     /// Its configuration text, as `partition_config` returns it.
     config: &'static [u8],
-    /// The bits anyone can ever raise in its word (its notifications' and its devices'
-    /// interrupts), fixed once at boot: `wait` refuses a mask of none of them.
-    receivable: u64,
 }
 
 /// What a partition's thread waits for in the kernel.
@@ -247,7 +244,6 @@ pub fn start(image: SystemImage<'static>, cmdline: &CommandLine<'_>) -> ! {
             blocked: Blocked::Nothing,
             notifications: 0,
             config: record.config,
-            receivable: 0,
         };
         arch::context::set(i, TrapFrame::user(elf.entry(), USER_STACK_TOP));
         let used = match load(&mut p, false) {
@@ -382,18 +378,6 @@ pub fn start(image: SystemImage<'static>, cmdline: &CommandLine<'_>) -> ! {
     exec.regions = map_regions(&image, &mut exec.partitions);
     exec.dma = map_dma(&image, &mut exec.partitions);
     exec.devices = devices::set_up(&image, &mut exec.partitions);
-    for i in 0..count {
-        let notified = exec
-            .notifications
-            .iter()
-            .flatten()
-            .filter(|n| n.receiver == i)
-            .fold(0u64, |m, n| m | 1 << n.bit);
-        let interrupts = devices::irq_bits_of(exec, i);
-        if let Some(p) = exec.partitions[i].as_mut() {
-            p.receivable = notified | interrupts;
-        }
-    }
     exec.count = count;
     exec.sched = Some(sched);
     exec.current = None;
