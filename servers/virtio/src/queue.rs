@@ -66,8 +66,15 @@ pub trait DriverQueue {
 
 /// The device side of a virtqueue, whichever its format.
 pub trait DeviceQueue {
+    /// Takes and validates the next available chain into `chain`, replacing what it held;
+    /// whether there was one (on an error its contents are unspecified). A chain is over a
+    /// kilobyte: a server that keeps one per request pops straight into it rather than copying.
+    fn pop_into(&mut self, chain: &mut Chain) -> Result<bool>;
     /// Takes and validates the next available chain, if any.
-    fn pop(&mut self) -> Result<Option<Chain>>;
+    fn pop(&mut self) -> Result<Option<Chain>> {
+        let mut chain = Chain::empty();
+        Ok(self.pop_into(&mut chain)?.then_some(chain))
+    }
     /// Returns `chain` to the driver, declaring `written` bytes written into it.
     fn push(&mut self, chain: &Chain, written: u32) -> Result<()>;
     /// Whether the driver asked to be interrupted for what was pushed since the last call.
@@ -172,6 +179,20 @@ impl Chain {
             readable_len: 0,
             writable_len: 0,
         }
+    }
+
+    /// A chain with no segments: storage for [`DeviceQueue::pop_into`].
+    pub fn empty() -> Self {
+        Self::new(0)
+    }
+
+    /// Empties the chain for reuse by a pop, without clearing the segment storage.
+    pub(crate) fn restart(&mut self, id: u16) {
+        self.id = id;
+        self.ring_slots = 0;
+        self.count = 0;
+        self.readable_len = 0;
+        self.writable_len = 0;
     }
 
     pub(crate) fn set_id(&mut self, id: u16) {

@@ -135,16 +135,16 @@ impl<'a> PackedDeviceQueue<'a> {
 }
 
 impl DeviceQueue for PackedDeviceQueue<'_> {
-    fn pop(&mut self) -> Result<Option<Chain>> {
+    fn pop_into(&mut self, chain: &mut Chain) -> Result<bool> {
         let size = self.layout.size();
         let mut flags = self.ring.read_u16(self.layout.slot(self.next_avail) + 14)?;
         if !is_avail(flags, self.avail_wrap) {
-            return Ok(None);
+            return Ok(false);
         }
         // §2.8.21.1: once it sees the flags, the device may read the descriptor and the ones
         // after it; the driver's barrier (§2.8.21.1.1) pairs with this one.
         barrier::observe();
-        let mut chain = Chain::new(0);
+        chain.restart(0);
         let (mut slot, mut wrap) = (self.next_avail, self.avail_wrap);
         let mut slots: u16 = 0;
         loop {
@@ -157,7 +157,7 @@ impl DeviceQueue for PackedDeviceQueue<'_> {
             // §2.8.6: the buffer id is in the last descriptor of the chain.
             chain.set_id(descriptor.id);
             if flags & DESC_F_INDIRECT != 0 {
-                self.walk_indirect(&descriptor, flags, slots == 1, &mut chain)?;
+                self.walk_indirect(&descriptor, flags, slots == 1, chain)?;
                 break;
             }
             chain.append(
@@ -183,7 +183,7 @@ impl DeviceQueue for PackedDeviceQueue<'_> {
             let off_wrap = self.next_avail | (u16::from(self.avail_wrap) << 15);
             self.ring.write_u16(self.layout.device_event(), off_wrap)?;
         }
-        Ok(Some(chain))
+        Ok(true)
     }
 
     fn push(&mut self, chain: &Chain, written: u32) -> Result<()> {

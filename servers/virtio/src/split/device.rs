@@ -58,9 +58,9 @@ impl<'a> SplitDeviceQueue<'a> {
         &self.area
     }
 
-    fn walk(&self, head: u16) -> Result<Chain> {
+    fn walk(&self, head: u16, chain: &mut Chain) -> Result<()> {
         let size = self.layout.size();
-        let mut chain = Chain::new(head);
+        chain.restart(head);
         let mut index = head;
         let mut visited: u32 = 0;
         loop {
@@ -75,8 +75,7 @@ impl<'a> SplitDeviceQueue<'a> {
             }
             let descriptor = Descriptor::read(&self.ring, self.layout.desc_entry(index))?;
             if descriptor.flags & DESC_F_INDIRECT != 0 {
-                self.walk_indirect(&descriptor, &mut chain)?;
-                return Ok(chain);
+                return self.walk_indirect(&descriptor, chain);
             }
             chain.append(
                 &self.area,
@@ -85,7 +84,7 @@ impl<'a> SplitDeviceQueue<'a> {
                 descriptor.flags & DESC_F_WRITE != 0,
             )?;
             if descriptor.flags & DESC_F_NEXT == 0 {
-                return Ok(chain);
+                return Ok(());
             }
             index = descriptor.next;
         }
@@ -138,11 +137,11 @@ impl<'a> SplitDeviceQueue<'a> {
 }
 
 impl DeviceQueue for SplitDeviceQueue<'_> {
-    fn pop(&mut self) -> Result<Option<Chain>> {
+    fn pop_into(&mut self, chain: &mut Chain) -> Result<bool> {
         let avail_idx = self.ring.read_u16(self.layout.avail_idx())?;
         let pending = avail_idx.wrapping_sub(self.last_avail);
         if pending == 0 {
-            return Ok(None);
+            return Ok(false);
         }
         if pending > self.layout.size() {
             return Err(Error::BadAvailIndex);
@@ -153,14 +152,14 @@ impl DeviceQueue for SplitDeviceQueue<'_> {
         let head = self
             .ring
             .read_u16(self.layout.avail_entry(self.last_avail))?;
-        let chain = self.walk(head)?;
+        self.walk(head, chain)?;
         self.last_avail = self.last_avail.wrapping_add(1);
         if self.notifications && self.event_idx {
             // §2.7.10: ask for a notification once the driver moves past what was consumed.
             self.ring
                 .write_u16(self.layout.avail_event(), self.last_avail)?;
         }
-        Ok(Some(chain))
+        Ok(true)
     }
 
     fn push(&mut self, chain: &Chain, written: u32) -> Result<()> {

@@ -5,7 +5,7 @@ use super::model::*;
 use crate::Error;
 use crate::devices::{blk, net};
 use crate::features::bits;
-use crate::queue::{Buffer, DriverQueue, GrantedArea};
+use crate::queue::{Buffer, Chain, DriverQueue, GrantedArea};
 
 fn complete_all(driver: &mut dyn DriverQueue) -> Vec<(u16, u32)> {
     let mut done = Vec::new();
@@ -357,6 +357,46 @@ fn indirect_chains_use_one_descriptor() {
             })
             .collect();
         assert_eq!(driver.submit(&many, &[]), Err(Error::QueueFull));
+    }
+}
+
+#[test]
+fn pop_into_replaces_what_the_chain_held() {
+    for format in FORMATS {
+        let memory = memory();
+        let (mut driver, mut device) = queue_pair::<8>(&memory, format, features(&[]));
+        let buffer = |slot, len| Buffer {
+            addr: slot_address(slot, 0),
+            len,
+        };
+        let mut chain = Chain::empty();
+        assert!(
+            !device.pop_into(&mut chain).unwrap(),
+            "{format:?}: empty queue"
+        );
+        // A long chain, then a short one into the same storage.
+        let long = driver
+            .submit(
+                &[buffer(0, 16), buffer(1, 32)],
+                &[buffer(2, 64), buffer(3, 1)],
+            )
+            .unwrap();
+        assert!(device.pop_into(&mut chain).unwrap());
+        assert_eq!(chain.segments().len(), 4);
+        assert_eq!((chain.readable_len(), chain.writable_len()), (48, 65));
+        device.push(&chain, 0).unwrap();
+        let short = driver.submit(&[], &[buffer(4, 8)]).unwrap();
+        assert!(device.pop_into(&mut chain).unwrap());
+        assert_eq!(
+            chain.segments().len(),
+            1,
+            "{format:?}: nothing of the long chain left"
+        );
+        assert_eq!((chain.readable_len(), chain.writable_len()), (0, 8));
+        assert!(chain.segments()[0].writable);
+        device.push(&chain, 8).unwrap();
+        let done = complete_all(&mut *driver);
+        assert_eq!(done, vec![(long.0, 0), (short.0, 8)], "{format:?}");
     }
 }
 
