@@ -111,6 +111,8 @@ struct Client<'a, N> {
     /// Bus address at which the real device reaches byte 0 of the data area, if it can (the
     /// server is the DMA owner of the client's region): zero copy.
     dma_base: Option<u64>,
+    /// Zero-copy requests of this client on the device.
+    direct_on_device: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,11 +122,12 @@ enum Kind {
     Flush,
 }
 
+/// A client request accepted and not yet completed. Its chain is kept apart, in
+/// `Server::chains` at the same index, so a pop fills it in place.
 struct Request {
     client: usize,
     epoch: u32,
     seq: u64,
-    chain: Chain,
     kind: Kind,
     /// First sector on the real disk.
     sector: u64,
@@ -151,6 +154,7 @@ impl Request {
 #[derive(Debug, Clone, Copy)]
 struct SlotUse {
     request: usize,
+    client: usize,
     offset: u64,
     len: usize,
     /// The data went straight to or from the client's buffers: nothing to copy.
@@ -158,13 +162,49 @@ struct SlotUse {
 }
 
 /// The block server: clients, queued requests and the backend.
+///
+/// Every pass runs on each wake-up and, while the server polls, many times per request, so
+/// its bookkeeping costs what there is to do, not what there could be: bit masks of live
+/// requests and busy slots, a queue of requests with work to issue, counters of zero-copy
+/// requests per client. Chains stay where they were popped.
 pub struct Server<'a, B, N> {
     backend: B,
     clients: [Option<Client<'a, N>>; MAX_CLIENTS],
     requests: [Option<Request>; MAX_REQUESTS],
+    /// Bit r: `requests[r]` is live.
+    live: u32,
+    chains: [Chain; MAX_REQUESTS],
     slots: [Option<SlotUse>; MAX_SLOTS],
+    /// Bit s: `slots[s]` is on the backend.
+    busy_slots: u64,
+    /// Requests with parts (or a flush) still to hand to the backend, in arrival order.
+    waiting: Waiting,
+    /// An epoch ended since the last pass: requests of the old epoch with nothing in flight
+    /// are to be dropped.
+    sweep: bool,
     seq: u64,
     next_client: usize,
+}
+
+/// Request indexes in arrival order; each request at most once.
+#[derive(Debug, Clone, Copy)]
+struct Waiting {
+    entries: [u8; MAX_REQUESTS],
+    len: usize,
+}
+
+impl Waiting {
+    fn push(&mut self, r: usize) {
+        if self.len < MAX_REQUESTS && !self.entries[..self.len].contains(&(r as u8)) {
+            self.entries[self.len] = r as u8;
+            self.len += 1;
+        }
+    }
+
+    fn remove(&mut self, at: usize) {
+        self.entries.copy_within(at + 1..self.len, at);
+        self.len -= 1;
+    }
 }
 
 impl<B, N> core::fmt::Debug for Server<'_, B, N> {
@@ -182,12 +222,12 @@ impl<B, N> core::fmt::Debug for Server<'_, B, N> {
 impl<B, N> Server<'_, B, N> {
     /// Backend requests in flight.
     pub fn in_flight(&self) -> usize {
-        self.slots.iter().filter(|s| s.is_some()).count()
+        self.busy_slots.count_ones() as usize
     }
 
     /// Client requests accepted and not yet completed.
     pub fn queued(&self) -> usize {
-        self.requests.iter().filter(|r| r.is_some()).count()
+        self.live.count_ones() as usize
     }
 }
 
@@ -213,7 +253,15 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
             backend,
             clients: [const { None }; MAX_CLIENTS],
             requests: [const { None }; MAX_REQUESTS],
+            live: 0,
+            chains: core::array::from_fn(|_| Chain::empty()),
             slots: [None; MAX_SLOTS],
+            busy_slots: 0,
+            waiting: Waiting {
+                entries: [0; MAX_REQUESTS],
+                len: 0,
+            },
+            sweep: false,
             seq: 0,
             next_client: 0,
         }
@@ -269,6 +317,7 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
             interrupt: false,
             stats: ClientStats::default(),
             dma_base: None,
+            direct_on_device: 0,
         });
         Ok(index)
     }
@@ -317,7 +366,9 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
     pub fn run_once(&mut self) -> Progress {
         let mut busy = false;
         for index in 0..MAX_CLIENTS {
-            busy |= self.control(index);
+            if self.clients[index].is_some() {
+                busy |= self.control(index);
+            }
         }
         busy |= self.reap();
         busy |= self.pop_all();
@@ -328,10 +379,10 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
 
     /// Answers client `index`'s control requests.
     fn control(&mut self, index: usize) -> bool {
-        let on_device = self.direct_on_device(index);
         let Some(client) = self.clients[index].as_mut() else {
             return false;
         };
+        let on_device = client.direct_on_device > 0;
         let _ = client.device.take_kicks();
         if on_device && client.device.reset_pending().unwrap_or(false) {
             // The device still reads or writes this client's buffers: answer the reset once
@@ -348,6 +399,7 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
                     client.epoch = client.epoch.wrapping_add(1);
                     client.queue = None;
                     client.stats.breaks += 1;
+                    self.sweep = true;
                 }
                 return false;
             }
@@ -360,6 +412,7 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
             if events.reset {
                 client.stats.resets += 1;
             }
+            self.sweep = true;
             busy = true;
         }
         if events.queues_enabled & 1 != 0 {
@@ -378,16 +431,6 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
         busy
     }
 
-    /// Whether the device still has a zero-copy request of client `index`.
-    fn direct_on_device(&self, index: usize) -> bool {
-        self.slots.iter().flatten().any(|u| {
-            u.direct
-                && self.requests[u.request]
-                    .as_ref()
-                    .is_some_and(|r| r.client == index)
-        })
-    }
-
     /// Stops serving client `index` until it resets.
     fn break_client(&mut self, index: usize, why: Broken) {
         if let Some(client) = self.clients[index].as_mut() {
@@ -396,6 +439,7 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
             client.queue = None;
             client.stats.breaks += 1;
             let _ = client.device.set_needs_reset();
+            self.sweep = true;
         }
     }
 
@@ -406,7 +450,7 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
         while idle_rounds < MAX_CLIENTS {
             let index = self.next_client;
             self.next_client = (self.next_client + 1) % MAX_CLIENTS;
-            if self.requests.iter().all(Option::is_some) {
+            if self.live == u32::MAX {
                 break;
             }
             if self.pop_one(index) {
@@ -430,9 +474,14 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
         let Some(queue) = client.queue.as_mut() else {
             return false;
         };
-        let popped = match queue.queue().pop() {
-            Ok(Some(chain)) => Ok(chain),
-            Ok(None) => {
+        // The chain goes straight into a free request entry's storage.
+        let r = (!self.live).trailing_zeros() as usize;
+        let Some(chain) = self.chains.get_mut(r) else {
+            return false;
+        };
+        let popped = match queue.queue().pop_into(chain) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
                 // Ask for a notification, then re-check (§2.7.10): a chain that arrived in
                 // between is taken now rather than after the next kick.
                 match queue.queue().enable_notifications() {
@@ -444,22 +493,25 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
             Err(e) => Err(e),
         };
         match popped {
-            Ok(chain) => self.accept(index, chain),
+            Ok(()) => self.accept(index, r),
             Err(e) => self.break_client(index, Broken::Queue(e)),
         }
         true
     }
 
-    /// Checks a chain against the client's disk; completes it at once or queues it.
-    fn accept(&mut self, index: usize, chain: Chain) {
+    /// Checks the chain popped into entry `r` against the client's disk; completes it at once
+    /// or queues it as request `r`.
+    fn accept(&mut self, index: usize, r: usize) {
         let Some(client) = self.clients[index].as_ref() else {
             return;
         };
         let (area, disk, epoch) = (client.area, client.disk, client.epoch);
-        if chain.readable_len() < blk::RequestHeader::SIZE as u64 {
+        let chain = &self.chains[r];
+        let (readable, writable) = (chain.readable_len(), chain.writable_len());
+        if readable < blk::RequestHeader::SIZE as u64 {
             return self.break_client(index, Broken::NoHeader);
         }
-        if chain.writable_len() < 1 {
+        if writable < 1 {
             return self.break_client(index, Broken::NoStatus);
         }
         let mut header = [0u8; blk::RequestHeader::SIZE];
@@ -469,16 +521,16 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
         let header = blk::RequestHeader::from_bytes(&header);
         // Data bytes: after the header for a write; before the status byte for a read.
         let (kind, bytes) = match header.request_type {
-            blk::request_type::IN => (Kind::Read, chain.writable_len() - 1),
-            blk::request_type::OUT => (Kind::Write, chain.readable_len() - 16),
+            blk::request_type::IN => (Kind::Read, writable - 1),
+            blk::request_type::OUT => (Kind::Write, readable - 16),
             blk::request_type::FLUSH if disk.read_only => {
                 // Nothing this client can have written: nothing to make durable.
-                return self.complete_now(index, &chain, Immediate::Status(blk::status::OK));
+                return self.complete_now(index, r, Immediate::Status(blk::status::OK));
             }
             blk::request_type::FLUSH => (Kind::Flush, 0),
-            blk::request_type::GET_ID => return self.complete_now(index, &chain, Immediate::Id),
+            blk::request_type::GET_ID => return self.complete_now(index, r, Immediate::Id),
             _ => {
-                return self.complete_now(index, &chain, Immediate::Status(blk::status::UNSUPP));
+                return self.complete_now(index, r, Immediate::Status(blk::status::UNSUPP));
             }
         };
         let sector = if kind == Kind::Flush {
@@ -492,29 +544,23 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
             if let Some(client) = self.clients[index].as_mut() {
                 client.stats.refused += 1;
             }
-            return self.complete_now(index, &chain, Immediate::Status(blk::status::IOERR));
+            return self.complete_now(index, r, Immediate::Status(blk::status::IOERR));
         };
         if bytes == 0 && kind != Kind::Flush {
-            return self.complete_now(index, &chain, Immediate::Status(blk::status::OK));
+            return self.complete_now(index, r, Immediate::Status(blk::status::OK));
         }
-        let Some(slot) = self.requests.iter().position(Option::is_none) else {
-            // pop_all checks for a free entry first; keep the client consistent regardless.
-            return self.complete_now(index, &chain, Immediate::Status(blk::status::IOERR));
-        };
         let direct = kind != Kind::Flush
             && self.clients[index]
                 .as_ref()
                 .is_some_and(|c| c.dma_base.is_some())
-            && self
-                .backend
-                .direct_limits()
-                .is_some_and(|limits| direct_fits(&chain, kind == Kind::Read, bytes, limits));
+            && self.backend.direct_limits().is_some_and(|limits| {
+                direct_fits(&self.chains[r], kind == Kind::Read, bytes, limits)
+            });
         self.seq += 1;
-        self.requests[slot] = Some(Request {
+        self.requests[r] = Some(Request {
             client: index,
             epoch,
             seq: self.seq,
-            chain,
             kind,
             sector,
             bytes,
@@ -523,10 +569,13 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
             failed: false,
             direct,
         });
+        self.live |= 1 << r;
+        self.waiting.push(r);
     }
 
-    /// Completes a chain without the backend.
-    fn complete_now(&mut self, index: usize, chain: &Chain, answer: Immediate) {
+    /// Completes the chain in entry `r` without the backend (`r` stays free).
+    fn complete_now(&mut self, index: usize, r: usize, answer: Immediate) {
+        let chain = &self.chains[r];
         let Some(client) = self.clients[index].as_mut() else {
             return;
         };
@@ -575,6 +624,12 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
             let Some(use_) = self.slots.get_mut(slot).and_then(Option::take) else {
                 continue;
             };
+            self.busy_slots &= !(1 << slot);
+            if use_.direct
+                && let Some(client) = self.clients[use_.client].as_mut()
+            {
+                client.direct_on_device = client.direct_on_device.saturating_sub(1);
+            }
             let Some(request) = self.requests[use_.request].as_ref() else {
                 continue;
             };
@@ -586,7 +641,7 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
                     self.clients[request.client].as_ref(),
                 ) {
                     (Some(buffer), Some(client)) => copy_into_chain(
-                        &request.chain,
+                        &self.chains[use_.request],
                         &client.area,
                         use_.offset,
                         &buffer,
@@ -611,7 +666,8 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
             return;
         };
         let current = self.current(request);
-        let done = request.outstanding == 0 && (request.fully_issued() || !current);
+        let done =
+            request.outstanding == 0 && (request.fully_issued() || request.failed || !current);
         if !done {
             return;
         }
@@ -630,11 +686,13 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
                 request.issued = 0;
                 request.direct = false;
             }
+            self.waiting.push(r);
             return;
         }
         let Some(request) = self.requests[r].take() else {
             return;
         };
+        self.live &= !(1 << r);
         if !current {
             return;
         }
@@ -654,15 +712,15 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
         } else {
             client.stats.io_errors += 1;
         }
-        let status_at = request.chain.writable_len() - 1;
-        let result =
-            write_writable(&request.chain, &client.area, status_at, &[status]).and_then(|()| {
-                let queue = client
-                    .queue
-                    .as_mut()
-                    .ok_or(virtio::Error::QueueUnavailable)?;
-                queue.queue().push(&request.chain, data + 1)
-            });
+        let chain = &self.chains[r];
+        let status_at = chain.writable_len() - 1;
+        let result = write_writable(chain, &client.area, status_at, &[status]).and_then(|()| {
+            let queue = client
+                .queue
+                .as_mut()
+                .ok_or(virtio::Error::QueueUnavailable)?;
+            queue.queue().push(chain, data + 1)
+        });
         match result {
             Ok(()) => client.interrupt = true,
             Err(e) => self.break_client(index, Broken::Completion(e)),
@@ -680,42 +738,53 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
     /// Issues queued work to the backend, oldest first, while slots are free.
     fn issue(&mut self) -> bool {
         let mut busy = false;
-        let mut issued_any = false;
-        // Requests whose epoch ended and that have nothing in flight are dropped now.
-        for r in 0..MAX_REQUESTS {
-            if self.requests[r]
-                .as_ref()
-                .is_some_and(|req| !self.current(req) && req.outstanding == 0)
-            {
-                self.requests[r] = None;
-                busy = true;
+        if core::mem::take(&mut self.sweep) {
+            // Requests whose epoch ended and that have nothing in flight are dropped now.
+            for r in 0..MAX_REQUESTS {
+                if self.requests[r]
+                    .as_ref()
+                    .is_some_and(|req| !self.current(req) && req.outstanding == 0)
+                {
+                    self.requests[r] = None;
+                    self.live &= !(1 << r);
+                    busy = true;
+                }
             }
         }
-        loop {
-            // The oldest request with work left that may go now.
-            let next = (0..MAX_REQUESTS)
-                .filter(|&r| {
-                    self.requests[r].as_ref().is_some_and(|req| {
-                        !req.fully_issued()
-                            && !req.failed
-                            && self.current(req)
-                            && !self.flush_blocked(req)
-                    })
-                })
-                .min_by_key(|&r| self.requests[r].as_ref().map_or(u64::MAX, |req| req.seq));
-            let Some(r) = next else {
-                break;
+        let mut issued_any = false;
+        let mut at = 0;
+        // Each turn issues one part of the request at `at`, or moves past it, or drops it
+        // from the queue once nothing of it is left to issue.
+        while at < self.waiting.len {
+            let r = usize::from(self.waiting.entries[at]);
+            let Some(req) = self.requests[r].as_ref() else {
+                self.waiting.remove(at);
+                continue;
             };
+            if req.fully_issued() || req.failed || !self.current(req) {
+                self.waiting.remove(at);
+                continue;
+            }
+            if self.flush_blocked(req) {
+                at += 1;
+                continue;
+            }
             // A bounce part needs a tag with a slot buffer; a zero-copy request any tag.
-            let direct = self.requests[r].as_ref().is_some_and(|req| req.direct);
+            let direct = req.direct;
             let tags = if direct {
                 self.backend.tags()
             } else {
                 self.backend.slots()
             };
-            let Some(slot) = (0..tags.min(MAX_SLOTS)).find(|&s| self.slots[s].is_none()) else {
-                break;
+            let usable = match tags.min(MAX_SLOTS) {
+                MAX_SLOTS => u64::MAX,
+                n => (1u64 << n) - 1,
             };
+            let free = usable & !self.busy_slots;
+            if free == 0 {
+                break;
+            }
+            let slot = free.trailing_zeros() as usize;
             let issued = if direct {
                 self.issue_direct(r, slot)
             } else {
@@ -734,20 +803,6 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
                     self.finish_if_done(r);
                     busy = true;
                 }
-            }
-        }
-        // Failed requests with parts still in flight finish as those parts are reaped; failed
-        // ones with nothing in flight finish now.
-        for r in 0..MAX_REQUESTS {
-            if self.requests[r]
-                .as_ref()
-                .is_some_and(|req| req.failed && req.outstanding == 0)
-            {
-                if let Some(req) = self.requests[r].as_mut() {
-                    req.issued = req.bytes.max(1);
-                }
-                self.finish_if_done(r);
-                busy = true;
             }
         }
         if issued_any {
@@ -776,7 +831,7 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
                 .ok_or(BackendError::Failed)?;
             let buffer = self.backend.slot_buffer(slot).ok_or(BackendError::Failed)?;
             copy_from_chain(
-                &request.chain,
+                &self.chains[r],
                 &client.area,
                 blk::RequestHeader::SIZE as u64 + offset,
                 &buffer,
@@ -784,9 +839,12 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
             )
             .map_err(|_| BackendError::Failed)?;
         }
+        let client = request.client;
         self.backend.submit(slot, op, sector, len)?;
+        self.busy_slots |= 1 << slot;
         self.slots[slot] = Some(SlotUse {
             request: r,
+            client,
             offset,
             len,
             direct: false,
@@ -822,7 +880,7 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
         let mut data = [Buffer { addr: 0, len: 0 }; MAX_DIRECT_SEGMENTS];
         let mut n = 0;
         walk(
-            &request.chain,
+            &self.chains[r],
             writable,
             skip,
             request.bytes as usize,
@@ -840,10 +898,15 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
             },
         )
         .map_err(|_| BackendError::Failed)?;
-        let (sector, bytes) = (request.sector, request.bytes);
+        let (sector, bytes, index) = (request.sector, request.bytes, request.client);
         self.backend.submit_direct(tag, op, sector, &data[..n])?;
+        self.busy_slots |= 1 << tag;
+        if let Some(client) = self.clients[index].as_mut() {
+            client.direct_on_device += 1;
+        }
         self.slots[tag] = Some(SlotUse {
             request: r,
+            client: index,
             offset: 0,
             len: bytes as usize,
             direct: true,
