@@ -84,6 +84,14 @@ pub trait Backend {
     fn poll(&mut self) -> Option<(usize, bool)>;
     /// Acknowledges the device's interrupt (reads and clears its cause).
     fn ack_interrupt(&mut self) {}
+    /// Asks the device not to interrupt for completions: the caller is polling.
+    fn suppress_interrupts(&mut self) {}
+    /// Asks the device to interrupt for the next completion; whether one is already there, in
+    /// which case the caller polls again instead of sleeping (the enable, then re-check idiom
+    /// of §2.7.14's note).
+    fn request_interrupt(&mut self) -> bool {
+        false
+    }
 }
 
 /// Bytes of backend memory reserved for request headers and status bytes.
@@ -378,5 +386,15 @@ impl<T: Transport, const Q: usize> Backend for VirtioBackend<'_, T, Q> {
 
     fn ack_interrupt(&mut self) {
         self.transport.ack_interrupt();
+    }
+
+    fn suppress_interrupts(&mut self) {
+        // A ring the device cannot reach any more shows up in the next poll.
+        let _ = self.queue.disable_interrupts();
+    }
+
+    fn request_interrupt(&mut self) -> bool {
+        // A failed ring access: sleep as before; the next poll finds the ring broken.
+        self.queue.enable_interrupts().unwrap_or(false)
     }
 }

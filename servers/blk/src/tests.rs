@@ -19,7 +19,7 @@ use virtio::transport::shmem::{
 };
 use virtio::transport::{Transport, initialize};
 
-use crate::backend::{Backend, VirtioBackend};
+use crate::backend::{Backend, Op, VirtioBackend};
 use crate::disk::DiskSpec;
 use crate::rt_config::Config;
 use crate::server::{Broken, ClientState, Server};
@@ -1081,4 +1081,39 @@ fn a_zero_copy_client_reset_is_answered_only_after_the_device_let_go_of_its_buff
     assert_eq!(buf, [0; SECTOR]);
     client.read(5, &mut buf).unwrap();
     assert_eq!(buf, [0x5a; SECTOR]);
+}
+
+#[test]
+fn a_polling_backend_takes_no_interrupts_and_rechecks_before_sleeping() {
+    let disk_memory = OwnedDma::new(REGION_LEN);
+    let world = World::new(&disk_memory, 4096);
+    let interrupted = || {
+        world
+            .disk
+            .borrow_mut()
+            .device
+            .notifier()
+            .outbox
+            .pending
+            .replace(false)
+    };
+    let mut server = world.server.borrow_mut();
+    let backend = server.backend();
+    // Interrupts asked for: a completion rings the doorbell.
+    assert!(!backend.request_interrupt());
+    backend.submit(0, Op::Read, 10, 4096).unwrap();
+    backend.kick();
+    world.disk.borrow_mut().step();
+    assert!(interrupted());
+    assert_eq!(backend.poll(), Some((0, true)));
+    // Polling: completions arrive without one.
+    backend.suppress_interrupts();
+    backend.submit(1, Op::Read, 20, 4096).unwrap();
+    backend.kick();
+    world.disk.borrow_mut().step();
+    assert!(!interrupted());
+    // Asking again before sleeping finds the completion already there: poll, do not sleep.
+    assert!(backend.request_interrupt());
+    assert_eq!(backend.poll(), Some((1, true)));
+    assert!(!backend.request_interrupt());
 }
