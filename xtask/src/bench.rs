@@ -54,13 +54,16 @@ pub fn run(block: &crate::blkbench::Opts, block_only: bool, net_only: bool) -> R
     Ok(())
 }
 
-/// Boots the `bench` system under -icount and reads the figures its client prints.
-fn kernel_paths(arch: Arch) -> Result<()> {
+/// Boots the `bench` system and returns what its client printed. Under `-icount shift=0`
+/// (`icount`) its figures are guest instructions; without, nanoseconds of wall time.
+fn boot_kernel_bench(arch: Arch, icount: bool) -> Result<Vec<String>> {
     let opts = BuildOpts { arch, debug: false };
     let cmdline = qemu::effective_cmdline(arch, "exit_after=client");
     let bootable = image::bootable(&opts, false, &cmdline, Some("bench"))?;
     let mut cmd = qemu::command(arch, &bootable, false);
-    cmd.args(["-icount", "shift=0"]);
+    if icount {
+        cmd.args(["-icount", "shift=0"]);
+    }
     let captured = qemu::capture(cmd, arch, Duration::from_secs(300), false)?;
     if captured.outcome != Outcome::Success {
         for line in captured.lines.iter().rev().take(20).rev() {
@@ -68,15 +71,31 @@ fn kernel_paths(arch: Arch) -> Result<()> {
         }
         bail!("the bench system ended with {:?}", captured.outcome);
     }
-    let figure = |name: &str| -> Result<u64> {
-        let prefix = format!("bench: {name} ");
-        captured
-            .lines
-            .iter()
-            .find_map(|l| l.split_once(&prefix).map(|(_, v)| v.trim().parse::<u64>()))
-            .with_context(|| format!("the bench system printed no figure for {name}"))?
-            .with_context(|| format!("the figure for {name} is not a number"))
-    };
+    Ok(captured.lines)
+}
+
+/// The figure `name` the bench system's client printed in `lines`.
+fn kernel_figure(lines: &[String], name: &str) -> Result<u64> {
+    let prefix = format!("bench: {name} ");
+    lines
+        .iter()
+        .find_map(|l| l.split_once(&prefix).map(|(_, v)| v.trim().parse::<u64>()))
+        .with_context(|| format!("the bench system printed no figure for {name}"))?
+        .with_context(|| format!("the figure for {name} is not a number"))
+}
+
+/// Wall-clock nanoseconds of a 0-byte call+reply between two partitions on x86_64 (two
+/// address-space switches), measured without `-icount`: what isolation costs per round trip
+/// on this host, next to the instructions `-icount` counts for it.
+pub fn round_trip_wall_ns() -> Result<u64> {
+    let lines = boot_kernel_bench(Arch::X86_64, false)?;
+    kernel_figure(&lines, "call+reply 0 bytes")
+}
+
+/// Boots the `bench` system under -icount and prints the figures its client measured.
+fn kernel_paths(arch: Arch) -> Result<()> {
+    let lines = boot_kernel_bench(arch, true)?;
+    let figure = |name: &str| kernel_figure(&lines, name);
     let null = figure("null syscall")?.max(1);
     let rows = [
         ("null system call (time_now)", null),

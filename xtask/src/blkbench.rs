@@ -145,6 +145,7 @@ pub fn run(opts: &Opts) -> Result<()> {
         "workload", "direct", "client", "client/direct"
     );
     let mut missed = Vec::new();
+    let mut direct_qd1_ns = None;
     for (i, (key, label, iops)) in WORKLOADS.iter().enumerate() {
         let rate = |path: usize| {
             let mut values: Vec<(f64, f64)> = results[path]
@@ -159,6 +160,9 @@ pub fn run(opts: &Opts) -> Result<()> {
         };
         let (d_mbps, d_iops) = rate(0);
         let (c_mbps, c_iops) = rate(1);
+        if *key == "rand-read-4k-qd1" {
+            direct_qd1_ns = Some(1e9 / d_iops);
+        }
         let show = |mbps: f64, ops: f64| {
             if *iops {
                 format!("{ops:.0} IOPS ({mbps:.1} MB/s)")
@@ -187,6 +191,22 @@ pub fn run(opts: &Opts) -> Result<()> {
             format!("MISSED ({})", missed.join(", "))
         }
     );
+    // What one CPU allows: a client request through the server costs at least one switch into
+    // the server and one back, which under TCG empty QEMU's software TLB each time.
+    match (direct_qd1_ns, crate::bench::round_trip_wall_ns()) {
+        (Some(direct), Ok(round_trip)) => {
+            let (direct_us, round_trip_us) = (direct / 1e3, round_trip as f64 / 1e3);
+            println!(
+                "  floor: a 0-byte call+reply between two partitions (two address-space switches, \
+                 the least a request through a server adds on one CPU) takes {round_trip_us:.1} µs \
+                 of wall time on this host; with the direct path's {direct_us:.1} µs per QD1 \
+                 request the client path cannot exceed {:.1} % at QD1 here",
+                100.0 * direct / (direct + round_trip as f64)
+            );
+        }
+        (_, Err(why)) => println!("  floor: no round-trip figure ({why:#})"),
+        (None, _) => {}
+    }
     Ok(())
 }
 
