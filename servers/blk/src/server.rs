@@ -115,6 +115,22 @@ struct Client<'a, N> {
     direct_on_device: u32,
 }
 
+impl<N> Client<'_, N> {
+    /// Writes `status` as the chain's last writable byte, counts it, and returns the chain to
+    /// the client's queue with `data` bytes written before the status byte.
+    fn complete(&mut self, chain: &Chain, status: u8, data: u32) -> virtio::Result<()> {
+        match status {
+            blk::status::OK => self.stats.ok += 1,
+            blk::status::UNSUPP => self.stats.unsupported += 1,
+            _ => self.stats.io_errors += 1,
+        }
+        write_writable(chain, &self.area, chain.writable_len() - 1, &[status])?;
+        let queue = self.queue.as_mut().ok_or(virtio::Error::QueueUnavailable)?;
+        // The status byte is the last byte written: it counts in the used length.
+        queue.queue().push(chain, data + 1)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Read,
@@ -590,20 +606,7 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
                 (blk::status::OK, n as u32)
             }
         };
-        match status {
-            blk::status::OK => client.stats.ok += 1,
-            blk::status::UNSUPP => client.stats.unsupported += 1,
-            _ => client.stats.io_errors += 1,
-        }
-        let result = write_writable(chain, &client.area, status_at, &[status]).and_then(|()| {
-            let queue = client
-                .queue
-                .as_mut()
-                .ok_or(virtio::Error::QueueUnavailable)?;
-            // The status byte is the last byte written: it counts in the used length.
-            queue.queue().push(chain, data + 1)
-        });
-        match result {
+        match client.complete(chain, status, data) {
             Ok(()) => client.interrupt = true,
             Err(e) => self.break_client(index, Broken::Completion(e)),
         }
@@ -707,21 +710,7 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
         let Some(client) = self.clients[index].as_mut() else {
             return;
         };
-        if status == blk::status::OK {
-            client.stats.ok += 1;
-        } else {
-            client.stats.io_errors += 1;
-        }
-        let chain = &self.chains[r];
-        let status_at = chain.writable_len() - 1;
-        let result = write_writable(chain, &client.area, status_at, &[status]).and_then(|()| {
-            let queue = client
-                .queue
-                .as_mut()
-                .ok_or(virtio::Error::QueueUnavailable)?;
-            queue.queue().push(chain, data + 1)
-        });
-        match result {
+        match client.complete(&self.chains[r], status, data) {
             Ok(()) => client.interrupt = true,
             Err(e) => self.break_client(index, Broken::Completion(e)),
         }
