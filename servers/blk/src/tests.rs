@@ -4,7 +4,7 @@
 //! a client that waits runs the server and the disk until they are quiet, as a blocked
 //! partition lets the others run.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -14,6 +14,7 @@ use virtio::dma::{DmaRegion, OwnedDma};
 use virtio::features::{Features, status};
 use virtio::queue::{Buffer, DeviceQueue, DriverQueue};
 use virtio::split::{SplitDeviceQueue, SplitQueue};
+use virtio::transport::shmem::sim::{Pump, SimNotifier, no_pump, pair};
 use virtio::transport::shmem::{
     ChannelEvents, DeviceDescription, Notifier, SharedMemoryDevice, SharedMemoryTransport,
 };
@@ -28,57 +29,6 @@ const DISK_SECTORS: u64 = 4096;
 const REGION_LEN: usize = 0x4_0000;
 const RING_LEN: usize = 0x4000;
 const SECTOR: usize = 512;
-
-#[derive(Default)]
-struct Doorbell {
-    pending: Cell<bool>,
-}
-
-type Pump<'a> = Rc<RefCell<Option<Box<dyn FnMut() + 'a>>>>;
-
-/// One end of a simulated notification pair; `wait` runs the rest of the system.
-#[derive(Clone)]
-struct SimNotifier<'a> {
-    inbox: Rc<Doorbell>,
-    outbox: Rc<Doorbell>,
-    pump: Pump<'a>,
-}
-
-impl Notifier for SimNotifier<'_> {
-    fn notify_peer(&mut self) {
-        self.outbox.pending.set(true);
-    }
-    fn take_pending(&mut self) -> bool {
-        self.inbox.pending.replace(false)
-    }
-    fn wait(&mut self) -> bool {
-        if let Some(run) = self.pump.borrow_mut().as_mut() {
-            run();
-        }
-        self.take_pending()
-    }
-}
-
-fn pair<'a>(pump_a: Pump<'a>, pump_b: Pump<'a>) -> (SimNotifier<'a>, SimNotifier<'a>) {
-    let ab = Rc::new(Doorbell::default());
-    let ba = Rc::new(Doorbell::default());
-    (
-        SimNotifier {
-            inbox: ba.clone(),
-            outbox: ab.clone(),
-            pump: pump_a,
-        },
-        SimNotifier {
-            inbox: ab,
-            outbox: ba,
-            pump: pump_b,
-        },
-    )
-}
-
-fn no_pump<'a>() -> Pump<'a> {
-    Rc::new(RefCell::new(None))
-}
 
 /// A disk with a volatile write cache: writes land in `cache`, a flush moves them to
 /// `durable`, a crash loses the cache. With `hold` set it takes requests but completes none

@@ -16,9 +16,8 @@ use virtio::dma::{DmaRegion, OwnedDma};
 use virtio::features::{Features, status};
 use virtio::queue::{Buffer, DeviceQueue, DriverQueue};
 use virtio::split::{SplitDeviceQueue, SplitQueue};
-use virtio::transport::shmem::{
-    DeviceDescription, Notifier, SharedMemoryDevice, SharedMemoryTransport,
-};
+use virtio::transport::shmem::sim::{Pump, SimNotifier, no_pump, pair};
+use virtio::transport::shmem::{DeviceDescription, SharedMemoryDevice, SharedMemoryTransport};
 use virtio::transport::{Transport, initialize};
 
 use crate::backend::{PortStatus, VirtioPorts, buffer_bytes, ring_bytes};
@@ -30,56 +29,6 @@ const RING_LEN: usize = 0x4000;
 /// Ports of the simulated device (`max_nr_ports`).
 const DEVICE_PORTS: u32 = 4;
 const S: u64 = 1_000_000_000;
-
-#[derive(Default)]
-struct Doorbell {
-    pending: Cell<bool>,
-}
-
-type Pump<'a> = Rc<RefCell<Option<Box<dyn FnMut() + 'a>>>>;
-
-#[derive(Clone)]
-struct SimNotifier<'a> {
-    inbox: Rc<Doorbell>,
-    outbox: Rc<Doorbell>,
-    pump: Pump<'a>,
-}
-
-impl Notifier for SimNotifier<'_> {
-    fn notify_peer(&mut self) {
-        self.outbox.pending.set(true);
-    }
-    fn take_pending(&mut self) -> bool {
-        self.inbox.pending.replace(false)
-    }
-    fn wait(&mut self) -> bool {
-        if let Some(run) = self.pump.borrow_mut().as_mut() {
-            run();
-        }
-        self.take_pending()
-    }
-}
-
-fn pair<'a>(pump_a: Pump<'a>, pump_b: Pump<'a>) -> (SimNotifier<'a>, SimNotifier<'a>) {
-    let ab = Rc::new(Doorbell::default());
-    let ba = Rc::new(Doorbell::default());
-    (
-        SimNotifier {
-            inbox: ba.clone(),
-            outbox: ab.clone(),
-            pump: pump_a,
-        },
-        SimNotifier {
-            inbox: ab,
-            outbox: ba,
-            pump: pump_b,
-        },
-    )
-}
-
-fn no_pump<'a>() -> Pump<'a> {
-    Rc::new(RefCell::new(None))
-}
 
 const NQ: usize = 2 + 2 * DEVICE_PORTS as usize;
 

@@ -3,7 +3,7 @@
 //! simulated wire served by the library's device side. Notifications are simulated: a
 //! client's wait runs the wire and the server until they are quiet.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
@@ -13,6 +13,7 @@ use virtio::dma::{DmaRegion, OwnedDma};
 use virtio::features::{Features, bits, status};
 use virtio::queue::{Buffer, DeviceQueue, DriverQueue};
 use virtio::split::{SplitDeviceQueue, SplitQueue};
+use virtio::transport::shmem::sim::{Pump, SimNotifier, no_pump, pair};
 use virtio::transport::shmem::{
     DeviceDescription, Notifier, SharedMemoryDevice, SharedMemoryTransport,
 };
@@ -29,56 +30,6 @@ const MAC_B: Mac = [0x52, 0x54, 0, 0x12, 0x34, 0x62];
 const MAC_C: Mac = [0x52, 0x54, 0, 0x12, 0x34, 0x63];
 const HOST: Mac = [0x52, 0x55, 10, 0, 2, 2];
 const BROADCAST: Mac = [0xff; 6];
-
-#[derive(Default)]
-struct Doorbell {
-    pending: Cell<bool>,
-}
-
-type Pump<'a> = Rc<RefCell<Option<Box<dyn FnMut() + 'a>>>>;
-
-#[derive(Clone)]
-struct SimNotifier<'a> {
-    inbox: Rc<Doorbell>,
-    outbox: Rc<Doorbell>,
-    pump: Pump<'a>,
-}
-
-impl Notifier for SimNotifier<'_> {
-    fn notify_peer(&mut self) {
-        self.outbox.pending.set(true);
-    }
-    fn take_pending(&mut self) -> bool {
-        self.inbox.pending.replace(false)
-    }
-    fn wait(&mut self) -> bool {
-        if let Some(run) = self.pump.borrow_mut().as_mut() {
-            run();
-        }
-        self.take_pending()
-    }
-}
-
-fn pair<'a>(pump_a: Pump<'a>, pump_b: Pump<'a>) -> (SimNotifier<'a>, SimNotifier<'a>) {
-    let ab = Rc::new(Doorbell::default());
-    let ba = Rc::new(Doorbell::default());
-    (
-        SimNotifier {
-            inbox: ba.clone(),
-            outbox: ab.clone(),
-            pump: pump_a,
-        },
-        SimNotifier {
-            inbox: ab,
-            outbox: ba,
-            pump: pump_b,
-        },
-    )
-}
-
-fn no_pump<'a>() -> Pump<'a> {
-    Rc::new(RefCell::new(None))
-}
 
 /// The far side of the uplink: a virtio-net device whose wire is two frame queues.
 struct Wire<'a> {

@@ -1,7 +1,7 @@
 //! The inter-partition transport: the same driver code against a shared region and simulated
 //! notifications, served by the device side.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use super::model::{BlockModel, FORMATS, Format};
@@ -12,6 +12,7 @@ use crate::features::{Features, bits, status};
 use crate::packed::PackedQueue;
 use crate::queue::{Buffer, DeviceQueue, DriverQueue};
 use crate::split::SplitQueue;
+use crate::transport::shmem::sim::{Doorbell, Pump, SimNotifier};
 use crate::transport::shmem::{
     ChannelEvents, DeviceDescription, Notifier, SharedMemoryDevice, SharedMemoryTransport, layout,
 };
@@ -19,39 +20,6 @@ use crate::transport::{Transport, initialize, read_config, reset};
 
 const REGION_LEN: usize = 0x4_0000;
 const RING_LEN: usize = 0x1_0000;
-
-/// One direction's doorbell: a pending flag, plus a count of signals sent.
-#[derive(Default)]
-struct Doorbell {
-    pending: Cell<bool>,
-    rung: Cell<usize>,
-}
-
-type Pump<'a> = Rc<RefCell<Option<Box<dyn FnMut() + 'a>>>>;
-
-/// In-process stand-in for the kernel's notification objects. `wait` runs the peer (the
-/// server's request loop), as a blocked partition would let the other run.
-struct SimNotifier<'a> {
-    inbox: Rc<Doorbell>,
-    outbox: Rc<Doorbell>,
-    peer: Pump<'a>,
-}
-
-impl Notifier for SimNotifier<'_> {
-    fn notify_peer(&mut self) {
-        self.outbox.pending.set(true);
-        self.outbox.rung.set(self.outbox.rung.get() + 1);
-    }
-    fn take_pending(&mut self) -> bool {
-        self.inbox.pending.replace(false)
-    }
-    fn wait(&mut self) -> bool {
-        if let Some(run) = self.peer.borrow_mut().as_mut() {
-            run();
-        }
-        self.take_pending()
-    }
-}
 
 type Server<'a> = Rc<RefCell<SharedMemoryDevice<'a, SimNotifier<'a>>>>;
 
@@ -90,7 +58,7 @@ fn channel(memory: &OwnedDma, format: Format) -> Channel<'_> {
     let server_notifier = SimNotifier {
         inbox: to_server.clone(),
         outbox: to_client.clone(),
-        peer: server_pump,
+        pump: server_pump,
     };
     let server = Rc::new(RefCell::new(
         SharedMemoryDevice::new(region, RING_LEN, &description, server_notifier).unwrap(),
@@ -110,7 +78,7 @@ fn channel(memory: &OwnedDma, format: Format) -> Channel<'_> {
     let client_notifier = SimNotifier {
         inbox: to_client.clone(),
         outbox: to_server.clone(),
-        peer: client_pump,
+        pump: client_pump,
     };
     let client = SharedMemoryTransport::new(region, client_notifier).unwrap();
     Channel {

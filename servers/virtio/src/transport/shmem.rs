@@ -21,6 +21,9 @@ use crate::split::{SplitDeviceQueue, SplitLayout};
 use crate::transport::{InterruptStatus, Transport};
 use crate::{Error, Result};
 
+#[cfg(feature = "alloc")]
+pub mod sim;
+
 /// Byte offsets in the shared region. "S" fields are written only by the server, "C" fields
 /// only by the client; each side treats what the other wrote as untrusted.
 pub mod layout {
