@@ -363,6 +363,9 @@ impl<T: Transport, const Q: usize> Backend for VirtioBackend<'_, T, Q> {
         }
         // A device that breaks the ring protocol is not trusted further: nothing completes,
         // and every later submit fails.
+        if self.broken {
+            return None;
+        }
         let completion = match self.queue.poll_used() {
             Ok(Some(c)) => c,
             Ok(None) => return None,
@@ -394,7 +397,8 @@ impl<T: Transport, const Q: usize> Backend for VirtioBackend<'_, T, Q> {
     }
 
     fn request_interrupt(&mut self) -> bool {
-        // A failed ring access: sleep as before; the next poll finds the ring broken.
-        self.queue.enable_interrupts().unwrap_or(false)
+        // A device that broke the ring protocol completes nothing more: reporting its used
+        // ring as "not empty" would keep the caller polling forever instead of sleeping.
+        !self.broken && self.queue.enable_interrupts().unwrap_or(false)
     }
 }

@@ -202,7 +202,9 @@ pub struct Server<'a, B, N> {
     next_client: usize,
 }
 
-/// Request indexes in arrival order; each request at most once.
+/// Request indexes in arrival order, each at most once. An entry may outlive its request
+/// (`issue` drops such entries when it meets them), so an index in the queue is not
+/// necessarily live.
 #[derive(Debug, Clone, Copy)]
 struct Waiting {
     entries: [u8; MAX_REQUESTS],
@@ -210,11 +212,28 @@ struct Waiting {
 }
 
 impl Waiting {
-    fn push(&mut self, r: usize) {
-        if self.len < MAX_REQUESTS && !self.entries[..self.len].contains(&(r as u8)) {
+    /// Queues newly accepted request `r` at the tail; an entry left by the index's previous
+    /// request goes.
+    fn push_new(&mut self, r: usize) {
+        if let Some(at) = self.position(r) {
+            self.remove(at);
+        }
+        self.requeue(r);
+    }
+
+    /// Queues request `r` again (a write that still needs its flush), keeping its place if it
+    /// has one.
+    fn requeue(&mut self, r: usize) {
+        if self.len < MAX_REQUESTS && self.position(r).is_none() {
             self.entries[self.len] = r as u8;
             self.len += 1;
         }
+    }
+
+    fn position(&self, r: usize) -> Option<usize> {
+        self.entries[..self.len]
+            .iter()
+            .position(|&e| usize::from(e) == r)
     }
 
     fn remove(&mut self, at: usize) {
@@ -586,7 +605,7 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
             direct,
         });
         self.live |= 1 << r;
-        self.waiting.push(r);
+        self.waiting.push_new(r);
     }
 
     /// Completes the chain in entry `r` without the backend (`r` stays free).
@@ -689,7 +708,7 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
                 request.issued = 0;
                 request.direct = false;
             }
-            self.waiting.push(r);
+            self.waiting.requeue(r);
             return;
         }
         let Some(request) = self.requests[r].take() else {

@@ -32,13 +32,14 @@ const SECTOR: usize = 512;
 
 /// A disk with a volatile write cache: writes land in `cache`, a flush moves them to
 /// `durable`, a crash loses the cache. With `hold` set it takes requests but completes none
-/// until released.
+/// until released; a read that covers sector `bad` fails (a media error).
 struct SimDisk<'a> {
     device: SharedMemoryDevice<'a, SimNotifier<'a>>,
     queue: Option<SplitDeviceQueue<'a>>,
     durable: Vec<u8>,
     cache: BTreeMap<u64, Vec<u8>>,
     hold: bool,
+    bad: Option<u64>,
     held: Vec<virtio::queue::Chain>,
     /// Every request that reached the device: (type, sector, data bytes).
     log: Vec<(u32, u64, u64)>,
@@ -105,7 +106,15 @@ impl SimDisk<'_> {
                 for s in header.sector..header.sector + sectors {
                     writer.write(&self.sector(s)).unwrap();
                 }
-                writer.write(&[blk::status::OK]).unwrap();
+                let failed = self
+                    .bad
+                    .is_some_and(|b| (header.sector..header.sector + sectors).contains(&b));
+                let status = if failed {
+                    blk::status::IOERR
+                } else {
+                    blk::status::OK
+                };
+                writer.write(&[status]).unwrap();
             }
             blk::request_type::OUT => {
                 let sectors = (chain.readable_len() - 16) / SECTOR as u64;
@@ -222,6 +231,7 @@ impl<'a> World<'a> {
             durable: vec![0; DISK_SECTORS as usize * SECTOR],
             cache: BTreeMap::new(),
             hold: false,
+            bad: None,
             held: Vec::new(),
             log: Vec::new(),
         }));
@@ -1066,4 +1076,52 @@ fn a_polling_backend_takes_no_interrupts_and_rechecks_before_sleeping() {
     assert!(backend.request_interrupt());
     assert_eq!(backend.poll(), Some((1, true)));
     assert!(!backend.request_interrupt());
+}
+
+#[test]
+fn a_device_that_breaks_its_used_ring_is_not_polled_forever() {
+    let disk_memory = OwnedDma::new(REGION_LEN);
+    let world = World::new(&disk_memory, 4096);
+    let mut server = world.server.borrow_mut();
+    let backend = server.backend();
+    backend.suppress_interrupts();
+    // The device returns a chain that was never made available: a used id not in flight.
+    world
+        .disk
+        .borrow_mut()
+        .queue
+        .as_mut()
+        .unwrap()
+        .push(&virtio::queue::Chain::empty(), 0)
+        .unwrap();
+    assert_eq!(backend.poll(), None);
+    // The server would otherwise poll again instead of sleeping, for ever.
+    assert!(!backend.request_interrupt());
+    assert_eq!(backend.poll(), None);
+    assert!(backend.submit(0, Op::Read, 0, 4096).is_err());
+}
+
+#[test]
+fn a_request_the_device_fails_completes_with_an_error_and_the_rest_go_on() {
+    let disk_memory = OwnedDma::new(REGION_LEN);
+    let memory = OwnedDma::new(REGION_LEN);
+    // Small bounce slots: a 16 KiB read is four device requests.
+    let world = World::new(&disk_memory, 4096);
+    world.disk.borrow_mut().bad = Some(520);
+    let (index, notifier) = world.add(memory.region(0), rw(500, 2000), "a");
+    let mut client = world.attach(memory.region(0), notifier, 4);
+    let mut buf = vec![0u8; 4096];
+    // Virtual sector 20 is the bad real sector 520.
+    assert_eq!(client.read(16, &mut buf), Err(BlkError::Io));
+    client.read(40, &mut buf).unwrap();
+    // One part of four fails: the whole request does, once every part is back.
+    let mut big = vec![0u8; 16384];
+    assert_eq!(client.read(8, &mut big), Err(BlkError::Io));
+    client.read(100, &mut big).unwrap();
+    let server = world.server.borrow();
+    assert_eq!(server.in_flight(), 0);
+    assert_eq!(server.queued(), 0);
+    let stats = server.client_stats(index).unwrap();
+    assert_eq!((stats.ok, stats.io_errors, stats.refused), (2, 2, 0));
+    assert_eq!(server.client_state(index), Some(ClientState::Serving));
 }
