@@ -409,7 +409,35 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
         busy |= self.pop_all();
         busy |= self.issue();
         let completed = self.notify_clients();
+        debug_assert!(self.bookkeeping_holds());
         Progress { busy, completed }
+    }
+
+    /// Whether the masks and counters agree with the tables they summarise (host tests check
+    /// it after every pass).
+    fn bookkeeping_holds(&self) -> bool {
+        let live =
+            (0..MAX_REQUESTS).all(|r| self.requests[r].is_some() == (self.live >> r & 1 == 1));
+        let busy =
+            (0..MAX_SLOTS).all(|s| self.slots[s].is_some() == (self.busy_slots >> s & 1 == 1));
+        let direct = (0..MAX_CLIENTS).all(|c| {
+            let on_device = self
+                .slots
+                .iter()
+                .flatten()
+                .filter(|u| u.direct && u.client == c)
+                .count();
+            self.clients[c]
+                .as_ref()
+                .is_none_or(|client| client.direct_on_device as usize == on_device)
+        });
+        let waiting = (0..MAX_REQUESTS).all(|r| {
+            let has_work = self.requests[r]
+                .as_ref()
+                .is_some_and(|req| !req.fully_issued() && !req.failed && self.current(req));
+            !has_work || self.waiting.position(r).is_some()
+        });
+        live && busy && direct && waiting
     }
 
     /// Answers client `index`'s control requests.
