@@ -458,26 +458,23 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
             // region itself is unusable: stop serving this client.
             Err(e) => {
                 if client.state != ClientState::Broken(Broken::Queue(e)) {
-                    client.state = ClientState::Broken(Broken::Queue(e));
-                    client.epoch = client.epoch.wrapping_add(1);
-                    client.queue = None;
                     client.stats.breaks += 1;
-                    self.sweep = true;
+                    self.end_epoch(index, ClientState::Broken(Broken::Queue(e)));
                 }
                 return false;
             }
         };
         let mut busy = false;
         if events.reset || events.failed {
-            client.epoch = client.epoch.wrapping_add(1);
-            client.queue = None;
-            client.state = ClientState::Idle;
             if events.reset {
                 client.stats.resets += 1;
             }
-            self.sweep = true;
+            self.end_epoch(index, ClientState::Idle);
             busy = true;
         }
+        let Some(client) = self.clients[index].as_mut() else {
+            return busy;
+        };
         if events.queues_enabled & 1 != 0 {
             let queue = if client.device.negotiated().has(bits::RING_PACKED) {
                 client.device.packed_queue(0).map(ClientQueue::Packed)
@@ -494,16 +491,54 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
         busy
     }
 
-    /// Stops serving client `index` until it resets.
-    fn break_client(&mut self, index: usize, why: Broken) {
+    /// Ends client `index`'s epoch in `state`: its queue goes, requests of the old epoch are
+    /// never completed to it, and the next `issue` drops those with nothing in flight.
+    fn end_epoch(&mut self, index: usize, state: ClientState) {
         if let Some(client) = self.clients[index].as_mut() {
-            client.state = ClientState::Broken(why);
+            client.state = state;
             client.epoch = client.epoch.wrapping_add(1);
             client.queue = None;
-            client.stats.breaks += 1;
-            let _ = client.device.set_needs_reset();
             self.sweep = true;
         }
+    }
+
+    /// Stops serving client `index` until it resets.
+    fn break_client(&mut self, index: usize, why: Broken) {
+        self.end_epoch(index, ClientState::Broken(why));
+        if let Some(client) = self.clients[index].as_mut() {
+            client.stats.breaks += 1;
+            let _ = client.device.set_needs_reset();
+        }
+    }
+
+    /// Puts `use_` on backend slot `slot`, with the busy mask and the client's count of
+    /// zero-copy requests on the device.
+    fn occupy(&mut self, slot: usize, use_: SlotUse) {
+        self.busy_slots |= 1 << slot;
+        if use_.direct
+            && let Some(client) = self.clients[use_.client].as_mut()
+        {
+            client.direct_on_device += 1;
+        }
+        self.slots[slot] = Some(use_);
+    }
+
+    /// Takes what backend slot `slot` held, keeping the same.
+    fn release(&mut self, slot: usize) -> Option<SlotUse> {
+        let use_ = self.slots.get_mut(slot).and_then(Option::take)?;
+        self.busy_slots &= !(1 << slot);
+        if use_.direct
+            && let Some(client) = self.clients[use_.client].as_mut()
+        {
+            client.direct_on_device = client.direct_on_device.saturating_sub(1);
+        }
+        Some(use_)
+    }
+
+    /// Takes request `r` out of the table, with the live mask.
+    fn free_request(&mut self, r: usize) -> Option<Request> {
+        self.live &= !(1 << r);
+        self.requests[r].take()
     }
 
     /// Takes new chains from serving clients, round robin, while request entries are free.
@@ -671,15 +706,9 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
         let mut busy = false;
         while let Some((slot, ok)) = self.backend.poll() {
             busy = true;
-            let Some(use_) = self.slots.get_mut(slot).and_then(Option::take) else {
+            let Some(use_) = self.release(slot) else {
                 continue;
             };
-            self.busy_slots &= !(1 << slot);
-            if use_.direct
-                && let Some(client) = self.clients[use_.client].as_mut()
-            {
-                client.direct_on_device = client.direct_on_device.saturating_sub(1);
-            }
             let Some(request) = self.requests[use_.request].as_ref() else {
                 continue;
             };
@@ -739,10 +768,9 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
             self.waiting.requeue(r);
             return;
         }
-        let Some(request) = self.requests[r].take() else {
+        let Some(request) = self.free_request(r) else {
             return;
         };
-        self.live &= !(1 << r);
         if !current {
             return;
         }
@@ -781,8 +809,7 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
                     .as_ref()
                     .is_some_and(|req| !self.current(req) && req.outstanding == 0)
                 {
-                    self.requests[r] = None;
-                    self.live &= !(1 << r);
+                    self.free_request(r);
                     busy = true;
                 }
             }
@@ -877,14 +904,16 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
         }
         let client = request.client;
         self.backend.submit(slot, op, sector, len)?;
-        self.busy_slots |= 1 << slot;
-        self.slots[slot] = Some(SlotUse {
-            request: r,
-            client,
-            offset,
-            len,
-            direct: false,
-        });
+        self.occupy(
+            slot,
+            SlotUse {
+                request: r,
+                client,
+                offset,
+                len,
+                direct: false,
+            },
+        );
         if let Some(request) = self.requests[r].as_mut() {
             request.outstanding += 1;
             request.issued = if op == Op::Flush {
@@ -936,17 +965,16 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
         .map_err(|_| BackendError::Failed)?;
         let (sector, bytes, index) = (request.sector, request.bytes, request.client);
         self.backend.submit_direct(tag, op, sector, &data[..n])?;
-        self.busy_slots |= 1 << tag;
-        if let Some(client) = self.clients[index].as_mut() {
-            client.direct_on_device += 1;
-        }
-        self.slots[tag] = Some(SlotUse {
-            request: r,
-            client: index,
-            offset: 0,
-            len: bytes as usize,
-            direct: true,
-        });
+        self.occupy(
+            tag,
+            SlotUse {
+                request: r,
+                client: index,
+                offset: 0,
+                len: bytes as usize,
+                direct: true,
+            },
+        );
         if let Some(request) = self.requests[r].as_mut() {
             request.outstanding += 1;
             request.issued = bytes;
