@@ -10,8 +10,6 @@
 #![deny(unsafe_code)]
 
 pub mod backend;
-pub mod chan;
-pub mod rate;
 pub mod server;
 
 #[cfg(test)]

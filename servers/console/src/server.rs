@@ -22,8 +22,9 @@ use virtio::queue::{Chain, GrantedArea};
 use virtio::transport::shmem::{DeviceDescription, Notifier, SharedMemoryDevice};
 
 use crate::backend::Ports;
-use crate::chan::{ClientQueue, read_readable, ring_features, write_writable};
-use crate::rate::TokenBucket;
+use ioserver::chain::{read_readable, write_writable};
+use ioserver::rate::TokenBucket;
+use ioserver::{ClientQueue, ring_features};
 
 /// Most clients one server serves.
 pub const MAX_CLIENTS: usize = 8;
@@ -452,7 +453,7 @@ impl<'a, P: Ports, N: Notifier> Server<'a, P, N> {
             let n = (chain.writable_len() as usize).min(CHUNK).min(pending);
             let mut buf = [0u8; CHUNK];
             let n = self.ports.read(client.spec.port, &mut buf[..n]);
-            let result = write_writable(&chain, &client.area, &buf[..n]).and_then(|()| {
+            let result = write_writable(&chain, &client.area, 0, &buf[..n]).and_then(|()| {
                 client
                     .rx
                     .as_mut()

@@ -6,6 +6,8 @@
 //! docs/io-servers.md. Used by the block, network, console and entropy servers.
 #![no_std]
 
+pub mod serve;
+
 use abi::DeviceInfo;
 use virtio::dma::MmioRegisters;
 use virtio::transport::RegisterAccess;

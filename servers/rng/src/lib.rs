@@ -8,10 +8,6 @@
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_code)]
 
-#[path = "../../console/src/chan.rs"]
-pub mod chan;
-#[path = "../../console/src/rate.rs"]
-pub mod rate;
 pub mod server;
 pub mod source;
 

@@ -16,7 +16,7 @@ use virtio::transport::shmem::{DeviceDescription, SharedMemoryDevice, SharedMemo
 use virtio::transport::{Transport, initialize};
 
 use crate::rt_config::Config;
-use crate::server::{Broken, ClientState, EntropySpec, Server};
+use crate::server::{Broken, ClientState, Entropy, EntropySpec, RngRule, Server};
 use crate::source::{RING_BYTES, VirtioRng};
 
 const REGION_LEN: usize = 0x2_0000;
@@ -124,7 +124,7 @@ impl<'a> World<'a> {
         let (ring, data) = (transport.ring_area(), transport.data_area());
         let source = VirtioRng::new(transport, ring, data, |_| Ok(())).unwrap();
         let now = Rc::new(Cell::new(0u64));
-        let server = Rc::new(RefCell::new(Server::new(source)));
+        let server = Rc::new(RefCell::new(Server::new(Entropy::new(source))));
         let pump: Pump<'a> = no_pump();
         {
             let (server, rng, now) = (server.clone(), rng.clone(), now.clone());
@@ -152,7 +152,7 @@ impl<'a> World<'a> {
         let index = self
             .server
             .borrow_mut()
-            .add_client(region, RING_LEN, spec, self.now.get(), server_side)
+            .add_client(region, RING_LEN, &spec, self.now.get(), server_side)
             .unwrap();
         (index, client_side)
     }
@@ -306,7 +306,7 @@ fn malformed_requests_stop_only_that_client_until_it_resets() {
             "a device-readable buffer",
             vec![Buffer { addr: 0, len: 8 }],
             vec![Buffer { addr: 64, len: 8 }],
-            Broken::ReadableBuffer,
+            Broken::Class(RngRule::ReadableBuffer),
         ),
         (
             "a buffer outside the data area",
@@ -321,7 +321,7 @@ fn malformed_requests_stop_only_that_client_until_it_resets() {
             "a readable-only chain",
             vec![Buffer { addr: 0, len: 8 }],
             vec![],
-            Broken::ReadableBuffer,
+            Broken::Class(RngRule::ReadableBuffer),
         ),
     ];
     for (round, (what, readable, writable, why)) in cases.into_iter().enumerate() {

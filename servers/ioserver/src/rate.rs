@@ -2,8 +2,7 @@
 //!
 //! A bucket holds at most `burst` bytes of credit and gains `rate` bytes per second; a client
 //! may move as many bytes as it has credit for. Credit is kept in byte-nanoseconds (bytes ×
-//! 10⁹), so rates that are not a divisor of a second lose nothing to rounding. Shared with the
-//! entropy server (`servers/rng`), which includes this file.
+//! 10⁹), so rates that are not a divisor of a second lose nothing to rounding.
 
 const NS_PER_S: u128 = 1_000_000_000;
 
