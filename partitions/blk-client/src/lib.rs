@@ -21,11 +21,10 @@
 
 use virtio::devices::{blk, id};
 use virtio::dma::DmaRegion;
-use virtio::features::{Features, bits, status};
+use virtio::features::{Features, bits};
 use virtio::queue::{Buffer, DriverQueue, Token};
-use virtio::split::SplitQueue;
-use virtio::transport::shmem::{Notifier, SharedMemoryTransport};
-use virtio::transport::{Transport, initialize, read_config};
+use virtio::transport::shmem::Notifier;
+use virtio_session::{Class, Session};
 
 /// Most tags (requests in flight) a client uses.
 pub const MAX_TAGS: usize = 64;
@@ -35,40 +34,24 @@ const TAG_AREA: usize = 4096;
 const TAG_STRIDE: usize = 32;
 /// Sector size of `sector` fields (§5.2.6).
 pub const SECTOR: usize = blk::SECTOR_SIZE as usize;
+/// The request queue (§5.2.2).
+const QUEUE: u16 = 0;
 
-/// Why a block request or the device failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BlkError {
-    /// The server has not laid out the channel (yet): no magic in the control block.
-    NotReady,
-    /// The channel is not a block device.
-    NotBlock,
-    /// The request completed with VIRTIO_BLK_S_IOERR: out of range, a write to a read-only
-    /// disk, a misaligned length, or the real device failed.
-    Io,
-    /// The request completed with VIRTIO_BLK_S_UNSUPP.
-    Unsupported,
-    /// The device was reset (the server restarted): in-flight requests are lost; reconnect.
-    Reset,
-    /// The server declared the channel broken (DEVICE_NEEDS_RESET): reconnect.
-    NeedsReset,
-    /// The server did not answer within the notifier's waits.
-    Timeout,
-    /// A buffer is too long for the tag, not a whole number of sectors, or the tag is invalid
-    /// or busy.
-    BadRequest,
-    /// The transport or queue failed.
-    Transport(virtio::Error),
-}
-
-impl From<virtio::Error> for BlkError {
-    fn from(error: virtio::Error) -> Self {
-        match error {
-            virtio::Error::NoDevice => BlkError::NotReady,
-            virtio::Error::DeviceNeedsReset => BlkError::NeedsReset,
-            virtio::Error::Timeout => BlkError::Timeout,
-            other => BlkError::Transport(other),
-        }
+virtio_session::client_error! {
+    /// Why a block request or the device failed.
+    pub enum BlkError {
+        /// The channel is not a block device.
+        wrong_device: NotBlock,
+        /// The request completed with VIRTIO_BLK_S_IOERR: out of range, a write to a read-only
+        /// disk, a misaligned length, or the real device failed.
+        Io,
+        /// The request completed with VIRTIO_BLK_S_UNSUPP.
+        Unsupported,
+        /// The server did not answer within the notifier's waits.
+        Timeout,
+        /// A buffer is too long for the tag, not a whole number of sectors, or the tag is
+        /// invalid or busy.
+        BadRequest,
     }
 }
 
@@ -116,13 +99,9 @@ pub fn supported_features() -> Features {
 /// A virtio-blk device over a shared-memory channel, with a split queue of `Q` entries.
 #[derive(Debug)]
 pub struct BlkClient<'a, N: Notifier + Clone, const Q: usize = 16> {
-    region: DmaRegion<'a>,
-    template: N,
+    session: Session<'a, N, Q, 1>,
     options: Options,
-    transport: SharedMemoryTransport<'a, N>,
-    queue: SplitQueue<'a, Q>,
     data: DmaRegion<'a>,
-    features: Features,
     capacity: u64,
     tag_bytes: usize,
     in_flight: [Option<Token>; MAX_TAGS],
@@ -136,38 +115,29 @@ impl<'a, N: Notifier + Clone, const Q: usize> BlkClient<'a, N, Q> {
         if options.depth == 0 || options.depth > MAX_TAGS.min(Q) {
             return Err(BlkError::BadRequest);
         }
-        let mut transport = SharedMemoryTransport::new(region, notifier.clone())?;
-        if transport.device_type() != id::BLOCK {
-            return Err(BlkError::NotBlock);
-        }
-        let ring = transport.ring_area();
-        let data = transport.data_area();
-        let tag_bytes = data
-            .len()
-            .checked_sub(TAG_AREA)
-            .map(|rest| rest / options.depth / SECTOR * SECTOR)
-            .filter(|&bytes| bytes >= SECTOR)
-            .ok_or(BlkError::Transport(virtio::Error::OutOfBounds))?;
-        let mut queue = None;
-        let features = initialize(&mut transport, supported_features(), |t, negotiated| {
-            let q = SplitQueue::<Q>::new(ring, negotiated, false)?;
-            t.enable_queue(0, q.size(), q.addresses())?;
-            queue = Some(q);
-            Ok(())
-        })?;
-        let queue = queue.ok_or(BlkError::Transport(virtio::Error::QueueUnavailable))?;
-        let mut capacity = [0u8; 8];
-        read_config(&mut transport, blk::config::CAPACITY, &mut capacity)?;
-        Ok(Self {
-            region,
-            template: notifier,
+        let class = Class {
+            device_type: id::BLOCK,
+            features: supported_features(),
+            // The tag area, then at least a sector per tag.
+            data_bytes: TAG_AREA + options.depth * SECTOR,
+        };
+        Self::on(
+            Session::attach(region, notifier, class, options.max_waits)?,
             options,
-            transport,
-            queue,
+        )
+    }
+
+    /// The driver over a fresh session: no request in flight.
+    fn on(mut session: Session<'a, N, Q, 1>, options: Options) -> Result<Self, BlkError> {
+        let data = session.data_area();
+        let mut capacity = [0u8; 8];
+        session.read_config(blk::config::CAPACITY, &mut capacity)?;
+        Ok(Self {
+            tag_bytes: (data.len() - TAG_AREA) / options.depth / SECTOR * SECTOR,
+            session,
+            options,
             data,
-            features,
             capacity: u64::from_le_bytes(capacity),
-            tag_bytes,
             in_flight: [None; MAX_TAGS],
             finished: [None; MAX_TAGS],
         })
@@ -176,7 +146,7 @@ impl<'a, N: Notifier + Clone, const Q: usize> BlkClient<'a, N, Q> {
     /// Attaches afresh after [`BlkError::Reset`] or [`BlkError::NeedsReset`]: every request in
     /// flight is forgotten. Fails with [`BlkError::NotReady`] while the server is not back.
     pub fn reconnect(&mut self) -> Result<(), BlkError> {
-        *self = Self::attach(self.region, self.template.clone(), self.options)?;
+        *self = Self::on(self.session.reattach()?, self.options)?;
         Ok(())
     }
 
@@ -187,17 +157,17 @@ impl<'a, N: Notifier + Clone, const Q: usize> BlkClient<'a, N, Q> {
 
     /// Whether the server exported the disk read-only (VIRTIO_BLK_F_RO).
     pub fn read_only(&self) -> bool {
-        self.features.has(blk::features::RO)
+        self.session.features().has(blk::features::RO)
     }
 
     /// Whether the server offers flush (VIRTIO_BLK_F_FLUSH).
     pub fn has_flush(&self) -> bool {
-        self.features.has(blk::features::FLUSH)
+        self.session.features().has(blk::features::FLUSH)
     }
 
     /// The negotiated features.
     pub fn features(&self) -> Features {
-        self.features
+        self.session.features()
     }
 
     /// Bytes of one tag's buffer: the largest single request.
@@ -212,7 +182,7 @@ impl<'a, N: Notifier + Clone, const Q: usize> BlkClient<'a, N, Q> {
 
     /// The notifier (e.g. to count signals in tests).
     pub fn notifier(&mut self) -> &mut N {
-        self.transport.notifier()
+        self.session.notifier()
     }
 
     /// Tag `tag`'s data buffer: fill it before a write, read it after a read.
@@ -229,14 +199,7 @@ impl<'a, N: Notifier + Clone, const Q: usize> BlkClient<'a, N, Q> {
     /// out again (status no longer DRIVER_OK), [`BlkError::NeedsReset`] if it declared it
     /// broken.
     pub fn check_device(&mut self) -> Result<(), BlkError> {
-        let s = self.transport.status();
-        if s & status::DEVICE_NEEDS_RESET != 0 {
-            Err(BlkError::NeedsReset)
-        } else if s & status::DRIVER_OK == 0 || s & status::FAILED != 0 {
-            Err(BlkError::Reset)
-        } else {
-            Ok(())
-        }
+        Ok(self.session.check_device()?)
     }
 
     /// Submits a request on free tag `tag`: `bytes` of the tag's buffer (a multiple of 512 for
@@ -267,10 +230,7 @@ impl<'a, N: Notifier + Clone, const Q: usize> BlkClient<'a, N, Q> {
     /// Notifies the server of the requests submitted since the last notification, if it asked
     /// to be (§2.7.13.4, with EVENT_IDX the whole batch is covered by one notification).
     pub fn kick(&mut self) -> Result<(), BlkError> {
-        if self.queue.should_notify()? {
-            self.transport.notify(0)?;
-        }
-        Ok(())
+        Ok(self.session.kick(QUEUE)?)
     }
 
     /// The buffer area (the data area after the tag area), for callers that lay their buffers
@@ -328,10 +288,11 @@ impl<'a, N: Notifier + Clone, const Q: usize> BlkClient<'a, N, Q> {
             addr: self.data.bus_address(TAG_AREA + offset),
             len: bytes as u32,
         };
+        let queue = self.session.queue(QUEUE)?;
         let token = match op {
-            Op::Write if bytes > 0 => self.queue.submit(&[header, data], &[status])?,
-            Op::Read | Op::GetId if bytes > 0 => self.queue.submit(&[header], &[data, status])?,
-            _ => self.queue.submit(&[header], &[status])?,
+            Op::Write if bytes > 0 => queue.submit(&[header, data], &[status])?,
+            Op::Read | Op::GetId if bytes > 0 => queue.submit(&[header], &[data, status])?,
+            _ => queue.submit(&[header], &[status])?,
         };
         self.in_flight[tag] = Some(token);
         self.finished[tag] = None;
@@ -340,13 +301,11 @@ impl<'a, N: Notifier + Clone, const Q: usize> BlkClient<'a, N, Q> {
 
     /// Takes one finished request without waiting: its tag and its status byte (§5.2.6).
     pub fn poll(&mut self) -> Result<Option<(usize, u8)>, BlkError> {
-        self.reap()?;
-        if let Some(tag) = self.finished.iter().position(Option::is_some) {
-            let status = self.finished[tag].take().unwrap_or(blk::status::IOERR);
-            return Ok(Some((tag, status)));
+        let done = self.take_finished()?;
+        if done.is_none() {
+            self.check_device()?;
         }
-        self.check_device()?;
-        Ok(None)
+        Ok(done)
     }
 
     /// Waits for one request to finish; returns its tag and status byte.
@@ -356,38 +315,24 @@ impl<'a, N: Notifier + Clone, const Q: usize> BlkClient<'a, N, Q> {
         }
         let mut misses = 0;
         loop {
-            if let Some(done) = self.poll()? {
+            if let Some(done) = self.take_finished()? {
                 return Ok(done);
             }
-            // Request an interrupt, then re-check before sleeping (§2.7.10's idiom).
-            if self.queue.enable_interrupts()? {
-                continue;
-            }
-            if self.transport.notifier().wait() {
-                self.transport.ack_interrupt();
-                misses = 0;
-            } else {
-                misses += 1;
-                if misses >= self.options.max_waits {
-                    return Err(BlkError::Timeout);
-                }
-            }
+            self.session.wait_used(QUEUE, &mut misses)?;
         }
     }
 
-    fn reap(&mut self) -> Result<(), BlkError> {
-        while let Some(completion) = self.queue.poll_used()? {
-            let tag = self
-                .in_flight
-                .iter()
-                .position(|t| *t == Some(completion.token))
-                .ok_or(BlkError::Transport(virtio::Error::BadUsedId))?;
-            self.in_flight[tag] = None;
+    /// Takes one finished request, reaping completions first.
+    fn take_finished(&mut self) -> Result<Option<(usize, u8)>, BlkError> {
+        while let Some((tag, _)) = self.session.take_used(QUEUE, &mut self.in_flight)? {
             // The status byte is the last byte the device writes (§5.2.6); a device that wrote
             // nothing leaves our 0xff, which reads as an error below.
             self.finished[tag] = Some(self.data.read_u8(tag * TAG_STRIDE + 16)?);
         }
-        Ok(())
+        Ok(self.finished.iter().position(Option::is_some).map(|tag| {
+            let status = self.finished[tag].take().unwrap_or(blk::status::IOERR);
+            (tag, status)
+        }))
     }
 
     /// Runs one request on tag 0 and waits for it.
