@@ -18,11 +18,10 @@
 
 use virtio::devices::{id, net};
 use virtio::dma::DmaRegion;
-use virtio::features::{Features, bits, status};
+use virtio::features::{Features, bits};
 use virtio::queue::{Buffer, DriverQueue, Token};
-use virtio::split::SplitQueue;
-use virtio::transport::shmem::{Notifier, SharedMemoryTransport};
-use virtio::transport::{Transport, initialize, read_config};
+use virtio::transport::shmem::Notifier;
+use virtio_session::{Class, Session};
 
 #[cfg(feature = "smoltcp")]
 mod smol;
@@ -37,35 +36,21 @@ pub const MAX_FRAME: usize = 1514;
 const BUFFER: usize = 2048;
 const NO_SLOT: u16 = u16::MAX;
 
-/// Why the NIC or an operation failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NetError {
-    /// The server has not laid out the channel (yet): no magic in the control block.
-    NotReady,
-    /// The channel is not a network device.
-    NotNet,
-    /// The data area cannot hold the buffers.
-    TooSmall,
-    /// No free transmit buffer now.
-    Busy,
-    /// The frame is empty or longer than [`MAX_FRAME`].
-    BadFrame,
-    /// The device was reset (the server restarted): reconnect.
-    Reset,
-    /// The server declared the channel broken (DEVICE_NEEDS_RESET): reconnect.
-    NeedsReset,
-    /// The transport or a queue failed.
-    Transport(virtio::Error),
-}
-
-impl From<virtio::Error> for NetError {
-    fn from(error: virtio::Error) -> Self {
-        match error {
-            virtio::Error::NoDevice => NetError::NotReady,
-            virtio::Error::DeviceNeedsReset => NetError::NeedsReset,
-            other => NetError::Transport(other),
-        }
+virtio_session::client_error! {
+    /// Why the NIC or an operation failed.
+    pub enum NetError {
+        /// The channel is not a network device.
+        wrong_device: NotNet,
+        /// The data area cannot hold the buffers.
+        TooSmall,
+        /// No free transmit buffer now.
+        Busy,
+        /// The frame is empty or longer than [`MAX_FRAME`].
+        BadFrame,
     }
+    too_small => NetError::TooSmall,
+    // The NIC never waits: a timeout can only come from the transport.
+    timeout => NetError::Transport(virtio::Error::Timeout),
 }
 
 /// Counters.
@@ -89,13 +74,8 @@ pub fn supported_features() -> Features {
 /// A virtio-net device over a shared-memory channel, with split queues of `Q` entries.
 #[derive(Debug)]
 pub struct NetClient<'a, N: Notifier + Clone, const Q: usize = 32> {
-    region: DmaRegion<'a>,
-    template: N,
-    transport: SharedMemoryTransport<'a, N>,
-    rx: SplitQueue<'a, Q>,
-    tx: SplitQueue<'a, Q>,
+    session: Session<'a, N, Q, 2>,
     data: DmaRegion<'a>,
-    features: Features,
     mac: [u8; 6],
     rx_slot: [u16; Q],
     tx_slot: [u16; Q],
@@ -109,43 +89,27 @@ impl<'a, N: Notifier + Clone, const Q: usize> NetClient<'a, N, Q> {
     /// Attaches to the channel laid out in `region` and runs the initialisation of §3.1.1 and
     /// §5.1.5. [`NetError::NotReady`] means the server has not laid it out yet.
     pub fn attach(region: DmaRegion<'a>, notifier: N) -> Result<Self, NetError> {
-        let mut transport = SharedMemoryTransport::new(region, notifier.clone())?;
-        if transport.device_type() != id::NET {
-            return Err(NetError::NotNet);
-        }
-        let ring = transport.ring_area();
-        let data = transport.data_area();
-        let buffers = Q.min(64);
-        if data.len() < 2 * buffers * BUFFER {
-            return Err(NetError::TooSmall);
-        }
-        let half = ring.len() / 2 / 4096 * 4096;
-        let rx_ring = ring.subregion(0, half)?;
-        let tx_ring = ring.subregion(half, half)?;
-        let mut queues = None;
-        let features = initialize(&mut transport, supported_features(), |t, negotiated| {
-            let rx = SplitQueue::<Q>::new(rx_ring, negotiated, false)?;
-            let tx = SplitQueue::<Q>::new(tx_ring, negotiated, false)?;
-            t.enable_queue(net::queue::RX, rx.size(), rx.addresses())?;
-            t.enable_queue(net::queue::TX, tx.size(), tx.addresses())?;
-            queues = Some((rx, tx));
-            Ok(())
-        })?;
-        let (rx, mut tx) = queues.ok_or(NetError::Transport(virtio::Error::QueueUnavailable))?;
+        let class = Class {
+            device_type: id::NET,
+            features: supported_features(),
+            data_bytes: 2 * Q.min(64) * BUFFER,
+        };
+        // The NIC never waits on the session: no bound needed.
+        Self::on(Session::attach(region, notifier, class, 0)?)
+    }
+
+    /// The driver over a fresh session: every receive buffer posted, none in flight to send.
+    fn on(mut session: Session<'a, N, Q, 2>) -> Result<Self, NetError> {
         // Transmit completions are reaped when a buffer is needed: no interrupts for them.
-        tx.disable_interrupts()?;
+        session.queue(net::queue::TX)?.disable_interrupts()?;
         let mut mac = [0u8; 6];
-        if features.has(net::features::MAC) {
-            read_config(&mut transport, net::config::MAC, &mut mac)?;
+        if session.features().has(net::features::MAC) {
+            session.read_config(net::config::MAC, &mut mac)?;
         }
+        let buffers = Q.min(64);
         let mut client = Self {
-            region,
-            template: notifier,
-            transport,
-            rx,
-            tx,
-            data,
-            features,
+            data: session.data_area(),
+            session,
             mac,
             rx_slot: [NO_SLOT; Q],
             tx_slot: [NO_SLOT; Q],
@@ -167,7 +131,7 @@ impl<'a, N: Notifier + Clone, const Q: usize> NetClient<'a, N, Q> {
 
     /// Attaches afresh after [`NetError::Reset`] or [`NetError::NeedsReset`].
     pub fn reconnect(&mut self) -> Result<(), NetError> {
-        *self = Self::attach(self.region, self.template.clone())?;
+        *self = Self::on(self.session.reattach()?)?;
         Ok(())
     }
 
@@ -178,17 +142,19 @@ impl<'a, N: Notifier + Clone, const Q: usize> NetClient<'a, N, Q> {
 
     /// Whether the link is up (§5.1.4).
     pub fn link_up(&mut self) -> bool {
-        if !self.features.has(net::features::STATUS) {
+        if !self.session.features().has(net::features::STATUS) {
             return true;
         }
         let mut s = [0u8; 2];
-        read_config(&mut self.transport, net::config::STATUS, &mut s).is_ok()
+        self.session
+            .read_config(net::config::STATUS, &mut s)
+            .is_ok()
             && u16::from_le_bytes(s) & net::link_status::LINK_UP != 0
     }
 
     /// The negotiated features.
     pub fn features(&self) -> Features {
-        self.features
+        self.session.features()
     }
 
     /// Counters.
@@ -198,31 +164,24 @@ impl<'a, N: Notifier + Clone, const Q: usize> NetClient<'a, N, Q> {
 
     /// The notifier.
     pub fn notifier(&mut self) -> &mut N {
-        self.transport.notifier()
+        self.session.notifier()
     }
 
     /// Whether the device is still live: [`NetError::Reset`] if the server laid the channel
     /// out again, [`NetError::NeedsReset`] if it declared it broken.
     pub fn check_device(&mut self) -> Result<(), NetError> {
-        let s = self.transport.status();
-        if s & status::DEVICE_NEEDS_RESET != 0 {
-            Err(NetError::NeedsReset)
-        } else if s & status::DRIVER_OK == 0 || s & status::FAILED != 0 {
-            Err(NetError::Reset)
-        } else {
-            Ok(())
-        }
+        Ok(self.session.check_device()?)
     }
 
     /// Acknowledges interrupts (clears the interrupt word).
     pub fn ack_interrupt(&mut self) {
-        self.transport.ack_interrupt();
+        self.session.ack_interrupt();
     }
 
     /// Asks for an interrupt on the next received frame, then re-checks: `true` if a frame is
     /// already there (poll again rather than sleep, §2.7.10).
     pub fn enable_interrupts(&mut self) -> Result<bool, NetError> {
-        Ok(self.rx.enable_interrupts()?)
+        Ok(self.session.queue(net::queue::RX)?.enable_interrupts()?)
     }
 
     fn post_rx(&mut self, slot: usize) -> Result<(), NetError> {
@@ -230,7 +189,7 @@ impl<'a, N: Notifier + Clone, const Q: usize> NetClient<'a, N, Q> {
             addr: self.data.bus_address(slot * BUFFER),
             len: (HEADER + MAX_FRAME) as u32,
         };
-        let Token(token) = self.rx.submit(&[], &[buffer])?;
+        let Token(token) = self.session.queue(net::queue::RX)?.submit(&[], &[buffer])?;
         *self
             .rx_slot
             .get_mut(usize::from(token))
@@ -240,8 +199,8 @@ impl<'a, N: Notifier + Clone, const Q: usize> NetClient<'a, N, Q> {
     }
 
     fn kick_rx(&mut self) -> Result<(), NetError> {
-        if core::mem::take(&mut self.rx_kick) && self.rx.should_notify()? {
-            self.transport.notify(net::queue::RX)?;
+        if core::mem::take(&mut self.rx_kick) {
+            self.session.kick(net::queue::RX)?;
         }
         Ok(())
     }
@@ -249,7 +208,7 @@ impl<'a, N: Notifier + Clone, const Q: usize> NetClient<'a, N, Q> {
     /// Copies the next received frame into `out` and returns its length, or `None` if no
     /// frame is waiting. The buffer goes straight back to the server.
     pub fn receive(&mut self, out: &mut [u8]) -> Result<Option<usize>, NetError> {
-        let Some(completion) = self.rx.poll_used()? else {
+        let Some(completion) = self.session.queue(net::queue::RX)?.poll_used()? else {
             self.check_device()?;
             return Ok(None);
         };
@@ -272,7 +231,7 @@ impl<'a, N: Notifier + Clone, const Q: usize> NetClient<'a, N, Q> {
     }
 
     fn reap_tx(&mut self) -> Result<(), NetError> {
-        while let Some(c) = self.tx.poll_used()? {
+        while let Some(c) = self.session.queue(net::queue::TX)?.poll_used()? {
             if let Some(entry) = self.tx_slot.get_mut(usize::from(c.token.0)) {
                 let slot = core::mem::replace(entry, NO_SLOT);
                 if slot != NO_SLOT {
@@ -319,7 +278,7 @@ impl<'a, N: Notifier + Clone, const Q: usize> NetClient<'a, N, Q> {
         buf[..HEADER].copy_from_slice(&net::Header::default().to_bytes());
         fill(&mut buf[HEADER..HEADER + len]);
         self.data.write_bytes(at, &buf[..HEADER + len])?;
-        let Token(token) = self.tx.submit(
+        let Token(token) = self.session.queue(net::queue::TX)?.submit(
             &[Buffer {
                 addr: self.data.bus_address(at),
                 len: (HEADER + len) as u32,
@@ -331,9 +290,7 @@ impl<'a, N: Notifier + Clone, const Q: usize> NetClient<'a, N, Q> {
             .get_mut(usize::from(token))
             .ok_or(NetError::Transport(virtio::Error::BadUsedId))? = slot as u16;
         self.tx_free &= !(1 << slot);
-        if self.tx.should_notify()? {
-            self.transport.notify(net::queue::TX)?;
-        }
+        self.session.kick(net::queue::TX)?;
         self.stats.tx_frames += 1;
         self.stats.tx_bytes += len as u64;
         Ok(())
