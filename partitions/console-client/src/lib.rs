@@ -11,11 +11,10 @@
 
 use virtio::devices::{console, id};
 use virtio::dma::DmaRegion;
-use virtio::features::{Features, status};
+use virtio::features::Features;
 use virtio::queue::{Buffer, DriverQueue, Token};
-use virtio::split::SplitQueue;
-use virtio::transport::shmem::{Notifier, SharedMemoryTransport};
-use virtio::transport::{Transport, initialize};
+use virtio::transport::shmem::Notifier;
+use virtio_session::{Class, Session, SessionError};
 
 /// Receive buffers kept posted.
 pub const RX_BUFFERS: usize = 4;
@@ -25,44 +24,31 @@ pub const TX_BUFFERS: usize = 4;
 pub const BUFFER: usize = 256;
 const RX_AREA: usize = 0;
 const TX_AREA: usize = RX_BUFFERS * BUFFER;
+const RX: u16 = console::queue::RX0;
+const TX: u16 = console::queue::TX0;
 
-/// Why the console failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConsoleError {
-    /// The server has not laid out the channel (yet).
-    NotReady,
-    /// The channel is not a console.
-    NotConsole,
-    /// The device was reset (the server restarted): reconnect.
-    Reset,
-    /// The server declared the channel broken (DEVICE_NEEDS_RESET): reconnect.
-    NeedsReset,
-    /// No transmit buffer came back within the notifier's waits.
-    Timeout,
-    /// The transport or a queue failed.
-    Transport(virtio::Error),
-}
-
-impl From<virtio::Error> for ConsoleError {
-    fn from(error: virtio::Error) -> Self {
-        match error {
-            virtio::Error::NoDevice => ConsoleError::NotReady,
-            virtio::Error::DeviceNeedsReset => ConsoleError::NeedsReset,
-            virtio::Error::Timeout => ConsoleError::Timeout,
-            other => ConsoleError::Transport(other),
-        }
+virtio_session::client_error! {
+    /// Why the console failed.
+    pub enum ConsoleError {
+        /// The channel is not a console.
+        wrong_device: NotConsole,
+        /// No transmit buffer came back within the notifier's waits.
+        Timeout,
     }
 }
+
+/// What a console client asks of the channel: port 0 only (no MULTIPORT), room for its
+/// buffers.
+const CLASS: Class = Class {
+    device_type: id::CONSOLE,
+    features: Features(0),
+    data_bytes: TX_AREA + TX_BUFFERS * BUFFER,
+};
 
 /// A console over a shared-memory channel, with split queues of `Q` entries.
 #[derive(Debug)]
 pub struct ConsoleClient<'a, N: Notifier + Clone, const Q: usize = 8> {
-    region: DmaRegion<'a>,
-    template: N,
-    max_waits: u32,
-    transport: SharedMemoryTransport<'a, N>,
-    rx: SplitQueue<'a, Q>,
-    tx: SplitQueue<'a, Q>,
+    session: Session<'a, N, Q, 2>,
     data: DmaRegion<'a>,
     rx_token: [Option<Token>; RX_BUFFERS],
     /// Filled receive buffers, oldest first: (buffer, length, bytes consumed).
@@ -80,34 +66,14 @@ impl<'a, N: Notifier + Clone, const Q: usize> ConsoleClient<'a, N, Q> {
         notifier: N,
         max_waits: u32,
     ) -> Result<Self, ConsoleError> {
-        let mut transport = SharedMemoryTransport::new(region, notifier.clone())?;
-        if transport.device_type() != id::CONSOLE {
-            return Err(ConsoleError::NotConsole);
-        }
-        let ring = transport.ring_area();
-        let data = transport.data_area();
-        if data.len() < TX_AREA + TX_BUFFERS * BUFFER {
-            return Err(ConsoleError::Transport(virtio::Error::OutOfBounds));
-        }
-        let half = ring.len() / 2;
-        let mut queues = None;
-        initialize(&mut transport, Features(0), |t, negotiated| {
-            let rx = SplitQueue::<Q>::new(ring.subregion(0, half)?, negotiated, false)?;
-            let tx = SplitQueue::<Q>::new(ring.subregion(half, half)?, negotiated, false)?;
-            t.enable_queue(console::queue::RX0, rx.size(), rx.addresses())?;
-            t.enable_queue(console::queue::TX0, tx.size(), tx.addresses())?;
-            queues = Some((rx, tx));
-            Ok(())
-        })?;
-        let (rx, tx) = queues.ok_or(ConsoleError::Transport(virtio::Error::QueueUnavailable))?;
+        Self::on(Session::attach(region, notifier, CLASS, max_waits)?)
+    }
+
+    /// The driver over a fresh session: every receive buffer posted, nothing to send.
+    fn on(session: Session<'a, N, Q, 2>) -> Result<Self, ConsoleError> {
         let mut this = Self {
-            region,
-            template: notifier,
-            max_waits,
-            transport,
-            rx,
-            tx,
-            data,
+            data: session.data_area(),
+            session,
             rx_token: [None; RX_BUFFERS],
             filled: [(0, 0, 0); RX_BUFFERS],
             filled_count: 0,
@@ -116,33 +82,24 @@ impl<'a, N: Notifier + Clone, const Q: usize> ConsoleClient<'a, N, Q> {
         for b in 0..RX_BUFFERS {
             this.post_rx(b)?;
         }
-        if this.rx.should_notify()? {
-            this.transport.notify(console::queue::RX0)?;
-        }
+        this.session.kick(RX)?;
         Ok(this)
     }
 
     /// Attaches afresh after [`ConsoleError::Reset`] or [`ConsoleError::NeedsReset`].
     pub fn reconnect(&mut self) -> Result<(), ConsoleError> {
-        *self = Self::attach(self.region, self.template.clone(), self.max_waits)?;
+        *self = Self::on(self.session.reattach()?)?;
         Ok(())
     }
 
     /// The notifier.
     pub fn notifier(&mut self) -> &mut N {
-        self.transport.notifier()
+        self.session.notifier()
     }
 
     /// Whether the device is still live (see `blk-client`'s `check_device`).
     pub fn check_device(&mut self) -> Result<(), ConsoleError> {
-        let s = self.transport.status();
-        if s & status::DEVICE_NEEDS_RESET != 0 {
-            Err(ConsoleError::NeedsReset)
-        } else if s & status::DRIVER_OK == 0 || s & status::FAILED != 0 {
-            Err(ConsoleError::Reset)
-        } else {
-            Ok(())
-        }
+        Ok(self.session.check_device()?)
     }
 
     fn post_rx(&mut self, b: usize) -> Result<(), ConsoleError> {
@@ -150,18 +107,12 @@ impl<'a, N: Notifier + Clone, const Q: usize> ConsoleClient<'a, N, Q> {
             addr: self.data.bus_address(RX_AREA + b * BUFFER),
             len: BUFFER as u32,
         };
-        self.rx_token[b] = Some(self.rx.submit(&[], &[buffer])?);
+        self.rx_token[b] = Some(self.session.queue(RX)?.submit(&[], &[buffer])?);
         Ok(())
     }
 
     fn reap(&mut self) -> Result<(), ConsoleError> {
-        while let Some(c) = self.rx.poll_used()? {
-            let b = self
-                .rx_token
-                .iter()
-                .position(|t| *t == Some(c.token))
-                .ok_or(ConsoleError::Transport(virtio::Error::BadUsedId))?;
-            self.rx_token[b] = None;
+        while let Some((b, c)) = self.session.take_used(RX, &mut self.rx_token)? {
             if c.written == 0 {
                 self.post_rx(b)?;
             } else if self.filled_count < RX_BUFFERS {
@@ -169,27 +120,12 @@ impl<'a, N: Notifier + Clone, const Q: usize> ConsoleClient<'a, N, Q> {
                 self.filled_count += 1;
             }
         }
-        while let Some(c) = self.tx.poll_used()? {
+        while let Some(c) = self.session.queue(TX)?.poll_used()? {
             if let Some(t) = self.tx_token.iter_mut().find(|t| **t == Some(c.token)) {
                 *t = None;
             }
         }
         Ok(())
-    }
-
-    /// Waits once for the server; counts a miss.
-    fn wait_once(&mut self, misses: &mut u32) -> Result<(), ConsoleError> {
-        if self.transport.notifier().wait() {
-            self.transport.ack_interrupt();
-            *misses = 0;
-        } else {
-            *misses += 1;
-            if *misses >= self.max_waits {
-                self.check_device()?;
-                return Err(ConsoleError::Timeout);
-            }
-        }
-        self.check_device()
     }
 
     /// Queues `bytes` for output, waiting for free transmit buffers as needed.
@@ -205,16 +141,11 @@ impl<'a, N: Notifier + Clone, const Q: usize> ConsoleClient<'a, N, Q> {
                         addr: self.data.bus_address(at),
                         len: chunk.len() as u32,
                     };
-                    self.tx_token[b] = Some(self.tx.submit(&[buffer], &[])?);
-                    if self.tx.should_notify()? {
-                        self.transport.notify(console::queue::TX0)?;
-                    }
+                    self.tx_token[b] = Some(self.session.queue(TX)?.submit(&[buffer], &[])?);
+                    self.session.kick(TX)?;
                     break;
                 }
-                if self.tx.enable_interrupts()? {
-                    continue;
-                }
-                self.wait_once(&mut misses)?;
+                self.session.wait_used(TX, &mut misses)?;
             }
         }
         Ok(())
@@ -228,10 +159,7 @@ impl<'a, N: Notifier + Clone, const Q: usize> ConsoleClient<'a, N, Q> {
             if self.tx_token.iter().all(Option::is_none) {
                 return Ok(());
             }
-            if self.tx.enable_interrupts()? {
-                continue;
-            }
-            self.wait_once(&mut misses)?;
+            self.session.wait_used(TX, &mut misses)?;
         }
     }
 
@@ -253,10 +181,9 @@ impl<'a, N: Notifier + Clone, const Q: usize> ConsoleClient<'a, N, Q> {
             self.filled_count -= 1;
             self.post_rx(b)?;
         }
-        if done > 0 && self.rx.should_notify()? {
-            self.transport.notify(console::queue::RX0)?;
-        }
-        if done == 0 {
+        if done > 0 {
+            self.session.kick(RX)?;
+        } else {
             self.check_device()?;
         }
         Ok(done)
@@ -270,13 +197,10 @@ impl<'a, N: Notifier + Clone, const Q: usize> ConsoleClient<'a, N, Q> {
             if self.filled_count > 0 {
                 return Ok(true);
             }
-            if self.rx.enable_interrupts()? {
-                continue;
-            }
-            match self.wait_once(&mut misses) {
+            match self.session.wait_used(RX, &mut misses) {
                 Ok(()) => {}
-                Err(ConsoleError::Timeout) => return Ok(false),
-                Err(e) => return Err(e),
+                Err(SessionError::Timeout) => return Ok(false),
+                Err(e) => return Err(e.into()),
             }
         }
     }
