@@ -14,7 +14,7 @@ use core::fmt::{self, Write};
 
 use virtio::transport::shmem::Notifier;
 
-use crate::client::{ClientState, ClientStats, MAX_CLIENTS};
+use crate::client::{ClientState, MAX_CLIENTS};
 use crate::server::{DeviceClass, Progress, Server};
 
 /// What the loop needs of the kernel.
@@ -56,7 +56,8 @@ pub struct Serving<'n, C: DeviceClass> {
     names: [&'n str; MAX_CLIENTS],
     settings: LoopSettings,
     states: [Option<ClientState<C::Reason>>; MAX_CLIENTS],
-    reported: [Option<ClientStats<C::Stats>>; MAX_CLIENTS],
+    /// The class's counters of each client when last reported.
+    reported: [C::Stats; MAX_CLIENTS],
     next_report: u64,
 }
 
@@ -76,7 +77,7 @@ impl<'n, C: DeviceClass> Serving<'n, C> {
             names,
             settings,
             states: [None; MAX_CLIENTS],
-            reported: [None; MAX_CLIENTS],
+            reported: [C::Stats::default(); MAX_CLIENTS],
             next_report: now_ns.saturating_add(settings.report_ns),
         }
     }
@@ -198,10 +199,11 @@ impl<'n, C: DeviceClass> Serving<'n, C> {
             let Some(stats) = server.client_stats(index) else {
                 continue;
             };
-            if *last == Some(stats) || (last.is_none() && stats == ClientStats::default()) {
+            // Only the class's counters: resets and breaks are news in the state lines.
+            if *last == stats.class {
                 continue;
             }
-            *last = Some(stats);
+            *last = stats.class;
             let mut line = Line::default();
             if C::report(&stats, &mut line).is_ok() && !line.as_str().is_empty() {
                 kernel.log(format_args!("{}: {}", self.names[index], line.as_str()));

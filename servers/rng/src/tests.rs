@@ -390,3 +390,75 @@ channels.rng-c.kick = \"other\"
         ]
     );
 }
+
+/// The framework's conformance suite on the entropy class.
+struct Conformance<'a> {
+    devices: &'a [OwnedDma; 2],
+    world: World<'a>,
+    regions: Vec<DmaRegion<'a>>,
+}
+
+impl<'a> ioserver::conformance::Harness<'a> for Conformance<'a> {
+    type Class = Entropy<Source0<'a>>;
+
+    fn driver_features(&self) -> Features {
+        Features::from_bits(&[virtio::features::bits::VERSION_1])
+    }
+    fn add_client(&mut self, region: DmaRegion<'a>) -> (usize, SimNotifier<'a>) {
+        self.regions.push(region);
+        self.world.add(region, None)
+    }
+    fn run(&mut self) {
+        self.world.run();
+    }
+    fn state(&self, index: usize) -> Option<ClientState> {
+        self.world.server.borrow().client_state(index)
+    }
+    fn request(
+        &mut self,
+        _index: usize,
+        _data: &DmaRegion<'a>,
+        at: usize,
+    ) -> ioserver::conformance::Request {
+        ioserver::conformance::Request {
+            queue: 0,
+            readable: vec![],
+            writable: vec![Buffer {
+                addr: at as u64,
+                len: 64,
+            }],
+        }
+    }
+    fn restart(&mut self) -> Vec<SimNotifier<'a>> {
+        self.world = World::new(&self.devices[1], None);
+        let regions = self.regions.clone();
+        regions
+            .into_iter()
+            .map(|r| self.world.add(r, None).1)
+            .collect()
+    }
+}
+
+#[test]
+fn the_entropy_class_passes_the_conformance_suite() {
+    let memories: Vec<OwnedDma> = (0..ioserver::conformance::REGIONS)
+        .map(|_| OwnedDma::new(REGION_LEN))
+        .collect();
+    let regions: Vec<DmaRegion<'_>> = memories.iter().map(|m| m.region(0)).collect();
+    let devices: Vec<[OwnedDma; 2]> = (0..4)
+        .map(|_| [OwnedDma::new(REGION_LEN), OwnedDma::new(REGION_LEN)])
+        .collect();
+    let next = Cell::new(0);
+    ioserver::conformance::run_all(
+        || {
+            let devices = &devices[next.replace(next.get() + 1)];
+            Conformance {
+                devices,
+                world: World::new(&devices[0], None),
+                regions: Vec::new(),
+            }
+        },
+        &regions,
+    )
+    .unwrap();
+}
