@@ -32,6 +32,8 @@ pub trait Ports {
     fn poll(&mut self) -> bool;
     /// Acknowledges the device's interrupt (reads and clears its cause).
     fn ack_interrupt(&mut self) {}
+    /// What the device told us about `port`, if the server drives it.
+    fn port_status(&self, port: u32) -> Option<PortStatus>;
 }
 
 /// Most ports one server drives (each needs two queues and their buffers).
@@ -225,15 +227,6 @@ impl<'a, T: Transport> VirtioPorts<'a, T> {
     /// `max_nr_ports` from the device's configuration (1 without MULTIPORT).
     pub fn max_ports(&self) -> u32 {
         self.max_ports
-    }
-
-    /// What the device told us about `port`, if the server drives it.
-    pub fn port_status(&self, port: u32) -> Option<PortStatus> {
-        self.ports
-            .iter()
-            .flatten()
-            .find(|p| p.id == port)
-            .map(|p| p.status)
     }
 
     /// The transport.
@@ -572,5 +565,13 @@ impl<T: Transport> Ports for VirtioPorts<'_, T> {
 
     fn ack_interrupt(&mut self) {
         self.transport.ack_interrupt();
+    }
+
+    fn port_status(&self, port: u32) -> Option<PortStatus> {
+        self.ports
+            .iter()
+            .flatten()
+            .find(|p| p.id == port)
+            .map(|p| p.status)
     }
 }

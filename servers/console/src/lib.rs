@@ -1,7 +1,7 @@
-//! The console I/O server's portable logic: per-client consoles ([`server`]), the real
-//! virtio-console device behind them ([`backend`]), rate limits ([`rate`]) and what it shares
-//! with the entropy server about client channels ([`chan`]). The partition program
-//! (`src/main.rs`) binds it to the kernel. Host-tested with `cargo test -p
+//! The console I/O server's portable logic: the console class on the I/O-server framework
+//! (`ioserver`), each client's console forwarded to its own port ([`server`]), and the real
+//! virtio-console device behind them ([`backend`]). The partition program (`src/main.rs`)
+//! runs it on the framework's server partition. Host-tested with `cargo test -p
 //! virtio-console-server`: console client driver → inter-partition transport → server →
 //! multiport driver → inter-partition transport → a simulated multiport console.
 //!

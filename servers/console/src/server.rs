@@ -1,33 +1,32 @@
-//! The console engine: each client's port-0 console (§5.3) over its channel, forwarded to the
-//! real device's port the description gave it.
+//! The console class: each client's port-0 console (§5.3) over its channel, forwarded to the
+//! real device's port the description gave it, on the I/O-server framework.
 //!
-//! Each pass of [`Server::run_once`]:
-//! 1. lets the backend do its work (completions, control messages);
-//! 2. answers each client's control requests (reset, features, queue enables, DRIVER_OK);
-//! 3. output: takes the client's transmitq chains and forwards their bytes to its port, as
-//!    far as its rate credit and the port's free transmit buffers allow; a chain is returned
-//!    once all its bytes went out (so a client over its rate is slowed down, its bytes are
-//!    never dropped); at most [`CHUNKS_PER_PASS`] chunks per client per pass, round robin;
-//! 4. input: while its port has host input, fills the client's receiveq buffers with it;
-//! 5. sends used buffer notifications where the clients asked for them.
+//! In its turn of a pass each serving client gets:
+//! - output: its transmitq chains' bytes forwarded to its port, as far as its rate credit and
+//!   the port's free transmit buffers allow; a chain is returned once all its bytes went out
+//!   (so a client over its rate is slowed down, its bytes are never dropped); at most
+//!   [`CHUNKS_PER_PASS`] chunks per turn;
+//! - input: while its port has host input, the client's receiveq buffers filled with it.
 //!
-//! A chain that breaks the ring protocol, a transmitq chain with a device-writable buffer or a
-//! receiveq chain with a device-readable one (§5.3.6.1: transmit buffers are device-readable,
-//! receive buffers device-writable) stops service to that client (DEVICE_NEEDS_RESET, §2.1.2)
-//! until it resets the device; other clients are not affected.
+//! A transmitq chain with a device-writable buffer or a receiveq chain with a device-readable
+//! one (§5.3.6.1: transmit buffers are device-readable, receive buffers device-writable) stops
+//! service to that client (DEVICE_NEEDS_RESET, §2.1.2) until it resets the device; other
+//! clients are not affected.
 
-use virtio::devices::{console, id};
-use virtio::dma::DmaRegion;
-use virtio::queue::{Chain, GrantedArea};
-use virtio::transport::shmem::{DeviceDescription, Notifier, SharedMemoryDevice};
+use core::fmt;
 
-use crate::backend::Ports;
 use ioserver::chain::{read_readable, write_writable};
 use ioserver::rate::TokenBucket;
-use ioserver::{ClientQueue, ring_features};
+use ioserver::{Clients, DeviceClass, MAX_CONFIG, Progress, Ready, Settings, Turn, ring_features};
+use virtio::devices::{console, id};
+use virtio::features::Features;
+use virtio::queue::Chain;
+use virtio::transport::shmem::Notifier;
 
-/// Most clients one server serves.
-pub const MAX_CLIENTS: usize = 8;
+use crate::backend::Ports;
+
+pub use ioserver::MAX_CLIENTS;
+
 /// Largest queue size offered to a client.
 pub const CLIENT_QUEUE: u16 = 64;
 /// Bytes moved per step.
@@ -79,33 +78,25 @@ impl ConsoleSpec {
     }
 }
 
-/// Why the server stopped serving a client until it resets the device.
+/// The console class's own reasons to stop serving a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Broken {
-    /// The ring broke the virtqueue rules (the library refused a chain).
-    Queue(virtio::Error),
+pub enum ConsoleRule {
     /// A transmitq chain with a device-writable buffer.
     WritableOutput,
     /// A receiveq chain with a device-readable buffer.
     ReadableInput,
-    /// Returning a chain failed.
-    Completion(virtio::Error),
 }
 
+/// Why the server stopped serving a client until it resets the device.
+pub type Broken = ioserver::Broken<ConsoleRule>;
 /// Where a client stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientState {
-    /// Not (yet) DRIVER_OK, or reset.
-    Idle,
-    /// Served.
-    Serving,
-    /// Stopped until the client resets the device.
-    Broken(Broken),
-}
+pub type ClientState = ioserver::ClientState<ConsoleRule>;
+/// A client's counters.
+pub type ClientStats = ioserver::ClientStats<ConsoleStats>;
 
-/// Counters per client.
+/// The console counters per client.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ClientStats {
+pub struct ConsoleStats {
     /// Bytes forwarded to the client's port.
     pub bytes_out: u64,
     /// Bytes of host input delivered to the client.
@@ -114,62 +105,43 @@ pub struct ClientStats {
     pub chains_out: u64,
     /// Times output had to wait for rate credit.
     pub throttled: u64,
-    /// Device resets by the client.
-    pub resets: u32,
-    /// Times service stopped because the client broke the rules.
-    pub breaks: u32,
 }
 
-struct Client<'a, N> {
-    device: SharedMemoryDevice<'a, N>,
-    area: GrantedArea<'a>,
-    spec: ConsoleSpec,
-    rx: Option<ClientQueue<'a>>,
-    tx: Option<ClientQueue<'a>>,
-    state: ClientState,
+/// One client's console in progress.
+#[derive(Debug)]
+pub struct PortClient {
+    port: u32,
     bucket: TokenBucket,
     /// The transmit chain being forwarded and how many of its bytes went out.
     sending: Option<(Chain, u64)>,
     /// Whether the last output attempt waited for credit (counted once per wait).
     waiting: bool,
-    interrupts: u32,
-    stats: ClientStats,
 }
 
-/// What a pass did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Progress {
-    /// Something happened (worth another pass).
-    pub busy: bool,
-    /// The earliest time rate credit lets output continue, if some waits for it.
-    pub wake_at: Option<u64>,
-}
-
-/// The console server: clients and the real device's ports.
-pub struct Server<'a, P, N> {
-    ports: P,
-    clients: [Option<Client<'a, N>>; MAX_CLIENTS],
-    next: usize,
-}
-
-impl<P, N> core::fmt::Debug for Server<'_, P, N> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Server")
-            .field(
-                "clients",
-                &self.clients.iter().filter(|c| c.is_some()).count(),
-            )
-            .finish()
+impl PortClient {
+    /// The real device's port this client's console is.
+    pub fn port(&self) -> u32 {
+        self.port
     }
 }
 
-impl<'a, P: Ports, N: Notifier> Server<'a, P, N> {
-    /// A server over `ports`, with no clients yet.
+/// The console class: the real device's ports, one per client.
+#[derive(Debug)]
+pub struct Consoles<P> {
+    ports: P,
+    /// Which port each client slot has.
+    taken: [Option<u32>; MAX_CLIENTS],
+}
+
+/// The console server.
+pub type Server<'a, P, N> = ioserver::Server<'a, N, Consoles<P>>;
+
+impl<P: Ports> Consoles<P> {
+    /// The class over `ports`.
     pub fn new(ports: P) -> Self {
         Self {
             ports,
-            clients: [const { None }; MAX_CLIENTS],
-            next: 0,
+            taken: [None; MAX_CLIENTS],
         }
     }
 
@@ -178,328 +150,263 @@ impl<'a, P: Ports, N: Notifier> Server<'a, P, N> {
         &mut self.ports
     }
 
-    /// Lays out a channel in `region` (`ring_len` bytes of ring area) offering a console with
-    /// port 0 only (no MULTIPORT, no size, no emergency write: §5.3.3) backed by `spec.port`.
-    /// Returns the client's index.
-    pub fn add_client(
+    /// The backend, to look at.
+    pub fn ports_ref(&self) -> &P {
+        &self.ports
+    }
+
+    /// Whether a client may have `port`: one the backend drives and no other client has.
+    fn check(&self, port: u32) -> Result<(), SpecError> {
+        if self.ports.port_status(port).is_none() {
+            return Err(SpecError::PortOutOfRange);
+        }
+        if self.taken.contains(&Some(port)) {
+            return Err(SpecError::PortTaken);
+        }
+        Ok(())
+    }
+
+    /// Forwards client `index`'s output; whether anything moved.
+    fn output<N: Notifier>(
         &mut self,
-        region: DmaRegion<'a>,
-        ring_len: usize,
-        spec: ConsoleSpec,
+        clients: &mut Clients<'_, N, Self>,
+        index: usize,
         now_ns: u64,
-        notifier: N,
-    ) -> virtio::Result<usize> {
-        if self
-            .clients
-            .iter()
-            .flatten()
-            .any(|c| c.spec.port == spec.port)
-        {
-            return Err(virtio::Error::QueueUnavailable);
-        }
-        let index = self
-            .clients
-            .iter()
-            .position(Option::is_none)
-            .ok_or(virtio::Error::QueueUnavailable)?;
-        let config = [0u8; console::config::SIZE];
-        let description = DeviceDescription {
-            device_type: id::CONSOLE,
-            features: ring_features(),
-            num_queues: 2,
-            max_queue_size: CLIENT_QUEUE,
-            config: &config,
-        };
-        let device = SharedMemoryDevice::new(region, ring_len, &description, notifier)?;
-        let mut device = device;
-        // A client of a previous server generation notices the fresh layout.
-        device.update_config(0, &config[..2])?;
-        self.clients[index] = Some(Client {
-            area: device.data_area(),
-            device,
-            spec,
-            rx: None,
-            tx: None,
-            state: ClientState::Idle,
-            bucket: TokenBucket::from_config(spec.rate, spec.burst, now_ns),
-            sending: None,
-            waiting: false,
-            interrupts: 0,
-            stats: ClientStats::default(),
-        });
-        Ok(index)
-    }
-
-    /// Client `index`'s state.
-    pub fn client_state(&self, index: usize) -> Option<ClientState> {
-        Some(self.clients.get(index)?.as_ref()?.state)
-    }
-
-    /// Client `index`'s counters.
-    pub fn client_stats(&self, index: usize) -> Option<ClientStats> {
-        Some(self.clients.get(index)?.as_ref()?.stats)
-    }
-
-    /// One pass at time `now_ns`.
-    pub fn run_once(&mut self, now_ns: u64) -> Progress {
-        let mut progress = Progress {
-            busy: self.ports.poll(),
-            wake_at: None,
-        };
-        for index in 0..MAX_CLIENTS {
-            progress.busy |= self.control(index);
-        }
-        for k in 0..MAX_CLIENTS {
-            let index = (self.next + k) % MAX_CLIENTS;
-            let (busy, wake) = self.output(index, now_ns);
-            progress.busy |= busy;
-            if let Some(at) = wake {
-                progress.wake_at = Some(progress.wake_at.map_or(at, |w: u64| w.min(at)));
-            }
-            progress.busy |= self.input(index);
-        }
-        self.next = (self.next + 1) % MAX_CLIENTS;
-        self.notify_clients();
-        progress
-    }
-
-    /// Runs passes at `now_ns` until one does nothing.
-    pub fn run(&mut self, now_ns: u64) -> Progress {
-        let mut last = Progress::default();
-        for _ in 0..10_000 {
-            last = self.run_once(now_ns);
-            if !last.busy {
-                break;
-            }
-        }
-        last
-    }
-
-    fn control(&mut self, index: usize) -> bool {
-        let Some(client) = self.clients[index].as_mut() else {
-            return false;
-        };
-        let _ = client.device.take_kicks();
-        let events = match client.device.process_requests() {
-            Ok(events) => events,
-            Err(e) => {
-                if client.state != ClientState::Broken(Broken::Queue(e)) {
-                    client.stop(ClientState::Broken(Broken::Queue(e)));
-                    client.stats.breaks += 1;
-                }
-                return false;
-            }
-        };
+        progress: &mut Progress,
+    ) -> bool {
         let mut busy = false;
-        if events.reset || events.failed {
-            client.stop(ClientState::Idle);
-            if events.reset {
-                client.stats.resets += 1;
+        for _ in 0..CHUNKS_PER_PASS {
+            let Some(channel) = clients.get_mut(index) else {
+                return busy;
+            };
+            let (client, area, tx) = channel.split(console::queue::TX0);
+            let Some(tx) = tx else {
+                return busy;
+            };
+            if client.sending.is_none() {
+                match tx.next_chain() {
+                    Ok(Some(chain)) if chain.writable_len() > 0 => {
+                        let why = Broken::Class(ConsoleRule::WritableOutput);
+                        self.break_client(clients, index, why);
+                        return true;
+                    }
+                    Ok(Some(chain)) => client.sending = Some((chain, 0)),
+                    Ok(None) => return busy,
+                    Err(e) => {
+                        self.break_client(clients, index, Broken::Queue(e));
+                        return true;
+                    }
+                }
+                busy = true;
             }
-            busy = true;
-        }
-        if events.queues_enabled & (1 << console::queue::RX0) != 0 {
-            client.rx = ClientQueue::open(&client.device, console::queue::RX0).ok();
-            busy = true;
-        }
-        if events.queues_enabled & (1 << console::queue::TX0) != 0 {
-            client.tx = ClientQueue::open(&client.device, console::queue::TX0).ok();
-            busy = true;
-        }
-        if events.driver_ok && (client.rx.is_some() || client.tx.is_some()) {
-            client.state = ClientState::Serving;
-            busy = true;
+            let Some((chain, sent)) = client.sending.as_mut() else {
+                return busy;
+            };
+            let remaining = chain.readable_len() - *sent;
+            let mut accepted = 0;
+            if remaining > 0 {
+                let credit = client.bucket.available(now_ns);
+                if credit == 0 {
+                    let first = !core::mem::replace(&mut client.waiting, true);
+                    // Wake for a fiftieth of a second's worth: smooth output, few wake-ups.
+                    let step = client.bucket.rate().map_or(1, |r| (r / 50).max(1));
+                    let want = remaining.min(CHUNK as u64).min(step);
+                    if let Some(at) = client.bucket.ready_at(want) {
+                        progress.wake_by(at);
+                    }
+                    if first {
+                        channel.stats_mut().throttled += 1;
+                    }
+                    return busy;
+                }
+                client.waiting = false;
+                let n = remaining.min(CHUNK as u64).min(credit) as usize;
+                let mut buf = [0u8; CHUNK];
+                let n = match read_readable(chain, area, *sent, &mut buf[..n]) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        self.break_client(clients, index, Broken::Queue(e));
+                        return true;
+                    }
+                };
+                accepted = self.ports.write(client.port, &buf[..n]);
+                if accepted == 0 {
+                    // The port's buffers are with the device: the next pass continues.
+                    return busy;
+                }
+                busy = true;
+                client.bucket.take(accepted as u64);
+                *sent += accepted as u64;
+            }
+            let done = *sent >= chain.readable_len();
+            let finished = client.sending.take_if(|_| done);
+            channel.stats_mut().bytes_out += accepted as u64;
+            let Some((chain, _)) = finished else {
+                continue;
+            };
+            // §5.3.6.1: nothing is written into a transmit buffer.
+            match channel.push(console::queue::TX0, &chain, 0) {
+                Ok(()) => channel.stats_mut().chains_out += 1,
+                Err(e) => {
+                    self.break_client(clients, index, Broken::Completion(e));
+                    return true;
+                }
+            }
         }
         busy
     }
 
-    fn break_client(&mut self, index: usize, why: Broken) {
-        if let Some(client) = self.clients[index].as_mut() {
-            client.stop(ClientState::Broken(why));
-            client.stats.breaks += 1;
-            let _ = client.device.set_needs_reset();
-        }
-    }
-
-    /// Forwards client `index`'s output; whether anything moved, and when credit returns if
-    /// it ran out.
-    fn output(&mut self, index: usize, now_ns: u64) -> (bool, Option<u64>) {
-        let mut busy = false;
-        for _ in 0..CHUNKS_PER_PASS {
-            let Some(client) = self.clients[index].as_mut() else {
-                return (busy, None);
-            };
-            if client.state != ClientState::Serving {
-                return (busy, None);
-            }
-            let Some(tx) = client.tx.as_mut() else {
-                return (busy, None);
-            };
-            if client.sending.is_none() {
-                match tx.next_chain() {
-                    Ok(Some(chain)) => {
-                        busy = true;
-                        if chain.writable_len() > 0 {
-                            self.break_client(index, Broken::WritableOutput);
-                            return (true, None);
-                        }
-                        client.sending = Some((chain, 0));
-                    }
-                    Ok(None) => return (busy, None),
-                    Err(e) => {
-                        self.break_client(index, Broken::Queue(e));
-                        return (true, None);
-                    }
-                }
-            }
-            let Some((chain, sent)) = client.sending.as_ref() else {
-                return (busy, None);
-            };
-            let remaining = chain.readable_len() - sent;
-            if remaining > 0 {
-                let credit = client.bucket.available(now_ns);
-                if credit == 0 {
-                    if !client.waiting {
-                        client.waiting = true;
-                        client.stats.throttled += 1;
-                    }
-                    // Wake for a fiftieth of a second's worth: smooth output, few wake-ups.
-                    let step = client.bucket.rate().map_or(1, |r| (r / 50).max(1));
-                    let want = remaining.min(CHUNK as u64).min(step);
-                    return (busy, client.bucket.ready_at(want));
-                }
-                client.waiting = false;
-                let n = (remaining.min(CHUNK as u64).min(credit)) as usize;
-                let mut buf = [0u8; CHUNK];
-                let n = match read_readable(chain, &client.area, *sent, &mut buf[..n]) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        self.break_client(index, Broken::Queue(e));
-                        return (true, None);
-                    }
-                };
-                let accepted = self.ports.write(client.spec.port, &buf[..n]);
-                if accepted == 0 {
-                    // The port's buffers are with the device: the next pass continues.
-                    return (busy, None);
-                }
-                busy = true;
-                client.bucket.take(accepted as u64);
-                client.stats.bytes_out += accepted as u64;
-                if let Some((_, sent)) = client.sending.as_mut() {
-                    *sent += accepted as u64;
-                }
-            }
-            let done = client
-                .sending
-                .as_ref()
-                .is_some_and(|(c, sent)| *sent >= c.readable_len());
-            if done {
-                let Some((chain, _)) = client.sending.take() else {
-                    continue;
-                };
-                // §5.3.6.1: nothing is written into a transmit buffer.
-                let pushed = match client.tx.as_mut() {
-                    Some(tx) => tx.queue().push(&chain, 0),
-                    None => Err(virtio::Error::QueueUnavailable),
-                };
-                match pushed {
-                    Ok(()) => {
-                        client.stats.chains_out += 1;
-                        client.interrupts |= 1 << console::queue::TX0;
-                    }
-                    Err(e) => {
-                        self.break_client(index, Broken::Completion(e));
-                        return (true, None);
-                    }
-                }
-            }
-        }
-        (busy, None)
-    }
-
     /// Delivers host input to client `index`; whether any moved.
-    fn input(&mut self, index: usize) -> bool {
+    fn input<N: Notifier>(&mut self, clients: &mut Clients<'_, N, Self>, index: usize) -> bool {
         let mut busy = false;
         loop {
-            let Some(client) = self.clients[index].as_mut() else {
+            let Some(channel) = clients.get_mut(index) else {
                 return busy;
             };
-            if client.state != ClientState::Serving {
+            let (client, area, rx) = channel.split(console::queue::RX0);
+            let Some(rx) = rx else {
                 return busy;
-            }
-            let pending = self.ports.input_pending(client.spec.port);
+            };
+            let pending = self.ports.input_pending(client.port);
             if pending == 0 {
                 return busy;
             }
-            let Some(rx) = client.rx.as_mut() else {
-                return busy;
-            };
             let chain = match rx.next_chain() {
                 Ok(Some(chain)) => chain,
                 // No buffer: the input waits in the port's buffers (and the device stops
                 // reading the host side when they are full).
                 Ok(None) => return busy,
                 Err(e) => {
-                    self.break_client(index, Broken::Queue(e));
+                    self.break_client(clients, index, Broken::Queue(e));
                     return true;
                 }
             };
             busy = true;
             if chain.readable_len() > 0 {
-                self.break_client(index, Broken::ReadableInput);
+                self.break_client(clients, index, Broken::Class(ConsoleRule::ReadableInput));
                 return true;
             }
             let n = (chain.writable_len() as usize).min(CHUNK).min(pending);
             let mut buf = [0u8; CHUNK];
-            let n = self.ports.read(client.spec.port, &mut buf[..n]);
-            let result = write_writable(&chain, &client.area, 0, &buf[..n]).and_then(|()| {
-                client
-                    .rx
-                    .as_mut()
-                    .ok_or(virtio::Error::QueueUnavailable)?
-                    .queue()
-                    .push(&chain, n as u32)
-            });
-            match result {
-                Ok(()) => {
-                    client.stats.bytes_in += n as u64;
-                    client.interrupts |= 1 << console::queue::RX0;
-                }
+            let n = self.ports.read(client.port, &mut buf[..n]);
+            let written = write_writable(&chain, area, 0, &buf[..n]);
+            match written.and_then(|()| channel.push(console::queue::RX0, &chain, n as u32)) {
+                Ok(()) => channel.stats_mut().bytes_in += n as u64,
                 Err(e) => {
-                    self.break_client(index, Broken::Completion(e));
+                    self.break_client(clients, index, Broken::Completion(e));
                     return true;
-                }
-            }
-        }
-    }
-
-    fn notify_clients(&mut self) {
-        for client in self.clients.iter_mut().flatten() {
-            let bits = core::mem::take(&mut client.interrupts);
-            for (q, queue) in [
-                (console::queue::RX0, client.rx.as_mut()),
-                (console::queue::TX0, client.tx.as_mut()),
-            ] {
-                if bits & (1 << q) == 0 {
-                    continue;
-                }
-                let wanted = queue.is_some_and(|q| q.queue().should_interrupt().unwrap_or(true));
-                if wanted {
-                    let _ = client.device.interrupt(q);
                 }
             }
         }
     }
 }
 
-impl<N> Client<'_, N> {
-    /// Drops the queues and the chain in progress (a reset, a failure or a break, §2.4).
-    fn stop(&mut self, state: ClientState) {
-        self.state = state;
-        self.rx = None;
-        self.tx = None;
-        self.sending = None;
-        self.waiting = false;
+impl<P: Ports> DeviceClass for Consoles<P> {
+    const DEVICE_TYPE: u32 = id::CONSOLE;
+    const QUEUES: u16 = 2;
+    const READY: Ready = Ready::Any(1 << console::queue::RX0 | 1 << console::queue::TX0);
+    const REPORT_MS: u64 = 1000;
+    type Spec = ConsoleSpec;
+    type Refusal = SpecError;
+    type Client = PortClient;
+    type Stats = ConsoleStats;
+    type Reason = ConsoleRule;
+
+    /// `port` (required: one the backend drives and no other client has), `rate` (output
+    /// bytes per second; none: unlimited) and `burst` (bytes; none: a second's worth).
+    fn spec(&self, config: &dyn Settings) -> Result<ConsoleSpec, SpecError> {
+        let spec = ConsoleSpec::from_config(
+            config.number("port"),
+            config.number("rate"),
+            config.number("burst"),
+            u32::MAX,
+            &[],
+        )?;
+        self.check(spec.port)?;
+        Ok(spec)
+    }
+
+    fn describe(client: &PortClient, out: &mut dyn fmt::Write) -> fmt::Result {
+        match client.bucket.rate() {
+            Some(rate) => write!(
+                out,
+                "console on port {}, output limited to {rate} bytes/s",
+                client.port
+            ),
+            None => write!(out, "console on port {}, unlimited", client.port),
+        }
+    }
+
+    /// A console with port 0 only: no MULTIPORT, no size, no emergency write (§5.3.3).
+    fn offer(&self, _spec: &ConsoleSpec, _config: &mut [u8; MAX_CONFIG]) -> (Features, usize) {
+        (ring_features(), console::config::SIZE)
+    }
+
+    fn max_queue_size(&self) -> u16 {
+        CLIENT_QUEUE
+    }
+
+    fn admit(
+        &mut self,
+        index: usize,
+        spec: &ConsoleSpec,
+        now_ns: u64,
+    ) -> Result<PortClient, SpecError> {
+        self.check(spec.port)?;
+        self.taken[index] = Some(spec.port);
+        Ok(PortClient {
+            port: spec.port,
+            bucket: TokenBucket::from_config(spec.rate, spec.burst, now_ns),
+            sending: None,
+            waiting: false,
+        })
+    }
+
+    /// Drops the chain in progress (a reset, a failure or a break, §2.4).
+    fn stopped(&mut self, _index: usize, client: &mut PortClient) {
+        client.sending = None;
+        client.waiting = false;
+    }
+
+    /// Completions and control messages of the real device.
+    fn poll_device<N: Notifier>(&mut self, _: &mut Clients<'_, N, Self>, _: u64) -> Progress {
+        Progress {
+            busy: self.ports.poll(),
+            ..Progress::default()
+        }
+    }
+
+    /// Forwards client `index`'s output, then delivers its port's input.
+    fn serve<N: Notifier>(
+        &mut self,
+        clients: &mut Clients<'_, N, Self>,
+        index: usize,
+        now_ns: u64,
+        progress: &mut Progress,
+    ) -> Turn {
+        let out = self.output(clients, index, now_ns, progress);
+        let input = self.input(clients, index);
+        if out || input {
+            Turn::Worked
+        } else {
+            Turn::Idle
+        }
+    }
+
+    fn report(stats: &ClientStats, out: &mut dyn fmt::Write) -> fmt::Result {
+        write!(
+            out,
+            "{} bytes out, {} bytes in, throttled {} times",
+            stats.bytes_out, stats.bytes_in, stats.throttled
+        )
+    }
+
+    fn ack_interrupt(&mut self) {
+        self.ports.ack_interrupt();
+    }
+
+    /// Receive buffers are always with the device: without its interrupt, it is polled.
+    fn in_flight(&self) -> usize {
+        1
     }
 }

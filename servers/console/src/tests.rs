@@ -20,9 +20,9 @@ use virtio::transport::shmem::sim::{Pump, SimNotifier, no_pump, pair};
 use virtio::transport::shmem::{DeviceDescription, SharedMemoryDevice, SharedMemoryTransport};
 use virtio::transport::{Transport, initialize};
 
-use crate::backend::{PortStatus, VirtioPorts, buffer_bytes, ring_bytes};
+use crate::backend::{PortStatus, Ports, VirtioPorts, buffer_bytes, ring_bytes};
 use crate::rt_config::Config;
-use crate::server::{Broken, ClientState, ConsoleSpec, Server, SpecError};
+use crate::server::{Broken, ClientState, ConsoleRule, ConsoleSpec, Consoles, Server, SpecError};
 
 const REGION_LEN: usize = 0x2_0000;
 const RING_LEN: usize = 0x4000;
@@ -207,7 +207,7 @@ impl<'a> World<'a> {
         let backend = VirtioPorts::new(transport, ring_area, data_area, ports, |_, _| Ok(()))
             .expect("backend");
         let now = Rc::new(Cell::new(0u64));
-        let server = Rc::new(RefCell::new(Server::new(backend)));
+        let server = Rc::new(RefCell::new(Server::new(Consoles::new(backend))));
         let pump: Pump<'a> = no_pump();
         {
             let (server, console, now) = (server.clone(), console.clone(), now.clone());
@@ -236,7 +236,7 @@ impl<'a> World<'a> {
         let index = self
             .server
             .borrow_mut()
-            .add_client(region, RING_LEN, spec, self.now.get(), server_side)
+            .add_client(region, RING_LEN, &spec, self.now.get(), server_side)
             .unwrap();
         (index, client_side)
     }
@@ -289,14 +289,14 @@ fn the_driver_opens_its_ports_and_declines_the_others() {
     }
     let mut server = world.server.borrow_mut();
     assert_eq!(
-        server.ports().port_status(1),
+        server.class().ports().port_status(1),
         Some(PortStatus {
             added: true,
             host_open: false,
             console: false
         })
     );
-    assert_eq!(server.ports().port_status(2), None);
+    assert_eq!(server.class().ports().port_status(2), None);
 }
 
 #[test]
@@ -444,7 +444,7 @@ fn malformed_chains_stop_only_that_client_until_it_resets() {
             vec![Buffer { addr: 0, len: 4 }],
             vec![Buffer { addr: 64, len: 4 }],
             false,
-            Broken::WritableOutput,
+            Broken::Class(ConsoleRule::WritableOutput),
         ),
         (
             "transmit buffer outside the data area",
@@ -463,7 +463,7 @@ fn malformed_chains_stop_only_that_client_until_it_resets() {
             vec![Buffer { addr: 0, len: 4 }],
             vec![Buffer { addr: 64, len: 4 }],
             true,
-            Broken::ReadableInput,
+            Broken::Class(ConsoleRule::ReadableInput),
         ),
         (
             "receive buffer outside the data area",
