@@ -1,7 +1,7 @@
 //! The network I/O server's portable logic: the switch and its MAC policy ([`switch`]), the
-//! real NIC behind it ([`uplink`]) and the frame engine between clients and uplink
-//! ([`server`]). The partition program (`src/main.rs`) binds it to the kernel: device
-//! registers, DMA memory, shared regions and notifications. Everything here is host-tested
+//! real NIC behind it ([`uplink`]) and the network device class between clients and uplink
+//! ([`server`]), on the I/O-server framework (`ioserver`). The partition program
+//! (`src/main.rs`) binds it to the kernel through `iokit::serve`. Everything here is host-tested
 //! (`cargo test -p virtio-net-server`): client driver → inter-partition transport → server →
 //! uplink driver → inter-partition transport → a simulated network.
 //!

@@ -1,16 +1,17 @@
-//! The frame engine: each client's virtio-net queues (§5.1.2: receiveq1 = 0, transmitq1 = 1)
-//! on one side, the [`Uplink`] on the other, the [`Switch`] between them.
+//! The network class: each client's virtio-net queues (§5.1.2: receiveq1 = 0, transmitq1 = 1)
+//! on one side, the [`Uplink`] on the other, the [`Switch`] between them, on the I/O-server
+//! framework.
 //!
-//! Each pass of [`Server::run_once`]:
-//! 1. answers every client's control requests (reset, features, queue enables, DRIVER_OK);
-//! 2. takes frames from serving clients' transmit queues (round robin, a budget per client),
-//!    validates them, returns the buffers, and forwards each frame where the switch says;
-//! 3. takes frames the uplink received and forwards them;
-//! 4. tells the uplink and the clients (used buffer notifications, where asked for).
+//! In its turn of a pass a serving client has up to [`TX_BUDGET`] frames taken from its
+//! transmit queue: each is validated, its buffer returned, and it is forwarded where the
+//! switch says, into other clients' receive queues within the same turn or to the uplink. After
+//! the turns, up to [`RX_BUDGET`] frames the uplink received are forwarded, and the uplink is
+//! told about frames queued and buffers returned.
 //!
 //! A frame is delivered to a client by copying it, behind a 12-byte header
-//! (`num_buffers` = 1, §5.1.6.4), into the next buffer of the client's receive queue. A client
-//! with no receive buffer posted loses the frame (counted), as on a real NIC.
+//! (`num_buffers` = 1, §5.1.6.4), into the next buffer of the client's receive queue (taken
+//! when a frame arrives: its kicks are off). A client with no receive buffer posted loses the
+//! frame (counted), as on a real NIC.
 //!
 //! Errors, per client: a transmitted frame that breaks the frame rules (no room for the
 //! header, shorter than an Ethernet header, longer than 1514 bytes, offloads that were not
@@ -20,15 +21,18 @@
 //! parts, stops service to that client (DEVICE_NEEDS_RESET, §2.1.2) until it resets; the other
 //! clients and the uplink are not affected.
 
-use virtio::devices::{id, net};
-use virtio::dma::DmaRegion;
-use virtio::features::{Features, bits};
-use virtio::packed::PackedDeviceQueue;
-use virtio::queue::{Chain, DeviceQueue, GrantedArea};
-use virtio::split::SplitDeviceQueue;
-use virtio::transport::shmem::{DeviceDescription, Notifier, SharedMemoryDevice};
+use core::fmt;
 
-use crate::switch::{FrameError, MAX_CLIENTS, MAX_FRAME, Mac, Port, Switch, SwitchError, Targets};
+use ioserver::chain::{read_readable, write_writable};
+use ioserver::{Clients, DeviceClass, MAX_CONFIG, Progress, Ready, Settings, Turn, ring_features};
+use virtio::devices::{id, net};
+use virtio::features::Features;
+use virtio::queue::{Chain, GrantedArea};
+use virtio::transport::shmem::Notifier;
+
+use crate::switch::{
+    FrameError, MAX_FRAME, Mac, MacDisplay, Port, Switch, SwitchError, Targets, parse_mac,
+};
 use crate::uplink::{Uplink, UplinkError};
 
 /// Header in front of every frame on client queues (VERSION_1 is always negotiated here).
@@ -39,36 +43,28 @@ pub const HEADER: usize = net::Header::SIZE;
 pub const MIN_RX_BUFFER: u64 = (HEADER + MAX_FRAME) as u64;
 /// Largest queue size offered to a client.
 pub const MAX_CLIENT_QUEUE: u16 = 256;
-/// Frames taken from one client's transmit queue per pass (fairness between clients).
+/// Frames taken from one client's transmit queue per turn (fairness between clients).
 pub const TX_BUDGET: usize = 32;
 /// Frames taken from the uplink per pass.
 pub const RX_BUDGET: usize = 64;
 
-/// Why the server stopped serving a client until it resets the device.
+/// The network class's own reason to stop serving a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Broken {
-    /// A queue broke the virtqueue rules (loops, bad indexes, buffers outside the data area...).
-    Queue(virtio::Error),
+pub enum NetRule {
     /// A receive buffer with device-readable parts or too small for a full frame.
     BadRxBuffer,
-    /// Returning a buffer failed (the used ring could not be written).
-    Completion(virtio::Error),
 }
 
+/// Why the server stopped serving a client until it resets the device.
+pub type Broken = ioserver::Broken<NetRule>;
 /// Where a client stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientState {
-    /// Not (yet) DRIVER_OK with both queues, or reset: nothing is exchanged.
-    Idle,
-    /// Frames flow.
-    Serving,
-    /// Stopped until the client resets the device.
-    Broken(Broken),
-}
+pub type ClientState = ioserver::ClientState<NetRule>;
+/// A client's counters.
+pub type ClientStats = ioserver::ClientStats<NetStats>;
 
-/// Counters per client.
+/// The network counters per client.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ClientStats {
+pub struct NetStats {
     /// Frames the client sent that were forwarded.
     pub tx_frames: u64,
     /// Their bytes (Ethernet frames, without the virtio header).
@@ -83,10 +79,6 @@ pub struct ClientStats {
     pub malformed: u64,
     /// Frames for the client lost because it had no receive buffer posted.
     pub rx_no_buffer: u64,
-    /// Device resets by the client.
-    pub resets: u32,
-    /// Times service was stopped because the client broke the queue rules.
-    pub breaks: u32,
 }
 
 /// Counters of the switch as a whole.
@@ -104,48 +96,28 @@ pub struct SwitchStats {
     pub unknown_destination: u64,
 }
 
-enum ClientQueue<'a> {
-    Split(SplitDeviceQueue<'a>),
-    Packed(PackedDeviceQueue<'a>),
+/// Why a client is not served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its channel has no valid `mac`.
+    NoMac,
+    /// The switch refuses its MAC.
+    Mac(SwitchError),
 }
 
-impl ClientQueue<'_> {
-    fn queue(&mut self) -> &mut dyn DeviceQueue {
-        match self {
-            ClientQueue::Split(q) => q,
-            ClientQueue::Packed(q) => q,
-        }
-    }
-}
-
-struct Client<'a, N> {
-    device: SharedMemoryDevice<'a, N>,
-    area: GrantedArea<'a>,
-    rx: Option<ClientQueue<'a>>,
-    tx: Option<ClientQueue<'a>>,
-    state: ClientState,
-    /// Queues whose used ring changed since the last notification check (bit q).
-    pushed: u32,
-    stats: ClientStats,
-}
-
-/// What a pass did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Progress {
-    /// Something happened (worth another pass).
-    pub busy: bool,
+/// A client's port on the switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VirtualNic {
+    /// Its address, from the description.
+    pub mac: Mac,
 }
 
 /// The features offered to clients: their MAC and link status (§5.1.3), and the ring
 /// features the library serves (§6). No offloads: every frame is a plain Ethernet frame.
 pub fn client_features() -> Features {
-    Features::from_bits(&[
-        net::features::MAC,
-        net::features::STATUS,
-        bits::EVENT_IDX,
-        bits::INDIRECT_DESC,
-        bits::RING_PACKED,
-    ])
+    ring_features()
+        .with(net::features::MAC)
+        .with(net::features::STATUS)
 }
 
 /// The configuration space a client sees (§5.1.4): its MAC and status LINK_UP.
@@ -157,44 +129,26 @@ pub fn client_config(mac: Mac) -> [u8; 8] {
     config
 }
 
-/// Why a client could not be added.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AddError {
-    /// Every client slot is taken.
-    Full,
-    /// The MAC is refused by the switch.
-    Mac(SwitchError),
-    /// The shared region cannot hold the channel.
-    Layout(virtio::Error),
-}
-
-/// The network server: clients, the switch and the uplink.
-pub struct Server<'a, U, N> {
+/// The network class: the switch and the uplink behind it.
+#[derive(Debug)]
+pub struct Network<U> {
     uplink: U,
     switch: Switch,
-    clients: [Option<Client<'a, N>>; MAX_CLIENTS],
-    next_client: usize,
     stats: SwitchStats,
+    queue_size: u16,
 }
 
-impl<U, N> core::fmt::Debug for Server<'_, U, N> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Server")
-            .field("switch", &self.switch)
-            .field("stats", &self.stats)
-            .finish()
-    }
-}
+/// The network server.
+pub type Server<'a, U, N> = ioserver::Server<'a, N, Network<U>>;
 
-impl<'a, U: Uplink, N: Notifier> Server<'a, U, N> {
-    /// A server over `uplink`, with no clients yet.
-    pub fn new(uplink: U) -> Self {
+impl<U: Uplink> Network<U> {
+    /// The class over `uplink`, offering clients queues of up to `queue_size` entries.
+    pub fn new(uplink: U, queue_size: u16) -> Self {
         Self {
             uplink,
             switch: Switch::new(),
-            clients: [const { None }; MAX_CLIENTS],
-            next_client: 0,
             stats: SwitchStats::default(),
+            queue_size: queue_size.clamp(1, MAX_CLIENT_QUEUE),
         }
     }
 
@@ -208,229 +162,55 @@ impl<'a, U: Uplink, N: Notifier> Server<'a, U, N> {
         self.stats
     }
 
-    /// Lays out a channel for a client with address `mac` in `region` (`ring_len` bytes of
-    /// ring area for its two queues, the rest after the control block its data area) and
-    /// tells the client (a configuration change notification, so a client of a previous
-    /// server generation notices). Returns the client's index.
-    pub fn add_client(
-        &mut self,
-        region: DmaRegion<'a>,
-        ring_len: usize,
-        mac: Mac,
-        queue_size: u16,
-        notifier: N,
-    ) -> Result<usize, AddError> {
-        let index = self
-            .clients
-            .iter()
-            .position(Option::is_none)
-            .ok_or(AddError::Full)?;
-        self.switch.add_client(index, mac).map_err(AddError::Mac)?;
-        let config = client_config(mac);
-        let description = DeviceDescription {
-            device_type: id::NET,
-            features: client_features(),
-            num_queues: 2,
-            max_queue_size: queue_size.clamp(1, MAX_CLIENT_QUEUE),
-            config: &config,
-        };
-        let mut device = SharedMemoryDevice::new(region, ring_len, &description, notifier)
-            .map_err(AddError::Layout)?;
-        device
-            .update_config(net::config::STATUS, &config[6..8])
-            .map_err(AddError::Layout)?;
-        self.clients[index] = Some(Client {
-            area: device.data_area(),
-            device,
-            rx: None,
-            tx: None,
-            state: ClientState::Idle,
-            pushed: 0,
-            stats: ClientStats::default(),
-        });
-        Ok(index)
-    }
-
-    /// Client `index`'s state.
-    pub fn client_state(&self, index: usize) -> Option<ClientState> {
-        Some(self.clients.get(index)?.as_ref()?.state)
-    }
-
-    /// Client `index`'s counters.
-    pub fn client_stats(&self, index: usize) -> Option<ClientStats> {
-        Some(self.clients.get(index)?.as_ref()?.stats)
-    }
-
-    /// Client `index`'s MAC.
-    pub fn client_mac(&self, index: usize) -> Option<Mac> {
-        self.switch.mac(index)
-    }
-
-    /// Runs passes until one does nothing (bounded).
-    pub fn run(&mut self) {
-        for _ in 0..10_000 {
-            if !self.run_once().busy {
-                break;
-            }
-        }
-    }
-
-    /// One pass: control, client frames, uplink frames, notifications.
-    pub fn run_once(&mut self) -> Progress {
-        let mut busy = false;
-        for index in 0..MAX_CLIENTS {
-            busy |= self.control(index);
-        }
-        let mut frame = [0u8; MAX_FRAME];
-        for _ in 0..MAX_CLIENTS {
-            let index = self.next_client;
-            self.next_client = (self.next_client + 1) % MAX_CLIENTS;
-            for _ in 0..TX_BUDGET {
-                match self.take_tx(index, &mut frame) {
-                    Some(Some(len)) => {
-                        busy = true;
-                        self.forward(Port::Client(index), &frame[..len]);
-                    }
-                    Some(None) => busy = true,
-                    None => break,
-                }
-            }
-        }
-        for _ in 0..RX_BUDGET {
-            let Some(len) = self.uplink.receive(&mut frame) else {
-                break;
-            };
-            busy = true;
-            self.stats.uplink_rx += 1;
-            self.forward(Port::Uplink, &frame[..len]);
-        }
-        self.uplink.flush();
-        self.notify_clients();
-        Progress { busy }
-    }
-
-    /// Answers client `index`'s control requests.
-    fn control(&mut self, index: usize) -> bool {
-        let Some(client) = self.clients[index].as_mut() else {
-            return false;
-        };
-        let _ = client.device.take_kicks();
-        let events = match client.device.process_requests() {
-            Ok(events) => events,
-            Err(e) => {
-                if client.state != ClientState::Broken(Broken::Queue(e)) {
-                    client.state = ClientState::Broken(Broken::Queue(e));
-                    client.rx = None;
-                    client.tx = None;
-                    client.stats.breaks += 1;
-                }
-                return false;
-            }
-        };
-        let mut busy = false;
-        if events.reset || events.failed {
-            client.rx = None;
-            client.tx = None;
-            client.state = ClientState::Idle;
-            if events.reset {
-                client.stats.resets += 1;
-            }
-            busy = true;
-        }
-        let packed = client.device.negotiated().has(bits::RING_PACKED);
-        let open = |device: &SharedMemoryDevice<'a, N>, q: u16| {
-            if packed {
-                device.packed_queue(q).map(ClientQueue::Packed).ok()
-            } else {
-                device.split_queue(q).map(ClientQueue::Split).ok()
-            }
-        };
-        if events.queues_enabled & (1 << net::queue::RX) != 0 {
-            client.rx = open(&client.device, net::queue::RX);
-            // Receive buffers are taken when a frame arrives: no kicks needed for them.
-            if let Some(rx) = client.rx.as_mut() {
-                let _ = rx.queue().disable_notifications();
-            }
-            busy = true;
-        }
-        if events.queues_enabled & (1 << net::queue::TX) != 0 {
-            client.tx = open(&client.device, net::queue::TX);
-            busy = true;
-        }
-        if events.driver_ok && client.rx.is_some() && client.tx.is_some() {
-            client.state = ClientState::Serving;
-            busy = true;
-        }
-        busy
-    }
-
-    /// Stops serving client `index` until it resets.
-    fn break_client(&mut self, index: usize, why: Broken) {
-        if let Some(client) = self.clients[index].as_mut() {
-            client.state = ClientState::Broken(why);
-            client.rx = None;
-            client.tx = None;
-            client.stats.breaks += 1;
-            let _ = client.device.set_needs_reset();
-        }
-    }
-
     /// Takes one chain from client `index`'s transmit queue and returns its buffer. `None`:
     /// nothing to take; `Some(None)`: a chain was consumed but carried no forwardable frame;
     /// `Some(Some(len))`: a valid frame of `len` bytes is in `frame`.
-    fn take_tx(&mut self, index: usize, frame: &mut [u8; MAX_FRAME]) -> Option<Option<usize>> {
-        let client = self.clients[index].as_mut()?;
-        if client.state != ClientState::Serving {
-            return None;
-        }
-        let tx = client.tx.as_mut()?;
-        let chain = match tx.queue().pop() {
+    fn take_tx<N: Notifier>(
+        &mut self,
+        clients: &mut Clients<'_, N, Self>,
+        index: usize,
+        frame: &mut [u8; MAX_FRAME],
+    ) -> Option<Option<usize>> {
+        let channel = clients.get_mut(index)?;
+        let chain = match channel.queue(net::queue::TX)?.next_chain() {
             Ok(Some(chain)) => chain,
-            Ok(None) => {
-                // Ask for a kick, then re-check (§2.7.10).
-                return match tx.queue().enable_notifications() {
-                    Ok(true) => Some(None),
-                    Ok(false) => None,
-                    Err(e) => {
-                        self.break_client(index, Broken::Queue(e));
-                        Some(None)
-                    }
-                };
-            }
+            Ok(None) => return None,
             Err(e) => {
-                self.break_client(index, Broken::Queue(e));
+                self.break_client(clients, index, Broken::Queue(e));
                 return Some(None);
             }
         };
-        let valid = read_tx_frame(&chain, &client.area, frame);
+        let valid = read_tx_frame(&chain, channel.area(), frame);
         // §5.1.6.2: transmit buffers are returned with nothing written.
-        if let Err(e) = tx.queue().push(&chain, 0) {
-            self.break_client(index, Broken::Completion(e));
+        if let Err(e) = channel.push(net::queue::TX, &chain, 0) {
+            self.break_client(clients, index, Broken::Completion(e));
             return Some(None);
         }
-        client.pushed |= 1 << net::queue::TX;
-        match valid {
-            Ok(len) => Some(Some(len)),
-            Err(_) => {
-                client.stats.malformed += 1;
-                Some(None)
-            }
+        if valid.is_err() {
+            channel.stats_mut().malformed += 1;
         }
+        Some(valid.ok())
     }
 
     /// Sends `frame` from `from` wherever the switch says.
-    fn forward(&mut self, from: Port, frame: &[u8]) {
+    fn forward<N: Notifier>(
+        &mut self,
+        clients: &mut Clients<'_, N, Self>,
+        from: Port,
+        frame: &[u8],
+    ) {
         let targets = match self.switch.route(from, frame) {
             Ok(t) => t,
             Err(e) => {
                 match from {
                     Port::Client(n) => {
-                        if let Some(c) = self.clients[n].as_mut() {
+                        if let Some(c) = clients.get_mut(n) {
+                            let stats = c.stats_mut();
                             match e {
                                 FrameError::SpoofedSource | FrameError::MulticastSource => {
-                                    c.stats.spoofed += 1
+                                    stats.spoofed += 1
                                 }
-                                _ => c.stats.malformed += 1,
+                                _ => stats.malformed += 1,
                             }
                         }
                     }
@@ -440,10 +220,11 @@ impl<'a, U: Uplink, N: Notifier> Server<'a, U, N> {
             }
         };
         if let Port::Client(n) = from
-            && let Some(c) = self.clients[n].as_mut()
+            && let Some(c) = clients.get_mut(n)
         {
-            c.stats.tx_frames += 1;
-            c.stats.tx_bytes += frame.len() as u64;
+            let stats = c.stats_mut();
+            stats.tx_frames += 1;
+            stats.tx_bytes += frame.len() as u64;
         }
         if from == Port::Uplink && targets == Targets::default() {
             self.stats.unknown_destination += 1;
@@ -454,34 +235,36 @@ impl<'a, U: Uplink, N: Notifier> Server<'a, U, N> {
                 Err(UplinkError::Busy | UplinkError::Failed) => self.stats.uplink_busy += 1,
             }
         }
-        for index in 0..MAX_CLIENTS {
+        for index in 0..ioserver::MAX_CLIENTS {
             if targets.clients & (1 << index) != 0 {
-                self.deliver(index, frame);
+                self.deliver(clients, index, frame);
             }
         }
     }
 
     /// Copies `frame` into client `index`'s next receive buffer.
-    fn deliver(&mut self, index: usize, frame: &[u8]) {
-        let Some(client) = self.clients[index].as_mut() else {
+    fn deliver<N: Notifier>(
+        &mut self,
+        clients: &mut Clients<'_, N, Self>,
+        index: usize,
+        frame: &[u8],
+    ) {
+        let Some(channel) = clients.get_mut(index) else {
             return;
         };
-        if client.state != ClientState::Serving {
-            return;
-        }
-        let Some(rx) = client.rx.as_mut() else {
+        let Some(rx) = channel.queue(net::queue::RX) else {
             return;
         };
         let chain = match rx.queue().pop() {
             Ok(Some(chain)) => chain,
             Ok(None) => {
-                client.stats.rx_no_buffer += 1;
+                channel.stats_mut().rx_no_buffer += 1;
                 return;
             }
-            Err(e) => return self.break_client(index, Broken::Queue(e)),
+            Err(e) => return self.break_client(clients, index, Broken::Queue(e)),
         };
         if chain.readable_len() != 0 || chain.writable_len() < MIN_RX_BUFFER {
-            return self.break_client(index, Broken::BadRxBuffer);
+            return self.break_client(clients, index, Broken::Class(NetRule::BadRxBuffer));
         }
         // §5.1.6.4: flags 0 (no checksum offload negotiated), gso NONE, num_buffers 1.
         let header = net::Header {
@@ -489,43 +272,127 @@ impl<'a, U: Uplink, N: Notifier> Server<'a, U, N> {
             ..net::Header::default()
         }
         .to_bytes();
-        let mut writer = chain.writer(&client.area);
-        let written = writer
-            .write(&header)
-            .and_then(|()| writer.write(frame))
-            .map(|()| writer.written());
-        let result = written.and_then(|n| rx.queue().push(&chain, n));
-        match result {
+        let area = channel.area();
+        let written = write_writable(&chain, area, 0, &header)
+            .and_then(|()| write_writable(&chain, area, HEADER as u64, frame));
+        let len = (HEADER + frame.len()) as u32;
+        match written.and_then(|()| channel.push(net::queue::RX, &chain, len)) {
             Ok(()) => {
-                client.pushed |= 1 << net::queue::RX;
-                client.stats.rx_frames += 1;
-                client.stats.rx_bytes += frame.len() as u64;
+                let stats = channel.stats_mut();
+                stats.rx_frames += 1;
+                stats.rx_bytes += frame.len() as u64;
             }
-            Err(e) => self.break_client(index, Broken::Completion(e)),
+            Err(e) => self.break_client(clients, index, Broken::Completion(e)),
         }
     }
+}
 
-    /// Sends used buffer notifications where the clients asked for them.
-    fn notify_clients(&mut self) {
-        for client in self.clients.iter_mut() {
-            let Some(client) = client.as_mut() else {
-                continue;
+impl<U: Uplink> DeviceClass for Network<U> {
+    const DEVICE_TYPE: u32 = id::NET;
+    const QUEUES: u16 = 2;
+    const READY: Ready = Ready::All(1 << net::queue::RX | 1 << net::queue::TX);
+    /// Receive buffers are taken when a frame arrives: no kicks needed for them.
+    const NO_KICKS: u32 = 1 << net::queue::RX;
+    const REPORT_MS: u64 = 5000;
+    type Spec = Mac;
+    type Refusal = Refusal;
+    type Client = VirtualNic;
+    type Stats = NetStats;
+    type Reason = NetRule;
+
+    /// `mac`: the client's address (required).
+    fn spec(&self, config: &dyn Settings) -> Result<Mac, Refusal> {
+        config.text("mac").and_then(parse_mac).ok_or(Refusal::NoMac)
+    }
+
+    fn describe(nic: &VirtualNic, out: &mut dyn fmt::Write) -> fmt::Result {
+        write!(out, "virtual NIC with MAC {}", MacDisplay(nic.mac))
+    }
+
+    fn offer(&self, mac: &Mac, config: &mut [u8; MAX_CONFIG]) -> (Features, usize) {
+        let space = client_config(*mac);
+        config[..space.len()].copy_from_slice(&space);
+        (client_features(), space.len())
+    }
+
+    fn max_queue_size(&self) -> u16 {
+        self.queue_size
+    }
+
+    /// Gives the client its port on the switch: a group MAC, or one another client has, is
+    /// refused.
+    fn admit(&mut self, index: usize, mac: &Mac, _now_ns: u64) -> Result<VirtualNic, Refusal> {
+        self.switch.add_client(index, *mac).map_err(Refusal::Mac)?;
+        Ok(VirtualNic { mac: *mac })
+    }
+
+    /// Takes up to [`TX_BUDGET`] frames of client `index` and forwards them.
+    fn serve<N: Notifier>(
+        &mut self,
+        clients: &mut Clients<'_, N, Self>,
+        index: usize,
+        _now_ns: u64,
+        _progress: &mut Progress,
+    ) -> Turn {
+        let mut frame = [0u8; MAX_FRAME];
+        let mut turn = Turn::Idle;
+        for _ in 0..TX_BUDGET {
+            let Some(taken) = self.take_tx(clients, index, &mut frame) else {
+                break;
             };
-            let pushed = core::mem::take(&mut client.pushed);
-            for (q, queue) in [
-                (net::queue::RX, &mut client.rx),
-                (net::queue::TX, &mut client.tx),
-            ] {
-                if pushed & (1 << q) == 0 {
-                    continue;
-                }
-                if let Some(queue) = queue.as_mut()
-                    && matches!(queue.queue().should_interrupt(), Ok(true))
-                {
-                    let _ = client.device.interrupt(q);
-                }
+            turn = Turn::Worked;
+            if let Some(len) = taken {
+                self.forward(clients, Port::Client(index), &frame[..len]);
             }
         }
+        turn
+    }
+
+    /// Forwards up to [`RX_BUDGET`] frames the uplink received, then tells the uplink.
+    fn finish_pass<N: Notifier>(&mut self, clients: &mut Clients<'_, N, Self>, _: u64) -> Progress {
+        let mut frame = [0u8; MAX_FRAME];
+        let mut progress = Progress::default();
+        for _ in 0..RX_BUDGET {
+            let Some(len) = self.uplink.receive(&mut frame) else {
+                break;
+            };
+            progress.busy = true;
+            self.stats.uplink_rx += 1;
+            self.forward(clients, Port::Uplink, &frame[..len]);
+        }
+        self.uplink.flush();
+        progress
+    }
+
+    fn report(stats: &ClientStats, out: &mut dyn fmt::Write) -> fmt::Result {
+        write!(
+            out,
+            "tx {} frames {} bytes, rx {} frames {} bytes, dropped: spoofed {} malformed {} no-buffer {}",
+            stats.tx_frames,
+            stats.tx_bytes,
+            stats.rx_frames,
+            stats.rx_bytes,
+            stats.spoofed,
+            stats.malformed,
+            stats.rx_no_buffer
+        )
+    }
+
+    fn suppress_interrupts(&mut self) {
+        self.uplink.disable_interrupts();
+    }
+
+    fn request_interrupt(&mut self) -> bool {
+        self.uplink.enable_interrupts()
+    }
+
+    fn ack_interrupt(&mut self) {
+        self.uplink.ack_interrupt();
+    }
+
+    /// Receive buffers are always with the NIC: without its interrupt, it is polled.
+    fn in_flight(&self) -> usize {
+        1
     }
 }
 
@@ -563,14 +430,11 @@ pub fn read_tx_frame(
     }
     let len = total as usize - HEADER;
     let mut header = [0u8; HEADER];
-    let mut reader = chain.reader(area);
-    reader.read_exact(&mut header).map_err(TxError::Read)?;
+    read_readable(chain, area, 0, &mut header).map_err(TxError::Read)?;
     let header = net::Header::from_bytes(&header);
     if header.flags & net::header_flags::NEEDS_CSUM != 0 || header.gso_type != net::gso::NONE {
         return Err(TxError::Offload);
     }
-    reader
-        .read_exact(&mut frame[..len])
-        .map_err(TxError::Read)?;
+    read_readable(chain, area, HEADER as u64, &mut frame[..len]).map_err(TxError::Read)?;
     Ok(len)
 }

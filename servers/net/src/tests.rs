@@ -19,7 +19,7 @@ use virtio::transport::shmem::{
 };
 use virtio::transport::{Transport, initialize};
 
-use crate::server::{Broken, ClientState, HEADER, Server};
+use crate::server::{Broken, ClientState, HEADER, NetRule, Network, Server};
 use crate::switch::{FrameError, MAX_FRAME, Mac, Port, Switch, SwitchError, Targets, parse_mac};
 use crate::uplink::VirtioUplink;
 
@@ -151,14 +151,14 @@ impl<'a> World<'a> {
             ring.subregion(0x4000, 0x4000).unwrap(),
         );
         let uplink = VirtioUplink::new(transport, rx_ring, tx_ring, data, |_| Ok(())).unwrap();
-        let server = Rc::new(RefCell::new(Server::new(uplink)));
+        let server = Rc::new(RefCell::new(Server::new(Network::new(uplink, 64))));
         let pump: Pump<'a> = no_pump();
         {
             let (server, wire) = (server.clone(), wire.clone());
             *pump.borrow_mut() = Some(Box::new(move || {
                 for _ in 0..1000 {
                     let a = wire.borrow_mut().step();
-                    let b = server.borrow_mut().run_once().busy;
+                    let b = server.borrow_mut().run_once(0).busy;
                     if !a && !b {
                         break;
                     }
@@ -173,7 +173,7 @@ impl<'a> World<'a> {
         let index = self
             .server
             .borrow_mut()
-            .add_client(region, RING_LEN, mac, 64, server_side)
+            .add_client(region, RING_LEN, &mac, 0, server_side)
             .unwrap();
         (index, client_side)
     }
@@ -310,7 +310,15 @@ fn clients_see_their_mac_and_frames_are_switched() {
     // The host to an unknown MAC: nobody.
     world.host_sends(frame(MAC_C, HOST, b"nobody"));
     assert!(recv_all(&mut a).is_empty() && recv_all(&mut b).is_empty());
-    assert_eq!(world.server.borrow().stats().unknown_destination, 1);
+    assert_eq!(
+        world
+            .server
+            .borrow()
+            .class_ref()
+            .stats()
+            .unknown_destination,
+        1
+    );
 
     // Broadcast from the host: both.
     let bc = frame(BROADCAST, HOST, b"arp?");
@@ -396,7 +404,7 @@ fn a_spoofing_client_is_dropped_and_counted_and_others_go_on() {
     // The uplink claiming a client's MAC is refused too.
     world.host_sends(frame(MAC_B, MAC_A, b"fake a"));
     assert!(recv_all(&mut b).is_empty());
-    assert_eq!(world.server.borrow().stats().uplink_refused, 1);
+    assert_eq!(world.server.borrow().class_ref().stats().uplink_refused, 1);
 }
 
 /// A client driving the queues itself, to send what a correct driver never would.
@@ -561,7 +569,7 @@ fn broken_queues_stop_only_that_client_until_it_resets() {
     world.host_sends(frame(BROADCAST, HOST, b"to all"));
     assert_eq!(
         world.server.borrow().client_state(2),
-        Some(ClientState::Broken(Broken::BadRxBuffer))
+        Some(ClientState::Broken(Broken::Class(NetRule::BadRxBuffer)))
     );
 
     // B still gets the broadcast and still sends.
@@ -763,4 +771,82 @@ fn smoltcp_udp_echo_through_the_switch() {
     assert!(guest.error.is_none());
     let stats = world.server.borrow().client_stats(0).unwrap();
     assert!(stats.tx_frames >= 2 && stats.rx_frames >= 2, "{stats:?}");
+}
+
+/// The framework's conformance suite on the network class: client k has MAC …:6(1+k), and its
+/// well-formed request is one frame to the host (taken, its buffer returned, sent out).
+struct Conformance<'a> {
+    nics: &'a [OwnedDma; 2],
+    world: World<'a>,
+    regions: Vec<DmaRegion<'a>>,
+}
+
+fn conformance_mac(k: usize) -> Mac {
+    [0x52, 0x54, 0, 0x12, 0x34, 0x61 + k as u8]
+}
+
+impl<'a> ioserver::conformance::Harness<'a> for Conformance<'a> {
+    type Class = Network<Up<'a>>;
+
+    fn driver_features(&self) -> Features {
+        Features::from_bits(&[bits::VERSION_1, net::features::MAC])
+    }
+    fn add_client(&mut self, region: DmaRegion<'a>) -> (usize, SimNotifier<'a>) {
+        let mac = conformance_mac(self.regions.len());
+        self.regions.push(region);
+        self.world.add(region, mac)
+    }
+    fn run(&mut self) {
+        self.world.run();
+    }
+    fn state(&self, index: usize) -> Option<ClientState> {
+        self.world.server.borrow().client_state(index)
+    }
+    fn request(
+        &mut self,
+        index: usize,
+        data: &DmaRegion<'a>,
+        at: usize,
+    ) -> ioserver::conformance::Request {
+        let mut bytes = header(0, 0).to_vec();
+        bytes.extend(frame(HOST, conformance_mac(index), b"conformance"));
+        data.write_bytes(at, &bytes).unwrap();
+        ioserver::conformance::Request {
+            queue: net::queue::TX,
+            readable: vec![Buffer {
+                addr: at as u64,
+                len: bytes.len() as u32,
+            }],
+            writable: vec![],
+        }
+    }
+    fn restart(&mut self) -> Vec<SimNotifier<'a>> {
+        self.world = World::new(&self.nics[1], &self.nics[1]);
+        let regions = std::mem::take(&mut self.regions);
+        regions.into_iter().map(|r| self.add_client(r).1).collect()
+    }
+}
+
+#[test]
+fn the_network_class_passes_the_conformance_suite() {
+    let memories: Vec<OwnedDma> = (0..ioserver::conformance::REGIONS)
+        .map(|_| OwnedDma::new(REGION_LEN))
+        .collect();
+    let regions: Vec<DmaRegion<'_>> = memories.iter().map(|m| m.region(0)).collect();
+    let nics: Vec<[OwnedDma; 2]> = (0..4)
+        .map(|_| [OwnedDma::new(REGION_LEN), OwnedDma::new(REGION_LEN)])
+        .collect();
+    let next = std::cell::Cell::new(0);
+    ioserver::conformance::run_all(
+        || {
+            let nics = &nics[next.replace(next.get() + 1)];
+            Conformance {
+                nics,
+                world: World::new(&nics[0], &nics[0]),
+                regions: Vec::new(),
+            }
+        },
+        &regions,
+    )
+    .unwrap();
 }

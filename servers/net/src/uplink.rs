@@ -38,6 +38,13 @@ pub trait Uplink {
     fn flush(&mut self);
     /// Acknowledges the NIC's interrupt.
     fn ack_interrupt(&mut self) {}
+    /// No interrupt for received frames while the server polls.
+    fn disable_interrupts(&mut self) {}
+    /// Asks the NIC for an interrupt on the next received frame, then re-checks: `true` if a
+    /// frame is already there (poll again rather than sleep, §2.7.10).
+    fn enable_interrupts(&mut self) -> bool {
+        false
+    }
 }
 
 /// Bytes per packet buffer: header at +0, frame at +[`FRAME_AT`].
@@ -165,12 +172,6 @@ impl<'a, T: Transport, const Q: usize> VirtioUplink<'a, T, Q> {
         let mut status = [0u8; 2];
         read_config(&mut self.transport, net::config::STATUS, &mut status).is_ok()
             && u16::from_le_bytes(status) & net::link_status::LINK_UP != 0
-    }
-
-    /// Asks the NIC for an interrupt on the next received frame, then re-checks: `true` if a
-    /// frame is already there (poll again rather than sleep, §2.7.10).
-    pub fn enable_interrupts(&mut self) -> bool {
-        self.rx.enable_interrupts().unwrap_or(true)
     }
 
     /// Receive (and transmit) buffers.
@@ -345,5 +346,13 @@ impl<T: Transport, const Q: usize> Uplink for VirtioUplink<'_, T, Q> {
 
     fn ack_interrupt(&mut self) {
         self.transport.ack_interrupt();
+    }
+
+    fn disable_interrupts(&mut self) {
+        let _ = self.rx.disable_interrupts();
+    }
+
+    fn enable_interrupts(&mut self) -> bool {
+        self.rx.enable_interrupts().unwrap_or(true)
     }
 }
