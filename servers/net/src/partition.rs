@@ -16,9 +16,10 @@ rt::entry!(main);
 const PROGRAM: ServerProgram = ServerProgram {
     device: "net0",
     dma: "packets",
-    // Two split or packed queues of up to 256 entries.
-    client_ring_len: 0x8000,
+    // Two split or packed queues of up to 256 entries, as much ring memory as the NIC's.
+    client_ring_len: 2 * DEVICE_RING_LEN,
     poll_ns: 0,
+    // Without the NIC's interrupt, it is polled every 200 us.
     poll_period_ns: 200_000,
 };
 /// Ring memory per queue of the real NIC (legacy layout of 256 entries: 10.3 KiB).

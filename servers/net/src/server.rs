@@ -55,13 +55,6 @@ pub enum NetRule {
     BadRxBuffer,
 }
 
-/// Why the server stopped serving a client until it resets the device.
-pub type Broken = ioserver::Broken<NetRule>;
-/// Where a client stands.
-pub type ClientState = ioserver::ClientState<NetRule>;
-/// A client's counters.
-pub type ClientStats = ioserver::ClientStats<NetStats>;
-
 /// The network counters per client.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NetStats {
@@ -111,6 +104,13 @@ pub struct VirtualNic {
     /// Its address, from the description.
     pub mac: Mac,
 }
+
+/// Why the server stopped serving a client until it resets the device.
+pub type Broken = ioserver::Broken<NetRule>;
+/// Where a client stands.
+pub type ClientState = ioserver::ClientState<NetRule>;
+/// A client's counters.
+pub type ClientStats = ioserver::ClientStats<NetStats>;
 
 /// The features offered to clients: their MAC and link status (§5.1.3), and the ring
 /// features the library serves (§6). No offloads: every frame is a plain Ethernet frame.
@@ -291,14 +291,14 @@ impl<U: Uplink> DeviceClass for Network<U> {
     const DEVICE_TYPE: u32 = id::NET;
     const QUEUES: u16 = 2;
     const READY: Ready = Ready::All(1 << net::queue::RX | 1 << net::queue::TX);
-    /// Receive buffers are taken when a frame arrives: no kicks needed for them.
-    const NO_KICKS: u32 = 1 << net::queue::RX;
-    const REPORT_MS: u64 = 5000;
     type Spec = Mac;
     type Refusal = Refusal;
     type Client = VirtualNic;
     type Stats = NetStats;
     type Reason = NetRule;
+    /// Receive buffers are taken when a frame arrives: no kicks needed for them.
+    const NO_KICKS: u32 = 1 << net::queue::RX;
+    const REPORT_MS: u64 = 5000;
 
     /// `mac`: the client's address (required).
     fn spec(&self, config: &dyn Settings) -> Result<Mac, Refusal> {
@@ -364,6 +364,23 @@ impl<U: Uplink> DeviceClass for Network<U> {
         progress
     }
 
+    fn ack_interrupt(&mut self) {
+        self.uplink.ack_interrupt();
+    }
+
+    fn suppress_interrupts(&mut self) {
+        self.uplink.disable_interrupts();
+    }
+
+    /// Receive buffers are always with the NIC: without its interrupt, it is polled.
+    fn in_flight(&self) -> usize {
+        1
+    }
+
+    fn request_interrupt(&mut self) -> bool {
+        self.uplink.enable_interrupts()
+    }
+
     fn report(stats: &ClientStats, out: &mut dyn fmt::Write) -> fmt::Result {
         write!(
             out,
@@ -376,23 +393,6 @@ impl<U: Uplink> DeviceClass for Network<U> {
             stats.malformed,
             stats.rx_no_buffer
         )
-    }
-
-    fn suppress_interrupts(&mut self) {
-        self.uplink.disable_interrupts();
-    }
-
-    fn request_interrupt(&mut self) -> bool {
-        self.uplink.enable_interrupts()
-    }
-
-    fn ack_interrupt(&mut self) {
-        self.uplink.ack_interrupt();
-    }
-
-    /// Receive buffers are always with the NIC: without its interrupt, it is polled.
-    fn in_flight(&self) -> usize {
-        1
     }
 }
 

@@ -776,7 +776,7 @@ fn smoltcp_udp_echo_through_the_switch() {
 /// The framework's conformance suite on the network class: client k has MAC …:6(1+k), and its
 /// well-formed request is one frame to the host (taken, its buffer returned, sent out).
 struct Conformance<'a> {
-    nics: &'a [OwnedDma; 2],
+    nics: &'a [OwnedDma],
     world: World<'a>,
     regions: Vec<DmaRegion<'a>>,
 }
@@ -796,12 +796,6 @@ impl<'a> ioserver::conformance::Harness<'a> for Conformance<'a> {
         self.regions.push(region);
         self.world.add(region, mac)
     }
-    fn run(&mut self) {
-        self.world.run();
-    }
-    fn state(&self, index: usize) -> Option<ClientState> {
-        self.world.server.borrow().client_state(index)
-    }
     fn request(
         &mut self,
         index: usize,
@@ -820,33 +814,36 @@ impl<'a> ioserver::conformance::Harness<'a> for Conformance<'a> {
             writable: vec![],
         }
     }
+    fn state(&self, index: usize) -> Option<ClientState> {
+        self.world.server.borrow().client_state(index)
+    }
     fn restart(&mut self) -> Vec<SimNotifier<'a>> {
         self.world = World::new(&self.nics[1], &self.nics[1]);
         let regions = std::mem::take(&mut self.regions);
         regions.into_iter().map(|r| self.add_client(r).1).collect()
     }
+    fn run(&mut self) {
+        self.world.run();
+    }
 }
 
 #[test]
 fn the_network_class_passes_the_conformance_suite() {
-    let memories: Vec<OwnedDma> = (0..ioserver::conformance::REGIONS)
+    // Per check a NIC before and one after the restart; then the clients' regions.
+    let nics: Vec<OwnedDma> = (0..8).map(|_| OwnedDma::new(REGION_LEN)).collect();
+    let clients: Vec<OwnedDma> = (0..ioserver::conformance::REGIONS)
         .map(|_| OwnedDma::new(REGION_LEN))
         .collect();
-    let regions: Vec<DmaRegion<'_>> = memories.iter().map(|m| m.region(0)).collect();
-    let nics: Vec<[OwnedDma; 2]> = (0..4)
-        .map(|_| [OwnedDma::new(REGION_LEN), OwnedDma::new(REGION_LEN)])
-        .collect();
-    let next = std::cell::Cell::new(0);
-    ioserver::conformance::run_all(
-        || {
-            let nics = &nics[next.replace(next.get() + 1)];
-            Conformance {
-                nics,
-                world: World::new(&nics[0], &nics[0]),
-                regions: Vec::new(),
-            }
-        },
-        &regions,
-    )
-    .unwrap();
+    let regions: Vec<DmaRegion<'_>> = clients.iter().map(|m| m.region(0)).collect();
+    let mut pairs = nics.chunks(2);
+    let pairs = RefCell::new(&mut pairs);
+    let make = || {
+        let nics = pairs.borrow_mut().next().unwrap();
+        Conformance {
+            nics,
+            world: World::new(&nics[0], &nics[0]),
+            regions: Vec::new(),
+        }
+    };
+    ioserver::conformance::run_all(make, &regions).unwrap();
 }
