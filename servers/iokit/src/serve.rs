@@ -64,6 +64,9 @@ impl Settings for ChannelSettings<'_> {
     fn number(&self, key: &str) -> Option<u64> {
         self.config.channel_u64(self.channel, key)
     }
+    fn channel(&self) -> Option<&str> {
+        Some(self.channel)
+    }
 }
 
 /// What a class needs to open its real device.
@@ -82,6 +85,7 @@ pub struct Opening<'c> {
     route: Option<VectorRoute>,
     routed: bool,
     info: abi::DeviceInfo,
+    device: usize,
 }
 
 impl Opening<'_> {
@@ -96,6 +100,16 @@ impl Opening<'_> {
         self.info.irq_bits != 0
             && ((self.routed && self.route.is_some()) || self.info.msix_vectors == 0)
             && self.config.get_bool("poll") != Some(true)
+    }
+
+    /// The granted device's handle (for acknowledging its interrupt at the kernel).
+    pub fn device(&self) -> usize {
+        self.device
+    }
+
+    /// The notification bits of the device's interrupt.
+    pub fn irq_bits(&self) -> u64 {
+        self.info.irq_bits
     }
 
     /// How the log says it.
@@ -144,6 +158,17 @@ pub struct ServerProgram {
 pub fn run<C: DeviceClass>(
     program: ServerProgram,
     open: impl FnOnce(&mut Opening<'_>) -> Option<C>,
+    after_pass: impl FnMut(&mut KernelServer<'static, C>, &mut RtKernel),
+) {
+    run_keyed(program, "device", open, after_pass)
+}
+
+/// [`run`], for a server whose configuration names its device with key `device_key` instead
+/// of `device` (the block server's `disk`).
+pub fn run_keyed<C: DeviceClass>(
+    program: ServerProgram,
+    device_key: &str,
+    open: impl FnOnce(&mut Opening<'_>) -> Option<C>,
     mut after_pass: impl FnMut(&mut KernelServer<'static, C>, &mut RtKernel),
 ) {
     let generation = partition_info().map_or(0, |i| i.generation);
@@ -152,7 +177,7 @@ pub fn run<C: DeviceClass>(
         println!("no configuration ({e:?}): serving no clients");
         Config::new("")
     });
-    let device_name = config.get("device").unwrap_or(program.device);
+    let device_name = config.get(device_key).unwrap_or(program.device);
     let dma_name = config.get("dma").unwrap_or(program.dma);
     let Some((device, info)) = crate::granted_device(device_name) else {
         return;
@@ -177,6 +202,7 @@ pub fn run<C: DeviceClass>(
         route,
         routed: true,
         info,
+        device,
     };
     let Some(class) = open(&mut opening) else {
         return;

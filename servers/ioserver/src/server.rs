@@ -25,6 +25,11 @@ pub trait Settings {
     fn text(&self, key: &str) -> Option<&str>;
     /// The value of `key` as an unsigned integer.
     fn number(&self, key: &str) -> Option<u64>;
+    /// The channel's name in the description, if known (a class may show it to the client,
+    /// as a block device's id).
+    fn channel(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// Largest configuration space a class offers its clients.
