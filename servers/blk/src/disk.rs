@@ -33,6 +33,8 @@ pub enum SpecError {
         /// Sectors the real disk has.
         capacity: u64,
     },
+    /// `disk` names another device than the server's.
+    OtherDevice,
 }
 
 impl DiskSpec {

@@ -1,74 +1,72 @@
-//! The request engine: clients' virtio-blk queues in, backend requests out.
+//! The block class: clients' virtio-blk queues (§5.2) in, backend requests out, on the
+//! I/O-server framework (`ioserver`: channels, state machine, round robin, notifications,
+//! main loop).
 //!
-//! Each pass of [`Server::run_once`]:
-//! 1. answers every client's control requests (reset, feature handshake, queue enable,
-//!    DRIVER_OK) through the library's device side;
-//! 2. reaps finished backend requests, copies read data into the client's buffers and
-//!    completes client requests whose every part finished;
-//! 3. takes new chains from serving clients (round robin), checks them against the client's
-//!    virtual disk, completes refused ones at once (IOERR, UNSUPP) and queues the rest;
-//! 4. issues queued work to the backend in arrival order, one bounce slot per part (a client
-//!    request larger than a slot is split), or, for a client whose data area the device can
-//!    reach (zero copy, [`Server::set_dma_base`]), the whole request on the client's buffers;
-//!    a flush only once the same client's earlier requests completed;
-//! 5. sends used buffer notifications where the clients asked for them.
+//! In each pass of the framework, the class:
+//! 1. reaps finished backend requests ([`DeviceClass::poll_device`]), copies read data into
+//!    the client's buffers and completes client requests whose every part finished;
+//! 2. in each serving client's turn, takes one chain ([`DeviceClass::serve`]; turns go round
+//!    while request entries are free), checks it against the client's virtual disk,
+//!    completes refused ones at once (IOERR, UNSUPP) and queues the rest;
+//! 3. issues queued work to the backend in arrival order ([`DeviceClass::finish_pass`]), one
+//!    bounce slot per part (a client request larger than a slot is split), or, for a client
+//!    whose data area the device can reach (zero copy, [`DeviceClass::dma_reachable`]), the
+//!    whole request on the client's buffers; a flush only once the same client's earlier
+//!    requests completed.
 //!
 //! Client errors never reach the real device: a request outside the virtual disk, a write to
 //! a read-only disk or a length that is not a whole number of sectors completes with
 //! VIRTIO_BLK_S_IOERR; an unknown request type with VIRTIO_BLK_S_UNSUPP. A chain that breaks
 //! the ring protocol, or one without room for a header and a status byte, stops service to
 //! that client (DEVICE_NEEDS_RESET, §2.1.2) until it resets the device; other clients are not
-//! affected. A reset or break bumps the client's epoch: backend requests still in flight for
-//! the old epoch finish into their bounce slots and are dropped, never copied into the client's
-//! memory. A zero-copy request still on the device when its client asks for a reset holds the
-//! reset's answer back until the device has finished with the client's buffers (§2.4).
+//! affected. A reset or break bumps the client's epoch ([`DeviceClass::stopped`]): backend
+//! requests still in flight for the old epoch finish into their bounce slots and are dropped,
+//! never copied into the client's memory. A zero-copy request still on the device when its
+//! client asks for a reset holds the reset's answer back until the device has finished with
+//! the client's buffers (§2.4, [`DeviceClass::may_reset`]).
 
+use core::fmt;
+
+use ioserver::chain::{copy_from_chain, copy_into_chain, walk, write_writable};
+use ioserver::{Channel, Clients, DeviceClass, MAX_CONFIG, Progress, Ready, Settings, Turn};
 use virtio::devices::{blk, id};
-use virtio::dma::DmaRegion;
-use virtio::features::bits;
-use virtio::packed::PackedDeviceQueue;
-use virtio::queue::{Buffer, Chain, DeviceQueue, GrantedArea};
-use virtio::split::SplitDeviceQueue;
-use virtio::transport::shmem::{DeviceDescription, Notifier, SharedMemoryDevice};
+use virtio::features::Features;
+use virtio::queue::{Buffer, Chain};
+use virtio::transport::shmem::Notifier;
 
 use crate::backend::{Backend, BackendError, MAX_DIRECT_SEGMENTS, MAX_SLOTS, Op};
-use crate::disk::{DiskSpec, SECTOR};
+use crate::disk::{DiskSpec, SECTOR, SpecError};
 
-/// Most clients one server serves.
-pub const MAX_CLIENTS: usize = 8;
+pub use ioserver::MAX_CLIENTS;
+
 /// Most client requests queued or in flight at once, over all clients.
 pub const MAX_REQUESTS: usize = 32;
 /// Largest queue size offered to a client.
 pub const MAX_CLIENT_QUEUE: u16 = 256;
+/// The only queue of a client's device: its requestq.
+const REQUEST_QUEUE: u16 = 0;
 
-/// Why the server stopped serving a client until it resets the device.
+/// The block class's own reasons to stop serving a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Broken {
-    /// The ring broke the virtqueue rules (the library's device side refused a chain: loops,
-    /// bad indexes, buffers outside the data area, readable after writable...).
-    Queue(virtio::Error),
+pub enum BlkRule {
     /// A chain with fewer than 16 device-readable bytes: no request header (§5.2.6).
     NoHeader,
     /// A chain with no device-writable byte: nowhere to put the status (§5.2.6).
     NoStatus,
-    /// Completing a request failed (the used ring could not be written).
-    Completion(virtio::Error),
 }
 
+/// Why the server stopped serving a client until it resets the device.
+pub type Broken = ioserver::Broken<BlkRule>;
 /// Where a client stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientState {
-    /// Not (yet) DRIVER_OK, or reset: nothing is served.
-    Idle,
-    /// DRIVER_OK with its queue enabled: requests are served.
-    Serving,
-    /// Stopped until the client resets the device.
-    Broken(Broken),
-}
+pub type ClientState = ioserver::ClientState<BlkRule>;
+/// A client's counters.
+pub type ClientStats = ioserver::ClientStats<BlockStats>;
+/// The block server.
+pub type Server<'a, B, N> = ioserver::Server<'a, N, Block<'a, B>>;
 
-/// Counters per client.
+/// The block counters per client.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ClientStats {
+pub struct BlockStats {
     /// Requests completed with OK.
     pub ok: u64,
     /// Requests completed with IOERR (refused by policy, or failed on the real device).
@@ -78,36 +76,58 @@ pub struct ClientStats {
     pub refused: u64,
     /// Requests completed with UNSUPP.
     pub unsupported: u64,
-    /// Device resets by the client.
-    pub resets: u32,
-    /// Times service was stopped because the client broke the rules.
-    pub breaks: u32,
 }
 
-enum ClientQueue<'a> {
-    Split(SplitDeviceQueue<'a>),
-    Packed(PackedDeviceQueue<'a>),
+/// What the description grants a client: its virtual disk, and the id its device reports
+/// (VIRTIO_BLK_T_GET_ID: the channel's name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockSpec {
+    /// The virtual disk.
+    pub disk: DiskSpec,
+    /// The device id, zero-padded.
+    pub id: [u8; blk::ID_BYTES],
 }
 
-impl ClientQueue<'_> {
-    fn queue(&mut self) -> &mut dyn DeviceQueue {
-        match self {
-            ClientQueue::Split(q) => q,
-            ClientQueue::Packed(q) => q,
-        }
+impl BlockSpec {
+    /// `disk`, with the device id `id` (cut to [`blk::ID_BYTES`]).
+    pub fn new(disk: DiskSpec, id: &[u8]) -> Self {
+        let mut name = [0u8; blk::ID_BYTES];
+        let n = id.len().min(blk::ID_BYTES);
+        name[..n].copy_from_slice(&id[..n]);
+        Self { disk, id: name }
     }
 }
 
-struct Client<'a, N> {
-    device: SharedMemoryDevice<'a, N>,
-    area: GrantedArea<'a>,
-    disk: DiskSpec,
-    id: [u8; blk::ID_BYTES],
-    queue: Option<ClientQueue<'a>>,
-    state: ClientState,
+/// The real device's name as the description gives it, kept inline (no allocator).
+#[derive(Clone, Copy)]
+struct DeviceName {
+    bytes: [u8; 64],
+    len: usize,
+}
+
+impl DeviceName {
+    fn new(name: &str) -> Self {
+        let mut len = name.len().min(64);
+        while !name.is_char_boundary(len) {
+            len -= 1;
+        }
+        let mut bytes = [0u8; 64];
+        bytes[..len].copy_from_slice(&name.as_bytes()[..len]);
+        Self { bytes, len }
+    }
+
+    fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+}
+
+/// The class's state per client: its virtual disk and its epoch.
+pub struct VirtualDisk {
+    spec: BlockSpec,
+    /// The real device's name (for the log).
+    device: DeviceName,
+    /// Bumped when the client's epoch ends (reset, FAILED, break).
     epoch: u32,
-    interrupt: bool,
-    stats: ClientStats,
     /// Bus address at which the real device reaches byte 0 of the data area, if it can (the
     /// server is the DMA owner of the client's region): zero copy.
     dma_base: Option<u64>,
@@ -115,19 +135,10 @@ struct Client<'a, N> {
     direct_on_device: u32,
 }
 
-impl<N> Client<'_, N> {
-    /// Writes `status` as the chain's last writable byte, counts it, and returns the chain to
-    /// the client's queue with `data` bytes written before the status byte.
-    fn complete(&mut self, chain: &Chain, status: u8, data: u32) -> virtio::Result<()> {
-        match status {
-            blk::status::OK => self.stats.ok += 1,
-            blk::status::UNSUPP => self.stats.unsupported += 1,
-            _ => self.stats.io_errors += 1,
-        }
-        write_writable(chain, &self.area, chain.writable_len() - 1, &[status])?;
-        let queue = self.queue.as_mut().ok_or(virtio::Error::QueueUnavailable)?;
-        // The status byte is the last byte written: it counts in the used length.
-        queue.queue().push(chain, data + 1)
+impl VirtualDisk {
+    /// The virtual disk.
+    pub fn disk(&self) -> DiskSpec {
+        self.spec.disk
     }
 }
 
@@ -139,7 +150,7 @@ enum Kind {
 }
 
 /// A client request accepted and not yet completed. Its chain is kept apart, in
-/// `Server::chains` at the same index, so a pop fills it in place.
+/// `Block::chains` at the same index, so a pop fills it in place.
 struct Request {
     client: usize,
     epoch: u32,
@@ -177,20 +188,54 @@ struct SlotUse {
     direct: bool,
 }
 
-/// The block server: clients, queued requests and the backend.
+/// The engine's tables: client requests accepted and not yet completed, their chains, and
+/// what each backend slot holds. They are the bulk of the class (a chain holds 64 segments),
+/// so the class borrows them: the partition keeps them once, where they were made, while the
+/// class itself moves into the server.
+pub struct Tables {
+    requests: [Option<Request>; MAX_REQUESTS],
+    chains: [Chain; MAX_REQUESTS],
+    slots: [Option<SlotUse>; MAX_SLOTS],
+}
+
+impl Tables {
+    /// Empty tables.
+    pub fn new() -> Self {
+        Self {
+            requests: [const { None }; MAX_REQUESTS],
+            chains: core::array::from_fn(|_| Chain::empty()),
+            slots: [None; MAX_SLOTS],
+        }
+    }
+}
+
+impl Default for Tables {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Tables {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tables").finish_non_exhaustive()
+    }
+}
+
+/// The block class: the backend, and the requests of every client on their way to it.
 ///
 /// Every pass runs on each wake-up and, while the server polls, many times per request, so
 /// its bookkeeping costs what there is to do, not what there could be: bit masks of live
 /// requests and busy slots, a queue of requests with work to issue, counters of zero-copy
 /// requests per client. Chains stay where they were popped.
-pub struct Server<'a, B, N> {
+pub struct Block<'t, B> {
     backend: B,
-    clients: [Option<Client<'a, N>>; MAX_CLIENTS],
-    requests: [Option<Request>; MAX_REQUESTS],
+    t: &'t mut Tables,
+    /// The real device's name (a channel whose `disk` names another is not served).
+    device: DeviceName,
+    /// Largest queue offered to a client.
+    queue_depth: u16,
     /// Bit r: `requests[r]` is live.
     live: u32,
-    chains: [Chain; MAX_REQUESTS],
-    slots: [Option<SlotUse>; MAX_SLOTS],
     /// Bit s: `slots[s]` is on the backend.
     busy_slots: u64,
     /// Requests with parts (or a flush) still to hand to the backend, in arrival order.
@@ -199,7 +244,6 @@ pub struct Server<'a, B, N> {
     /// are to be dropped.
     sweep: bool,
     seq: u64,
-    next_client: usize,
 }
 
 /// Request indexes in arrival order, each at most once. An entry may outlive its request
@@ -242,19 +286,17 @@ impl Waiting {
     }
 }
 
-impl<B, N> core::fmt::Debug for Server<'_, B, N> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Server")
-            .field(
-                "clients",
-                &self.clients.iter().filter(|c| c.is_some()).count(),
-            )
+impl<B> fmt::Debug for Block<'_, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Block")
+            .field("device", &self.device.as_str())
             .field("in_flight", &self.in_flight())
+            .field("queued", &self.queued())
             .finish()
     }
 }
 
-impl<B, N> Server<'_, B, N> {
+impl<B> Block<'_, B> {
     /// Backend requests in flight.
     pub fn in_flight(&self) -> usize {
         self.busy_slots.count_ones() as usize
@@ -266,31 +308,22 @@ impl<B, N> Server<'_, B, N> {
     }
 }
 
-/// What a pass did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Progress {
-    /// Something happened (worth another pass).
-    pub busy: bool,
-    /// A client got a completion (it has work now: the caller should let it run).
-    pub completed: bool,
-}
-
 /// An immediate answer to a chain, without the backend.
 enum Immediate {
     Status(u8),
     Id,
 }
 
-impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
-    /// A server over `backend`, with no clients yet.
-    pub fn new(backend: B) -> Self {
+impl<'t, B: Backend> Block<'t, B> {
+    /// The class over `backend` with `tables`, the real device named `device` in the
+    /// description, offering clients queues of up to `queue_depth` entries.
+    pub fn new(backend: B, tables: &'t mut Tables, device: &str, queue_depth: u16) -> Self {
         Self {
             backend,
-            clients: [const { None }; MAX_CLIENTS],
-            requests: [const { None }; MAX_REQUESTS],
+            t: tables,
+            device: DeviceName::new(device),
+            queue_depth: queue_depth.clamp(1, MAX_CLIENT_QUEUE),
             live: 0,
-            chains: core::array::from_fn(|_| Chain::empty()),
-            slots: [None; MAX_SLOTS],
             busy_slots: 0,
             waiting: Waiting {
                 entries: [0; MAX_REQUESTS],
@@ -298,7 +331,6 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
             },
             sweep: false,
             seq: 0,
-            next_client: 0,
         }
     }
 
@@ -307,230 +339,87 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
         &mut self.backend
     }
 
-    /// Lays out a channel for a client in `region` (`ring_len` bytes of ring area, the rest
-    /// after the control block is its data area) exporting `disk`, and tells the client (a
-    /// configuration change notification, so a client of a previous server generation
-    /// notices the fresh layout). Returns the client's index.
-    pub fn add_client(
-        &mut self,
-        region: DmaRegion<'a>,
-        ring_len: usize,
-        disk: DiskSpec,
-        id: &[u8],
-        queue_size: u16,
-        notifier: N,
-    ) -> virtio::Result<usize> {
-        let index = self
-            .clients
-            .iter()
-            .position(Option::is_none)
-            .ok_or(virtio::Error::QueueUnavailable)?;
-        let config = disk.config_space();
-        let description = DeviceDescription {
-            device_type: id::BLOCK,
-            features: disk.features(),
-            num_queues: 1,
-            max_queue_size: queue_size.clamp(1, MAX_CLIENT_QUEUE),
-            config: &config,
-        };
-        let mut device = SharedMemoryDevice::new(region, ring_len, &description, notifier)?;
-        device.update_config(
-            blk::config::CAPACITY,
-            &config[blk::config::CAPACITY..blk::config::CAPACITY + 8],
-        )?;
-        let mut name = [0u8; blk::ID_BYTES];
-        let n = id.len().min(blk::ID_BYTES);
-        name[..n].copy_from_slice(&id[..n]);
-        self.clients[index] = Some(Client {
-            area: device.data_area(),
-            device,
-            disk,
-            id: name,
-            queue: None,
-            state: ClientState::Idle,
-            epoch: 0,
-            interrupt: false,
-            stats: ClientStats::default(),
-            dma_base: None,
-            direct_on_device: 0,
-        });
-        Ok(index)
-    }
-
-    /// Zero copy for client `index`: the real device reaches the client's region at bus
-    /// address `region_bus` (the server is its DMA owner), so reads and writes whose buffers
-    /// fit the backend's limits go to the device on the client's buffers instead of through
-    /// bounce slots. Returns whether it is on (the backend must take such requests).
-    pub fn set_dma_base(&mut self, index: usize, region_bus: u64) -> bool {
-        let direct = self.backend.direct_limits().is_some();
-        let Some(client) = self.clients.get_mut(index).and_then(Option::as_mut) else {
-            return false;
-        };
-        let len = client.area.memory().len() as u64;
-        client.dma_base = region_bus
-            .checked_add(client.device.data_offset() as u64)
-            .filter(|base| direct && base.checked_add(len).is_some());
-        client.dma_base.is_some()
-    }
-
-    /// Client `index`'s state.
-    pub fn client_state(&self, index: usize) -> Option<ClientState> {
-        Some(self.clients.get(index)?.as_ref()?.state)
-    }
-
-    /// Client `index`'s counters.
-    pub fn client_stats(&self, index: usize) -> Option<ClientStats> {
-        Some(self.clients.get(index)?.as_ref()?.stats)
-    }
-
-    /// Client `index`'s virtual disk.
-    pub fn client_disk(&self, index: usize) -> Option<DiskSpec> {
-        Some(self.clients.get(index)?.as_ref()?.disk)
-    }
-
-    /// Runs passes until one does nothing.
-    pub fn run(&mut self) {
-        for _ in 0..10_000 {
-            if !self.run_once().busy {
-                break;
-            }
-        }
-    }
-
-    /// One pass: control, completions, new chains, issue, notifications.
-    pub fn run_once(&mut self) -> Progress {
-        let mut busy = false;
-        for index in 0..MAX_CLIENTS {
-            if self.clients[index].is_some() {
-                busy |= self.control(index);
-            }
-        }
-        busy |= self.reap();
-        busy |= self.pop_all();
-        busy |= self.issue();
-        let completed = self.notify_clients();
-        debug_assert!(self.bookkeeping_holds());
-        Progress { busy, completed }
-    }
-
     /// Whether the masks and counters agree with the tables they summarise (host tests check
     /// it after every pass).
-    fn bookkeeping_holds(&self) -> bool {
+    fn bookkeeping_holds<N: Notifier>(&self, clients: &Clients<'_, N, Self>) -> bool {
         let live =
-            (0..MAX_REQUESTS).all(|r| self.requests[r].is_some() == (self.live >> r & 1 == 1));
+            (0..MAX_REQUESTS).all(|r| self.t.requests[r].is_some() == (self.live >> r & 1 == 1));
         let busy =
-            (0..MAX_SLOTS).all(|s| self.slots[s].is_some() == (self.busy_slots >> s & 1 == 1));
-        let direct = (0..MAX_CLIENTS).all(|c| {
+            (0..MAX_SLOTS).all(|s| self.t.slots[s].is_some() == (self.busy_slots >> s & 1 == 1));
+        let direct = clients.iter().all(|(c, channel)| {
             let on_device = self
+                .t
                 .slots
                 .iter()
                 .flatten()
                 .filter(|u| u.direct && u.client == c)
                 .count();
-            self.clients[c]
-                .as_ref()
-                .is_none_or(|client| client.direct_on_device as usize == on_device)
+            channel.class.direct_on_device as usize == on_device
         });
         let waiting = (0..MAX_REQUESTS).all(|r| {
-            let has_work = self.requests[r]
-                .as_ref()
-                .is_some_and(|req| !req.fully_issued() && !req.failed && self.current(req));
+            let has_work = self.t.requests[r].as_ref().is_some_and(|req| {
+                !req.fully_issued() && !req.failed && Self::current(clients, req)
+            });
             !has_work || self.waiting.position(r).is_some()
         });
         live && busy && direct && waiting
     }
 
-    /// Answers client `index`'s control requests.
-    fn control(&mut self, index: usize) -> bool {
-        let Some(client) = self.clients[index].as_mut() else {
-            return false;
-        };
-        let on_device = client.direct_on_device > 0;
-        let _ = client.device.take_kicks();
-        if on_device && client.device.reset_pending().unwrap_or(false) {
-            // The device still reads or writes this client's buffers: answer the reset once
-            // it is done (a later pass), so nothing touches them after the reset (§2.4).
-            return false;
+    /// Writes `status` as the chain's last writable byte, counts it, and returns the chain to
+    /// the client's queue with `data` bytes written before the status byte.
+    fn complete<N: Notifier>(
+        channel: &mut Channel<'_, N, Self>,
+        chain: &Chain,
+        status: u8,
+        data: u32,
+    ) -> virtio::Result<()> {
+        let stats = channel.stats_mut();
+        match status {
+            blk::status::OK => stats.ok += 1,
+            blk::status::UNSUPP => stats.unsupported += 1,
+            _ => stats.io_errors += 1,
         }
-        let events = match client.device.process_requests() {
-            Ok(events) => events,
-            // The control block is the server's own layout; failing to access it means the
-            // region itself is unusable: stop serving this client.
-            Err(e) => {
-                if client.state != ClientState::Broken(Broken::Queue(e)) {
-                    client.stats.breaks += 1;
-                    self.end_epoch(index, ClientState::Broken(Broken::Queue(e)));
-                }
-                return false;
-            }
-        };
-        let mut busy = false;
-        if events.reset || events.failed {
-            if events.reset {
-                client.stats.resets += 1;
-            }
-            self.end_epoch(index, ClientState::Idle);
-            busy = true;
-        }
-        let Some(client) = self.clients[index].as_mut() else {
-            return busy;
-        };
-        if events.queues_enabled & 1 != 0 {
-            let queue = if client.device.negotiated().has(bits::RING_PACKED) {
-                client.device.packed_queue(0).map(ClientQueue::Packed)
-            } else {
-                client.device.split_queue(0).map(ClientQueue::Split)
-            };
-            client.queue = queue.ok();
-            busy = true;
-        }
-        if events.driver_ok && client.queue.is_some() {
-            client.state = ClientState::Serving;
-            busy = true;
-        }
-        busy
+        write_writable(chain, channel.area(), chain.writable_len() - 1, &[status])?;
+        // The status byte is the last byte written: it counts in the used length.
+        channel.push(REQUEST_QUEUE, chain, data + 1)
     }
 
-    /// Ends client `index`'s epoch in `state`: its queue goes, requests of the old epoch are
-    /// never completed to it, and the next `issue` drops those with nothing in flight.
-    fn end_epoch(&mut self, index: usize, state: ClientState) {
-        if let Some(client) = self.clients[index].as_mut() {
-            client.state = state;
-            client.epoch = client.epoch.wrapping_add(1);
-            client.queue = None;
-            self.sweep = true;
-        }
-    }
-
-    /// Stops serving client `index` until it resets.
-    fn break_client(&mut self, index: usize, why: Broken) {
-        self.end_epoch(index, ClientState::Broken(why));
-        if let Some(client) = self.clients[index].as_mut() {
-            client.stats.breaks += 1;
-            let _ = client.device.set_needs_reset();
-        }
+    /// Whether request `r` belongs to its client's current epoch.
+    fn current<N: Notifier>(clients: &Clients<'_, N, Self>, r: &Request) -> bool {
+        clients
+            .get(r.client)
+            .is_some_and(|c| c.class.epoch == r.epoch && c.serving())
     }
 
     /// Puts `use_` on backend slot `slot`, with the busy mask and the client's count of
     /// zero-copy requests on the device.
-    fn occupy(&mut self, slot: usize, use_: SlotUse) {
+    fn occupy<N: Notifier>(
+        &mut self,
+        clients: &mut Clients<'_, N, Self>,
+        slot: usize,
+        use_: SlotUse,
+    ) {
         self.busy_slots |= 1 << slot;
         if use_.direct
-            && let Some(client) = self.clients[use_.client].as_mut()
+            && let Some(channel) = clients.get_mut(use_.client)
         {
-            client.direct_on_device += 1;
+            channel.class.direct_on_device += 1;
         }
-        self.slots[slot] = Some(use_);
+        self.t.slots[slot] = Some(use_);
     }
 
     /// Takes what backend slot `slot` held, keeping the same.
-    fn release(&mut self, slot: usize) -> Option<SlotUse> {
-        let use_ = self.slots.get_mut(slot).and_then(Option::take)?;
+    fn release<N: Notifier>(
+        &mut self,
+        clients: &mut Clients<'_, N, Self>,
+        slot: usize,
+    ) -> Option<SlotUse> {
+        let use_ = self.t.slots.get_mut(slot).and_then(Option::take)?;
         self.busy_slots &= !(1 << slot);
         if use_.direct
-            && let Some(client) = self.clients[use_.client].as_mut()
+            && let Some(channel) = clients.get_mut(use_.client)
         {
-            client.direct_on_device = client.direct_on_device.saturating_sub(1);
+            channel.class.direct_on_device = channel.class.direct_on_device.saturating_sub(1);
         }
         Some(use_)
     }
@@ -538,83 +427,32 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
     /// Takes request `r` out of the table, with the live mask.
     fn free_request(&mut self, r: usize) -> Option<Request> {
         self.live &= !(1 << r);
-        self.requests[r].take()
-    }
-
-    /// Takes new chains from serving clients, round robin, while request entries are free.
-    fn pop_all(&mut self) -> bool {
-        let mut busy = false;
-        let mut idle_rounds = 0;
-        while idle_rounds < MAX_CLIENTS {
-            let index = self.next_client;
-            self.next_client = (self.next_client + 1) % MAX_CLIENTS;
-            if self.live == u32::MAX {
-                break;
-            }
-            if self.pop_one(index) {
-                busy = true;
-                idle_rounds = 0;
-            } else {
-                idle_rounds += 1;
-            }
-        }
-        busy
-    }
-
-    /// Takes and handles one chain of client `index`; whether there was one.
-    fn pop_one(&mut self, index: usize) -> bool {
-        let Some(client) = self.clients[index].as_mut() else {
-            return false;
-        };
-        if client.state != ClientState::Serving {
-            return false;
-        }
-        let Some(queue) = client.queue.as_mut() else {
-            return false;
-        };
-        // The chain goes straight into a free request entry's storage.
-        let r = (!self.live).trailing_zeros() as usize;
-        let Some(chain) = self.chains.get_mut(r) else {
-            return false;
-        };
-        let popped = match queue.queue().pop_into(chain) {
-            Ok(true) => Ok(()),
-            Ok(false) => {
-                // Ask for a notification, then re-check (§2.7.10): a chain that arrived in
-                // between is taken now rather than after the next kick.
-                match queue.queue().enable_notifications() {
-                    Ok(true) => return true,
-                    Ok(false) => return false,
-                    Err(e) => Err(e),
-                }
-            }
-            Err(e) => Err(e),
-        };
-        match popped {
-            Ok(()) => self.accept(index, r),
-            Err(e) => self.break_client(index, Broken::Queue(e)),
-        }
-        true
+        self.t.requests[r].take()
     }
 
     /// Checks the chain popped into entry `r` against the client's disk; completes it at once
     /// or queues it as request `r`.
-    fn accept(&mut self, index: usize, r: usize) {
-        let Some(client) = self.clients[index].as_ref() else {
+    fn accept<N: Notifier>(&mut self, clients: &mut Clients<'_, N, Self>, index: usize, r: usize) {
+        let Some(channel) = clients.get(index) else {
             return;
         };
-        let (area, disk, epoch) = (client.area, client.disk, client.epoch);
-        let chain = &self.chains[r];
+        let (area, disk, epoch) = (
+            *channel.area(),
+            channel.class.spec.disk,
+            channel.class.epoch,
+        );
+        let zero_copy = channel.class.dma_base.is_some();
+        let chain = &self.t.chains[r];
         let (readable, writable) = (chain.readable_len(), chain.writable_len());
         if readable < blk::RequestHeader::SIZE as u64 {
-            return self.break_client(index, Broken::NoHeader);
+            return self.break_client(clients, index, Broken::Class(BlkRule::NoHeader));
         }
         if writable < 1 {
-            return self.break_client(index, Broken::NoStatus);
+            return self.break_client(clients, index, Broken::Class(BlkRule::NoStatus));
         }
         let mut header = [0u8; blk::RequestHeader::SIZE];
         if chain.reader(&area).read_exact(&mut header).is_err() {
-            return self.break_client(index, Broken::NoHeader);
+            return self.break_client(clients, index, Broken::Class(BlkRule::NoHeader));
         }
         let header = blk::RequestHeader::from_bytes(&header);
         // Data bytes: after the header for a write; before the status byte for a read.
@@ -623,12 +461,16 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
             blk::request_type::OUT => (Kind::Write, readable - 16),
             blk::request_type::FLUSH if disk.read_only => {
                 // Nothing this client can have written: nothing to make durable.
-                return self.complete_now(index, r, Immediate::Status(blk::status::OK));
+                let ok = Immediate::Status(blk::status::OK);
+                return self.complete_now(clients, index, r, ok);
             }
             blk::request_type::FLUSH => (Kind::Flush, 0),
-            blk::request_type::GET_ID => return self.complete_now(index, r, Immediate::Id),
+            blk::request_type::GET_ID => {
+                return self.complete_now(clients, index, r, Immediate::Id);
+            }
             _ => {
-                return self.complete_now(index, r, Immediate::Status(blk::status::UNSUPP));
+                let unsupported = Immediate::Status(blk::status::UNSUPP);
+                return self.complete_now(clients, index, r, unsupported);
             }
         };
         let sector = if kind == Kind::Flush {
@@ -639,23 +481,23 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
             disk.translate(header.sector, bytes / SECTOR)
         };
         let Some(sector) = sector else {
-            if let Some(client) = self.clients[index].as_mut() {
-                client.stats.refused += 1;
+            if let Some(channel) = clients.get_mut(index) {
+                channel.stats_mut().refused += 1;
             }
-            return self.complete_now(index, r, Immediate::Status(blk::status::IOERR));
+            let refused = Immediate::Status(blk::status::IOERR);
+            return self.complete_now(clients, index, r, refused);
         };
         if bytes == 0 && kind != Kind::Flush {
-            return self.complete_now(index, r, Immediate::Status(blk::status::OK));
+            let ok = Immediate::Status(blk::status::OK);
+            return self.complete_now(clients, index, r, ok);
         }
         let direct = kind != Kind::Flush
-            && self.clients[index]
-                .as_ref()
-                .is_some_and(|c| c.dma_base.is_some())
+            && zero_copy
             && self.backend.direct_limits().is_some_and(|limits| {
-                direct_fits(&self.chains[r], kind == Kind::Read, bytes, limits)
+                direct_fits(&self.t.chains[r], kind == Kind::Read, bytes, limits)
             });
         self.seq += 1;
-        self.requests[r] = Some(Request {
+        self.t.requests[r] = Some(Request {
             client: index,
             epoch,
             seq: self.seq,
@@ -672,9 +514,15 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
     }
 
     /// Completes the chain in entry `r` without the backend (`r` stays free).
-    fn complete_now(&mut self, index: usize, r: usize, answer: Immediate) {
-        let chain = &self.chains[r];
-        let Some(client) = self.clients[index].as_mut() else {
+    fn complete_now<N: Notifier>(
+        &mut self,
+        clients: &mut Clients<'_, N, Self>,
+        index: usize,
+        r: usize,
+        answer: Immediate,
+    ) {
+        let chain = &self.t.chains[r];
+        let Some(channel) = clients.get_mut(index) else {
             return;
         };
         let status_at = chain.writable_len() - 1;
@@ -682,46 +530,37 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
             Immediate::Status(status) => (status, 0),
             Immediate::Id => {
                 let n = (status_at as usize).min(blk::ID_BYTES);
-                if write_writable(chain, &client.area, 0, &client.id[..n]).is_err() {
-                    return self.break_client(index, Broken::NoStatus);
+                let id = &channel.class.spec.id[..n];
+                if write_writable(chain, channel.area(), 0, id).is_err() {
+                    let why = Broken::Class(BlkRule::NoStatus);
+                    return self.break_client(clients, index, why);
                 }
                 (blk::status::OK, n as u32)
             }
         };
-        match client.complete(chain, status, data) {
-            Ok(()) => client.interrupt = true,
-            Err(e) => self.break_client(index, Broken::Completion(e)),
+        if let Err(e) = Self::complete(channel, chain, status, data) {
+            self.break_client(clients, index, Broken::Completion(e));
         }
     }
 
-    /// Whether request `r` belongs to its client's current epoch.
-    fn current(&self, r: &Request) -> bool {
-        self.clients[r.client]
-            .as_ref()
-            .is_some_and(|c| c.epoch == r.epoch && c.state == ClientState::Serving)
-    }
-
     /// Reaps finished backend requests.
-    fn reap(&mut self) -> bool {
+    fn reap<N: Notifier>(&mut self, clients: &mut Clients<'_, N, Self>) -> bool {
         let mut busy = false;
         while let Some((slot, ok)) = self.backend.poll() {
             busy = true;
-            let Some(use_) = self.release(slot) else {
+            let Some(use_) = self.release(clients, slot) else {
                 continue;
             };
-            let Some(request) = self.requests[use_.request].as_ref() else {
+            let Some(request) = self.t.requests[use_.request].as_ref() else {
                 continue;
             };
             let mut failed = !ok;
-            if ok && request.kind == Kind::Read && !use_.direct && self.current(request) {
+            if ok && request.kind == Kind::Read && !use_.direct && Self::current(clients, request) {
                 // Copy the data out of the bounce slot into the client's buffers.
-                let copied = match (
-                    self.backend.slot_buffer(slot),
-                    self.clients[request.client].as_ref(),
-                ) {
-                    (Some(buffer), Some(client)) => copy_into_chain(
-                        &self.chains[use_.request],
-                        &client.area,
+                let copied = match (self.backend.slot_buffer(slot), clients.get(request.client)) {
+                    (Some(buffer), Some(channel)) => copy_into_chain(
+                        &self.t.chains[use_.request],
+                        channel.area(),
                         use_.offset,
                         &buffer,
                         use_.len,
@@ -730,21 +569,21 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
                 };
                 failed |= copied.is_err();
             }
-            if let Some(request) = self.requests[use_.request].as_mut() {
+            if let Some(request) = self.t.requests[use_.request].as_mut() {
                 request.outstanding -= 1;
                 request.failed |= failed;
             }
-            self.finish_if_done(use_.request);
+            self.finish_if_done(clients, use_.request);
         }
         busy
     }
 
     /// Completes (or drops, if its epoch is gone) request `r` once nothing of it is pending.
-    fn finish_if_done(&mut self, r: usize) {
-        let Some(request) = self.requests[r].as_ref() else {
+    fn finish_if_done<N: Notifier>(&mut self, clients: &mut Clients<'_, N, Self>, r: usize) {
+        let Some(request) = self.t.requests[r].as_ref() else {
             return;
         };
-        let current = self.current(request);
+        let current = Self::current(clients, request);
         let done =
             request.outstanding == 0 && (request.fully_issued() || request.failed || !current);
         if !done {
@@ -756,11 +595,11 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
         let write_through = current
             && request.kind == Kind::Write
             && !request.failed
-            && self.clients[request.client]
-                .as_ref()
-                .is_some_and(|c| !c.device.negotiated().has(blk::features::FLUSH));
+            && clients
+                .get(request.client)
+                .is_some_and(|c| !c.device().negotiated().has(blk::features::FLUSH));
         if write_through {
-            if let Some(request) = self.requests[r].as_mut() {
+            if let Some(request) = self.t.requests[r].as_mut() {
                 request.kind = Kind::Flush;
                 request.issued = 0;
                 request.direct = false;
@@ -782,32 +621,31 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
             (blk::status::OK, 0)
         };
         let index = request.client;
-        let Some(client) = self.clients[index].as_mut() else {
+        let Some(channel) = clients.get_mut(index) else {
             return;
         };
-        match client.complete(&self.chains[r], status, data) {
-            Ok(()) => client.interrupt = true,
-            Err(e) => self.break_client(index, Broken::Completion(e)),
+        if let Err(e) = Self::complete(channel, &self.t.chains[r], status, data) {
+            self.break_client(clients, index, Broken::Completion(e));
         }
     }
 
     /// Whether request `r` is a flush that must still wait for earlier requests of its client.
     fn flush_blocked(&self, r: &Request) -> bool {
         r.kind == Kind::Flush
-            && self.requests.iter().flatten().any(|other| {
+            && self.t.requests.iter().flatten().any(|other| {
                 other.client == r.client && other.epoch == r.epoch && other.seq < r.seq
             })
     }
 
     /// Issues queued work to the backend, oldest first, while slots are free.
-    fn issue(&mut self) -> bool {
+    fn issue<N: Notifier>(&mut self, clients: &mut Clients<'_, N, Self>) -> bool {
         let mut busy = false;
         if core::mem::take(&mut self.sweep) {
             // Requests whose epoch ended and that have nothing in flight are dropped now.
             for r in 0..MAX_REQUESTS {
-                if self.requests[r]
+                if self.t.requests[r]
                     .as_ref()
-                    .is_some_and(|req| !self.current(req) && req.outstanding == 0)
+                    .is_some_and(|req| !Self::current(clients, req) && req.outstanding == 0)
                 {
                     self.free_request(r);
                     busy = true;
@@ -820,11 +658,11 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
         // from the queue once nothing of it is left to issue.
         while at < self.waiting.len {
             let r = usize::from(self.waiting.entries[at]);
-            let Some(req) = self.requests[r].as_ref() else {
+            let Some(req) = self.t.requests[r].as_ref() else {
                 self.waiting.remove(at);
                 continue;
             };
-            if req.fully_issued() || req.failed || !self.current(req) {
+            if req.fully_issued() || req.failed || !Self::current(clients, req) {
                 self.waiting.remove(at);
                 continue;
             }
@@ -849,9 +687,9 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
             }
             let slot = free.trailing_zeros() as usize;
             let issued = if direct {
-                self.issue_direct(r, slot)
+                self.issue_direct(clients, r, slot)
             } else {
-                self.issue_part(r, slot)
+                self.issue_part(clients, r, slot)
             };
             match issued {
                 Ok(()) => {
@@ -860,10 +698,10 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
                 }
                 Err(BackendError::Busy) => break,
                 Err(BackendError::Failed) => {
-                    if let Some(req) = self.requests[r].as_mut() {
+                    if let Some(req) = self.t.requests[r].as_mut() {
                         req.failed = true;
                     }
-                    self.finish_if_done(r);
+                    self.finish_if_done(clients, r);
                     busy = true;
                 }
             }
@@ -875,9 +713,14 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
     }
 
     /// Issues the next part of request `r` on bounce slot `slot`.
-    fn issue_part(&mut self, r: usize, slot: usize) -> Result<(), BackendError> {
+    fn issue_part<N: Notifier>(
+        &mut self,
+        clients: &mut Clients<'_, N, Self>,
+        r: usize,
+        slot: usize,
+    ) -> Result<(), BackendError> {
         let slot_len = self.backend.slot_len() as u64;
-        let request = self.requests[r].as_ref().ok_or(BackendError::Failed)?;
+        let request = self.t.requests[r].as_ref().ok_or(BackendError::Failed)?;
         let offset = request.issued;
         let len = (request.bytes - offset).min(slot_len) as usize;
         let sector = request.sector + offset / SECTOR;
@@ -889,13 +732,11 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
         if op == Op::Write {
             // Copy the data into the bounce slot now: what the device writes is what the
             // server checked, whatever the client does to its buffers afterwards.
-            let client = self.clients[request.client]
-                .as_ref()
-                .ok_or(BackendError::Failed)?;
+            let channel = clients.get(request.client).ok_or(BackendError::Failed)?;
             let buffer = self.backend.slot_buffer(slot).ok_or(BackendError::Failed)?;
             copy_from_chain(
-                &self.chains[r],
-                &client.area,
+                &self.t.chains[r],
+                channel.area(),
                 blk::RequestHeader::SIZE as u64 + offset,
                 &buffer,
                 len,
@@ -904,17 +745,15 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
         }
         let client = request.client;
         self.backend.submit(slot, op, sector, len)?;
-        self.occupy(
-            slot,
-            SlotUse {
-                request: r,
-                client,
-                offset,
-                len,
-                direct: false,
-            },
-        );
-        if let Some(request) = self.requests[r].as_mut() {
+        let use_ = SlotUse {
+            request: r,
+            client,
+            offset,
+            len,
+            direct: false,
+        };
+        self.occupy(clients, slot, use_);
+        if let Some(request) = self.t.requests[r].as_mut() {
             request.outstanding += 1;
             request.issued = if op == Op::Flush {
                 1
@@ -929,12 +768,15 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
     /// data segments of its chain, already checked to lie in the client's data area when the
     /// chain was popped, translated to the device's bus addresses. The header the device sees
     /// is the server's (built from the checked request), and so is the status byte.
-    fn issue_direct(&mut self, r: usize, tag: usize) -> Result<(), BackendError> {
-        let request = self.requests[r].as_ref().ok_or(BackendError::Failed)?;
-        let client = self.clients[request.client]
-            .as_ref()
-            .ok_or(BackendError::Failed)?;
-        let base = client.dma_base.ok_or(BackendError::Failed)?;
+    fn issue_direct<N: Notifier>(
+        &mut self,
+        clients: &mut Clients<'_, N, Self>,
+        r: usize,
+        tag: usize,
+    ) -> Result<(), BackendError> {
+        let request = self.t.requests[r].as_ref().ok_or(BackendError::Failed)?;
+        let channel = clients.get(request.client).ok_or(BackendError::Failed)?;
+        let base = channel.class.dma_base.ok_or(BackendError::Failed)?;
         let (_, max_len) = self.backend.direct_limits().ok_or(BackendError::Failed)?;
         let max_len = max_len.max(SECTOR as u32) as usize;
         let (op, writable, skip) = match request.kind {
@@ -945,7 +787,7 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
         let mut data = [Buffer { addr: 0, len: 0 }; MAX_DIRECT_SEGMENTS];
         let mut n = 0;
         walk(
-            &self.chains[r],
+            &self.t.chains[r],
             writable,
             skip,
             request.bytes as usize,
@@ -965,73 +807,191 @@ impl<'a, B: Backend, N: Notifier> Server<'a, B, N> {
         .map_err(|_| BackendError::Failed)?;
         let (sector, bytes, index) = (request.sector, request.bytes, request.client);
         self.backend.submit_direct(tag, op, sector, &data[..n])?;
-        self.occupy(
-            tag,
-            SlotUse {
-                request: r,
-                client: index,
-                offset: 0,
-                len: bytes as usize,
-                direct: true,
-            },
-        );
-        if let Some(request) = self.requests[r].as_mut() {
+        let use_ = SlotUse {
+            request: r,
+            client: index,
+            offset: 0,
+            len: bytes as usize,
+            direct: true,
+        };
+        self.occupy(clients, tag, use_);
+        if let Some(request) = self.t.requests[r].as_mut() {
             request.outstanding += 1;
             request.issued = bytes;
         }
         Ok(())
     }
-
-    /// Sends used buffer notifications where clients asked for them (§2.7.7, §2.7.10).
-    /// Whether any client got a completion.
-    fn notify_clients(&mut self) -> bool {
-        let mut completed = false;
-        for client in self.clients.iter_mut().flatten() {
-            if !core::mem::take(&mut client.interrupt) {
-                continue;
-            }
-            completed = true;
-            let wanted = match client.queue.as_mut() {
-                Some(queue) => queue.queue().should_interrupt().unwrap_or(true),
-                None => false,
-            };
-            if wanted {
-                let _ = client.device.interrupt(0);
-            }
-        }
-        completed
-    }
 }
 
-/// Walks the segments of `chain` with the given direction from byte `offset` of that part,
-/// calling `each(area_offset, segment_position, len)` for `len` bytes in total.
-fn walk(
-    chain: &Chain,
-    writable: bool,
-    offset: u64,
-    len: usize,
-    mut each: impl FnMut(usize, usize, usize) -> virtio::Result<()>,
-) -> virtio::Result<()> {
-    let mut skip = offset;
-    let mut done = 0usize;
-    for segment in chain.segments().iter().filter(|s| s.writable == writable) {
-        if done == len {
-            break;
+impl<B: Backend> DeviceClass for Block<'_, B> {
+    const DEVICE_TYPE: u32 = id::BLOCK;
+    const QUEUES: u16 = 1;
+    const READY: Ready = Ready::All(1 << REQUEST_QUEUE);
+    /// A turn takes one chain; turns go round while request entries are free (immediate
+    /// answers take none: a client's whole queue of them is answered in one pass).
+    const ROUNDS: usize = MAX_CLIENT_QUEUE as usize;
+    type Spec = BlockSpec;
+    type Refusal = SpecError;
+    type Client = VirtualDisk;
+    type Stats = BlockStats;
+    type Reason = BlkRule;
+
+    /// `disk` (the real device's name: a channel for another device is not served),
+    /// `lba-start`, `lba-count`, `access`; the device id is the channel's name.
+    fn spec(&self, config: &dyn Settings) -> Result<BlockSpec, SpecError> {
+        if config
+            .text("disk")
+            .is_some_and(|d| d != self.device.as_str())
+        {
+            return Err(SpecError::OtherDevice);
         }
-        let seg_len = u64::from(segment.len);
-        if skip >= seg_len {
-            skip -= seg_len;
-            continue;
-        }
-        let take = ((seg_len - skip) as usize).min(len - done);
-        each(segment.offset + skip as usize, done, take)?;
-        done += take;
-        skip = 0;
+        let disk = DiskSpec::from_config(
+            config.number("lba-start"),
+            config.number("lba-count"),
+            config.text("access"),
+            self.backend.capacity(),
+        )?;
+        Ok(BlockSpec::new(
+            disk,
+            config.channel().unwrap_or("").as_bytes(),
+        ))
     }
-    if done == len {
-        Ok(())
-    } else {
-        Err(virtio::Error::OutOfBounds)
+
+    fn describe(client: &VirtualDisk, out: &mut dyn fmt::Write) -> fmt::Result {
+        let disk = client.spec.disk;
+        write!(
+            out,
+            "virtual disk of {} sectors = {} sectors {}..{}, {}, {}",
+            disk.lba_count,
+            client.device.as_str(),
+            disk.lba_start,
+            disk.lba_start + disk.lba_count,
+            if disk.read_only {
+                "read-only"
+            } else {
+                "read-write"
+            },
+            if client.dma_base.is_some() {
+                "zero copy"
+            } else {
+                "bounce buffers"
+            }
+        )
+    }
+
+    /// Zero copy: reads and writes whose buffers fit the backend's limits go to the device
+    /// on the client's buffers instead of through bounce slots (if the backend takes such
+    /// requests).
+    fn dma_reachable(&mut self, _index: usize, client: &mut VirtualDisk, data_bus: u64) -> bool {
+        client.dma_base = self.backend.direct_limits().map(|_| data_bus);
+        client.dma_base.is_some()
+    }
+
+    /// §5.2.3, §5.2.4: the disk's features and configuration space.
+    fn offer(&self, spec: &BlockSpec, config: &mut [u8; MAX_CONFIG]) -> (Features, usize) {
+        let space = spec.disk.config_space();
+        config[..space.len()].copy_from_slice(&space);
+        (spec.disk.features(), space.len())
+    }
+
+    fn max_queue_size(&self) -> u16 {
+        self.queue_depth
+    }
+
+    fn admit(
+        &mut self,
+        _index: usize,
+        spec: &BlockSpec,
+        _now_ns: u64,
+    ) -> Result<VirtualDisk, SpecError> {
+        Ok(VirtualDisk {
+            spec: *spec,
+            device: self.device,
+            epoch: 0,
+            dma_base: None,
+            direct_on_device: 0,
+        })
+    }
+
+    /// Requests of the old epoch are never completed to the client; the next `issue` drops
+    /// those with nothing in flight.
+    fn stopped(&mut self, _index: usize, client: &mut VirtualDisk) {
+        client.epoch = client.epoch.wrapping_add(1);
+        self.sweep = true;
+    }
+
+    /// Not while the device still reads or writes the client's buffers: the reset is
+    /// answered once it is done (a later pass), so nothing touches them after it (§2.4).
+    fn may_reset(&self, _index: usize, client: &VirtualDisk) -> bool {
+        client.direct_on_device == 0
+    }
+
+    fn poll_device<N: Notifier>(&mut self, clients: &mut Clients<'_, N, Self>, _: u64) -> Progress {
+        Progress {
+            busy: self.reap(clients),
+            ..Progress::default()
+        }
+    }
+
+    /// Takes and handles one chain of client `index`, while request entries are free.
+    fn serve<N: Notifier>(
+        &mut self,
+        clients: &mut Clients<'_, N, Self>,
+        index: usize,
+        _: u64,
+        _: &mut Progress,
+    ) -> Turn {
+        if self.live == u32::MAX {
+            return Turn::Idle;
+        }
+        // The chain goes straight into a free request entry's storage.
+        let r = (!self.live).trailing_zeros() as usize;
+        let Some(queue) = clients.get_mut(index).and_then(|c| c.queue(REQUEST_QUEUE)) else {
+            return Turn::Idle;
+        };
+        match queue.next_chain_into(&mut self.t.chains[r]) {
+            Ok(true) => self.accept(clients, index, r),
+            Ok(false) => return Turn::Idle,
+            Err(e) => self.break_client(clients, index, Broken::Queue(e)),
+        }
+        if self.live == u32::MAX {
+            Turn::Full
+        } else {
+            Turn::Worked
+        }
+    }
+
+    fn finish_pass<N: Notifier>(&mut self, clients: &mut Clients<'_, N, Self>, _: u64) -> Progress {
+        let busy = self.issue(clients);
+        debug_assert!(self.bookkeeping_holds(clients));
+        Progress {
+            busy,
+            ..Progress::default()
+        }
+    }
+
+    fn report(stats: &ClientStats, out: &mut dyn fmt::Write) -> fmt::Result {
+        write!(
+            out,
+            "{} ok, {} I/O errors ({} refused), {} unsupported",
+            stats.ok, stats.io_errors, stats.refused, stats.unsupported
+        )
+    }
+
+    fn suppress_interrupts(&mut self) {
+        self.backend.suppress_interrupts();
+    }
+
+    fn request_interrupt(&mut self) -> bool {
+        self.backend.request_interrupt()
+    }
+
+    fn ack_interrupt(&mut self) {
+        self.backend.ack_interrupt();
+    }
+
+    fn in_flight(&self) -> usize {
+        Block::in_flight(self)
     }
 }
 
@@ -1057,44 +1017,4 @@ fn direct_fits(
         Ok(())
     });
     walked.is_ok() && segments <= max_segments.min(MAX_DIRECT_SEGMENTS)
-}
-
-/// Copies `len` bytes of the chain's readable part from `offset` into `dst` from 0 (client
-/// memory straight into the bounce slot: both are shared memory, accessed only through
-/// volatile copies).
-fn copy_from_chain(
-    chain: &Chain,
-    area: &GrantedArea<'_>,
-    offset: u64,
-    dst: &DmaRegion<'_>,
-    len: usize,
-) -> virtio::Result<()> {
-    walk(chain, false, offset, len, |at, pos, n| {
-        dst.copy_from_region(pos, area.memory(), at, n)
-    })
-}
-
-/// Copies `len` bytes of `src` from 0 into the chain's writable part from `offset`.
-fn copy_into_chain(
-    chain: &Chain,
-    area: &GrantedArea<'_>,
-    offset: u64,
-    src: &DmaRegion<'_>,
-    len: usize,
-) -> virtio::Result<()> {
-    walk(chain, true, offset, len, |at, pos, n| {
-        area.memory().copy_from_region(at, src, pos, n)
-    })
-}
-
-/// Writes `bytes` into the chain's writable part at `offset`.
-fn write_writable(
-    chain: &Chain,
-    area: &GrantedArea<'_>,
-    offset: u64,
-    bytes: &[u8],
-) -> virtio::Result<()> {
-    walk(chain, true, offset, bytes.len(), |at, pos, n| {
-        area.memory().write_bytes(at, &bytes[pos..pos + n])
-    })
 }

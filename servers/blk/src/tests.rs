@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use blk_client::{BlkClient, BlkError, Op as ClientOp, Options};
+use ioserver::{DeviceClass, Settings};
 use virtio::devices::{blk, id};
 use virtio::dma::{DmaRegion, OwnedDma};
 use virtio::features::{Features, status};
@@ -21,9 +22,9 @@ use virtio::transport::shmem::{
 use virtio::transport::{Transport, initialize};
 
 use crate::backend::{Backend, Op, VirtioBackend};
-use crate::disk::DiskSpec;
+use crate::disk::{DiskSpec, SpecError};
 use crate::rt_config::Config;
-use crate::server::{Broken, ClientState, Server};
+use crate::server::{BlkRule, Block, BlockSpec, Broken, ClientState, Server, Tables};
 
 const DISK_SECTORS: u64 = 4096;
 const REGION_LEN: usize = 0x4_0000;
@@ -170,6 +171,11 @@ struct World<'a> {
     backend_len: Option<usize>,
 }
 
+/// Tables for a server (each lives as long as the test).
+fn tables() -> &'static mut Tables {
+    Box::leak(Box::new(Tables::new()))
+}
+
 fn disk_pump<'a>(disk: &Rc<RefCell<SimDisk<'a>>>) -> Pump<'a> {
     let disk = disk.clone();
     Rc::new(RefCell::new(Some(Box::new(move || {
@@ -235,11 +241,11 @@ impl<'a> World<'a> {
             held: Vec::new(),
             log: Vec::new(),
         }));
-        let server = Rc::new(RefCell::new(Server::new(backend(
-            disk_memory,
-            &disk,
-            slot_len,
-            backend_len,
+        let server = Rc::new(RefCell::new(Server::new(Block::new(
+            backend(disk_memory, &disk, slot_len, backend_len),
+            tables(),
+            "disk0",
+            64,
         ))));
         let pump: Pump<'a> = no_pump();
         {
@@ -247,7 +253,7 @@ impl<'a> World<'a> {
             *pump.borrow_mut() = Some(Box::new(move || {
                 for _ in 0..1000 {
                     let a = disk.borrow_mut().step();
-                    let b = server.borrow_mut().run_once().busy;
+                    let b = server.borrow_mut().run_once(0).busy;
                     if !a && !b {
                         break;
                     }
@@ -283,7 +289,13 @@ impl<'a> World<'a> {
         let index = self
             .server
             .borrow_mut()
-            .add_client(region, RING_LEN, disk, name.as_bytes(), 64, server_side)
+            .add_client(
+                region,
+                RING_LEN,
+                &BlockSpec::new(disk, name.as_bytes()),
+                0,
+                server_side,
+            )
             .unwrap();
         (index, client_side)
     }
@@ -320,10 +332,11 @@ impl<'a> World<'a> {
             self.slot_len,
             self.backend_len,
         );
-        let mut server = Server::new(backend);
+        let mut server = Server::new(Block::new(backend, tables(), "disk0", 64));
         for (region, disk, notifier) in clients {
+            let spec = BlockSpec::new(*disk, b"again");
             server
-                .add_client(*region, RING_LEN, *disk, b"again", 64, notifier.clone())
+                .add_client(*region, RING_LEN, &spec, 0, notifier.clone())
                 .unwrap();
         }
         *self.server.borrow_mut() = server;
@@ -545,13 +558,13 @@ fn malformed_chains_stop_only_that_client_until_it_resets() {
             "short header",
             vec![Buffer { addr: 0, len: 8 }],
             vec![Buffer { addr: 64, len: 1 }],
-            Broken::NoHeader,
+            Broken::Class(BlkRule::NoHeader),
         ),
         (
             "no status byte",
             vec![Buffer { addr: 0, len: 16 }],
             vec![],
-            Broken::NoStatus,
+            Broken::Class(BlkRule::NoStatus),
         ),
         (
             "buffer outside the data area",
@@ -698,7 +711,7 @@ fn large_requests_are_split_and_many_are_in_flight() {
     let memory = OwnedDma::new(REGION_LEN);
     // Small bounce slots: a 32 KiB request takes eight of them.
     let world = World::new(&disk_memory, 4096);
-    assert!(world.server.borrow_mut().backend().slots() >= 8);
+    assert!(world.server.borrow_mut().class().backend().slots() >= 8);
     let (_, notifier) = world.add(memory.region(0), rw(500, 2000), "a");
     let mut client = world.attach(memory.region(0), notifier, 4);
     let data = pattern(3, 64);
@@ -739,8 +752,8 @@ fn large_requests_are_split_and_many_are_in_flight() {
         seen[tag] = true;
     }
     assert_eq!(seen, [true; 4]);
-    assert_eq!(world.server.borrow().in_flight(), 0);
-    assert_eq!(world.server.borrow().queued(), 0);
+    assert_eq!(world.server.borrow().class_ref().in_flight(), 0);
+    assert_eq!(world.server.borrow().class_ref().queued(), 0);
 }
 
 #[test]
@@ -796,14 +809,14 @@ fn a_client_reset_drops_its_requests_in_flight() {
     world.disk.borrow_mut().hold = true;
     client.submit(0, ClientOp::Read, 5, SECTOR).unwrap();
     world.run();
-    assert_eq!(world.server.borrow().in_flight(), 1);
+    assert_eq!(world.server.borrow().class_ref().in_flight(), 1);
     // The client resets and sets up a fresh queue while the read is still on the device.
     client.reconnect().unwrap();
     client.buffer(0).unwrap().fill(0, SECTOR, 0).unwrap();
     world.disk.borrow_mut().hold = false;
     world.run();
-    assert_eq!(world.server.borrow().in_flight(), 0);
-    assert_eq!(world.server.borrow().queued(), 0);
+    assert_eq!(world.server.borrow().class_ref().in_flight(), 0);
+    assert_eq!(world.server.borrow().class_ref().queued(), 0);
     // The stale completion went nowhere: not into the new queue, not into the buffer.
     assert_eq!(client.poll().unwrap(), None);
     let mut buf = [0u8; SECTOR];
@@ -839,6 +852,47 @@ fn virtual_disks_come_from_the_configuration_text() {
         .collect();
     assert_eq!(specs, [Ok(rw(0, 65536)), Ok(ro(65536, 2048))]);
     assert_eq!(config.get_u64("queue-depth"), Some(64));
+}
+
+/// A channel's configuration: its name and its `key = value` pairs.
+struct ChannelKeys<'a>(&'a str, &'a [(&'a str, &'a str)]);
+
+impl Settings for ChannelKeys<'_> {
+    fn text(&self, key: &str) -> Option<&str> {
+        self.1.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+    fn number(&self, key: &str) -> Option<u64> {
+        self.text(key)?.parse().ok()
+    }
+    fn channel(&self) -> Option<&str> {
+        Some(self.0)
+    }
+}
+
+#[test]
+fn a_channel_for_another_disk_is_not_served_and_the_id_is_the_channels_name() {
+    let disk_memory = OwnedDma::new(REGION_LEN);
+    let world = World::new(&disk_memory, 4096);
+    let spec = |channel: ChannelKeys<'_>| world.server.borrow().class_ref().spec(&channel);
+    let range = [("lba-start", "0"), ("lba-count", "100")];
+    let mine = [("disk", "disk0"), range[0], range[1]];
+    assert_eq!(
+        spec(ChannelKeys("mine", &mine)),
+        Ok(BlockSpec::new(ro(0, 100), b"mine"))
+    );
+    let theirs = [("disk", "disk1"), range[0], range[1]];
+    assert_eq!(
+        spec(ChannelKeys("theirs", &theirs)),
+        Err(SpecError::OtherDevice)
+    );
+    // No `disk`: the server's own; the range is checked against it.
+    let beyond = [("lba-start", "4000"), ("lba-count", "200")];
+    assert_eq!(
+        spec(ChannelKeys("beyond", &beyond)),
+        Err(SpecError::BeyondDisk {
+            capacity: DISK_SECTORS
+        })
+    );
 }
 
 #[test]
@@ -933,7 +987,7 @@ fn zero_copy_requests_go_to_the_device_on_the_clients_buffers() {
     assert_eq!(world.requests_logged(), before);
     assert_eq!(world.server.borrow().client_stats(a).unwrap().refused, 2);
     assert_eq!(world.server.borrow().client_stats(b).unwrap().refused, 0);
-    assert_eq!(world.server.borrow().in_flight(), 0);
+    assert_eq!(world.server.borrow().class_ref().in_flight(), 0);
 }
 
 #[test]
@@ -1022,14 +1076,14 @@ fn a_zero_copy_client_reset_is_answered_only_after_the_device_let_go_of_its_buff
     world.disk.borrow_mut().hold = true;
     client.submit(0, ClientOp::Read, 5, SECTOR).unwrap();
     world.run();
-    assert_eq!(world.server.borrow().in_flight(), 1);
+    assert_eq!(world.server.borrow().class_ref().in_flight(), 1);
     // The device still has a read into the client's buffer: the reset is not answered (here
     // the device holds the read for good, so the client gives up waiting).
     assert_eq!(client.reconnect().unwrap_err(), BlkError::Timeout);
     assert_eq!(world.server.borrow().client_stats(index).unwrap().resets, 0);
     world.disk.borrow_mut().hold = false;
     world.run();
-    assert_eq!(world.server.borrow().in_flight(), 0);
+    assert_eq!(world.server.borrow().class_ref().in_flight(), 0);
     // Once reset, nothing more lands in the client's memory.
     client.reconnect().unwrap();
     assert_eq!(world.server.borrow().client_stats(index).unwrap().resets, 1);
@@ -1058,7 +1112,7 @@ fn a_polling_backend_takes_no_interrupts_and_rechecks_before_sleeping() {
             .replace(false)
     };
     let mut server = world.server.borrow_mut();
-    let backend = server.backend();
+    let backend = server.class().backend();
     // Interrupts asked for: a completion rings the doorbell.
     assert!(!backend.request_interrupt());
     backend.submit(0, Op::Read, 10, 4096).unwrap();
@@ -1083,7 +1137,7 @@ fn a_device_that_breaks_its_used_ring_is_not_polled_forever() {
     let disk_memory = OwnedDma::new(REGION_LEN);
     let world = World::new(&disk_memory, 4096);
     let mut server = world.server.borrow_mut();
-    let backend = server.backend();
+    let backend = server.class().backend();
     backend.suppress_interrupts();
     // The device returns a chain that was never made available: a used id not in flight.
     world
@@ -1119,8 +1173,8 @@ fn a_request_the_device_fails_completes_with_an_error_and_the_rest_go_on() {
     assert_eq!(client.read(8, &mut big), Err(BlkError::Io));
     client.read(100, &mut big).unwrap();
     let server = world.server.borrow();
-    assert_eq!(server.in_flight(), 0);
-    assert_eq!(server.queued(), 0);
+    assert_eq!(server.class_ref().in_flight(), 0);
+    assert_eq!(server.class_ref().queued(), 0);
     let stats = server.client_stats(index).unwrap();
     assert_eq!((stats.ok, stats.io_errors, stats.refused), (2, 2, 0));
     assert_eq!(server.client_state(index), Some(ClientState::Serving));
