@@ -31,6 +31,8 @@ pub mod queue;
 pub mod rate;
 pub mod server;
 pub mod serving;
+#[cfg(any(test, feature = "conformance"))]
+pub mod sim;
 
 #[cfg(test)]
 mod tests;
