@@ -107,15 +107,6 @@ pub struct VirtioPorts<'a, T> {
     pub events: u32,
 }
 
-impl<T> core::fmt::Debug for VirtioPorts<'_, T> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("VirtioPorts")
-            .field("multiport", &self.multiport)
-            .field("max_ports", &self.max_ports)
-            .finish()
-    }
-}
-
 impl<'a, T: Transport> VirtioPorts<'a, T> {
     /// Initialises the device (§3.1.1) with the control queues (if MULTIPORT) and the queues of
     /// `ports` (ring memory in `rings`, at least [`ring_bytes`]; buffers in `memory`, at least
@@ -375,13 +366,12 @@ impl<'a, T: Transport> VirtioPorts<'a, T> {
             let Some((rx, _)) = self.control.as_mut() else {
                 return busy;
             };
-            let completion = match rx.poll_used() {
-                Ok(Some(c)) => c,
-                Ok(None) => break,
-                Err(_) => {
-                    self.broken = true;
-                    break;
-                }
+            let Ok(polled) = rx.poll_used() else {
+                self.broken = true;
+                break;
+            };
+            let Some(completion) = polled else {
+                break;
             };
             busy = true;
             let Some(b) = self
@@ -573,5 +563,14 @@ impl<T: Transport> Ports for VirtioPorts<'_, T> {
             .flatten()
             .find(|p| p.id == port)
             .map(|p| p.status)
+    }
+}
+
+impl<T> core::fmt::Debug for VirtioPorts<'_, T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("VirtioPorts")
+            .field("multiport", &self.multiport)
+            .field("max_ports", &self.max_ports)
+            .finish()
     }
 }

@@ -16,8 +16,8 @@ rt::entry!(main);
 const PROGRAM: ServerProgram = ServerProgram {
     device: "console0",
     dma: "queues",
-    // Two queues of up to 64 entries, split or packed.
-    client_ring_len: 0x4000,
+    // Two queues of up to 64 entries, split or packed: 8 KiB of ring each.
+    client_ring_len: 2 * 0x2000,
     poll_ns: 0,
     poll_period_ns: 1_000_000,
 };

@@ -17,7 +17,9 @@ use core::fmt;
 
 use ioserver::chain::{read_readable, write_writable};
 use ioserver::rate::TokenBucket;
-use ioserver::{Clients, DeviceClass, MAX_CONFIG, Progress, Ready, Settings, Turn, ring_features};
+use ioserver::{
+    Channel, Clients, DeviceClass, MAX_CONFIG, Progress, Ready, Settings, Turn, ring_features,
+};
 use virtio::devices::{console, id};
 use virtio::features::Features;
 use virtio::queue::Chain;
@@ -87,15 +89,8 @@ pub enum ConsoleRule {
     ReadableInput,
 }
 
-/// Why the server stopped serving a client until it resets the device.
-pub type Broken = ioserver::Broken<ConsoleRule>;
-/// Where a client stands.
-pub type ClientState = ioserver::ClientState<ConsoleRule>;
-/// A client's counters.
-pub type ClientStats = ioserver::ClientStats<ConsoleStats>;
-
 /// The console counters per client.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ConsoleStats {
     /// Bytes forwarded to the client's port.
     pub bytes_out: u64,
@@ -106,6 +101,13 @@ pub struct ConsoleStats {
     /// Times output had to wait for rate credit.
     pub throttled: u64,
 }
+
+/// Why the server stopped serving a client until it resets the device.
+pub type Broken = ioserver::Broken<ConsoleRule>;
+/// Where a client stands.
+pub type ClientState = ioserver::ClientState<ConsoleRule>;
+/// A client's counters.
+pub type ClientStats = ioserver::ClientStats<ConsoleStats>;
 
 /// One client's console in progress.
 #[derive(Debug)]
@@ -166,41 +168,31 @@ impl<P: Ports> Consoles<P> {
         Ok(())
     }
 
-    /// Forwards client `index`'s output; whether anything moved.
+    /// Forwards the client's output; whether anything moved, or the rule it broke.
     fn output<N: Notifier>(
         &mut self,
-        clients: &mut Clients<'_, N, Self>,
-        index: usize,
+        channel: &mut Channel<'_, N, Self>,
         now_ns: u64,
         progress: &mut Progress,
-    ) -> bool {
+    ) -> Result<bool, Broken> {
         let mut busy = false;
         for _ in 0..CHUNKS_PER_PASS {
-            let Some(channel) = clients.get_mut(index) else {
-                return busy;
-            };
             let (client, area, tx) = channel.split(console::queue::TX0);
             let Some(tx) = tx else {
-                return busy;
+                return Ok(busy);
             };
             if client.sending.is_none() {
-                match tx.next_chain() {
-                    Ok(Some(chain)) if chain.writable_len() > 0 => {
-                        let why = Broken::Class(ConsoleRule::WritableOutput);
-                        self.break_client(clients, index, why);
-                        return true;
+                match tx.next_chain().map_err(Broken::Queue)? {
+                    Some(chain) if chain.writable_len() > 0 => {
+                        return Err(Broken::Class(ConsoleRule::WritableOutput));
                     }
-                    Ok(Some(chain)) => client.sending = Some((chain, 0)),
-                    Ok(None) => return busy,
-                    Err(e) => {
-                        self.break_client(clients, index, Broken::Queue(e));
-                        return true;
-                    }
+                    Some(chain) => client.sending = Some((chain, 0)),
+                    None => return Ok(busy),
                 }
                 busy = true;
             }
             let Some((chain, sent)) = client.sending.as_mut() else {
-                return busy;
+                return Ok(busy);
             };
             let remaining = chain.readable_len() - *sent;
             let mut accepted = 0;
@@ -217,22 +209,16 @@ impl<P: Ports> Consoles<P> {
                     if first {
                         channel.stats_mut().throttled += 1;
                     }
-                    return busy;
+                    return Ok(busy);
                 }
                 client.waiting = false;
                 let n = remaining.min(CHUNK as u64).min(credit) as usize;
                 let mut buf = [0u8; CHUNK];
-                let n = match read_readable(chain, area, *sent, &mut buf[..n]) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        self.break_client(clients, index, Broken::Queue(e));
-                        return true;
-                    }
-                };
+                let n = read_readable(chain, area, *sent, &mut buf[..n]).map_err(Broken::Queue)?;
                 accepted = self.ports.write(client.port, &buf[..n]);
                 if accepted == 0 {
                     // The port's buffers are with the device: the next pass continues.
-                    return busy;
+                    return Ok(busy);
                 }
                 busy = true;
                 client.bucket.take(accepted as u64);
@@ -241,76 +227,61 @@ impl<P: Ports> Consoles<P> {
             let done = *sent >= chain.readable_len();
             let finished = client.sending.take_if(|_| done);
             channel.stats_mut().bytes_out += accepted as u64;
-            let Some((chain, _)) = finished else {
-                continue;
-            };
-            // §5.3.6.1: nothing is written into a transmit buffer.
-            match channel.push(console::queue::TX0, &chain, 0) {
-                Ok(()) => channel.stats_mut().chains_out += 1,
-                Err(e) => {
-                    self.break_client(clients, index, Broken::Completion(e));
-                    return true;
-                }
+            if let Some((chain, _)) = finished {
+                // §5.3.6.1: nothing is written into a transmit buffer.
+                channel
+                    .push(console::queue::TX0, &chain, 0)
+                    .map_err(Broken::Completion)?;
+                channel.stats_mut().chains_out += 1;
             }
         }
-        busy
+        Ok(busy)
     }
 
-    /// Delivers host input to client `index`; whether any moved.
-    fn input<N: Notifier>(&mut self, clients: &mut Clients<'_, N, Self>, index: usize) -> bool {
+    /// Delivers the client's port's input; whether any moved, or the rule it broke.
+    fn input<N: Notifier>(&mut self, channel: &mut Channel<'_, N, Self>) -> Result<bool, Broken> {
         let mut busy = false;
         loop {
-            let Some(channel) = clients.get_mut(index) else {
-                return busy;
-            };
             let (client, area, rx) = channel.split(console::queue::RX0);
             let Some(rx) = rx else {
-                return busy;
+                return Ok(busy);
             };
             let pending = self.ports.input_pending(client.port);
             if pending == 0 {
-                return busy;
+                return Ok(busy);
             }
-            let chain = match rx.next_chain() {
-                Ok(Some(chain)) => chain,
-                // No buffer: the input waits in the port's buffers (and the device stops
-                // reading the host side when they are full).
-                Ok(None) => return busy,
-                Err(e) => {
-                    self.break_client(clients, index, Broken::Queue(e));
-                    return true;
-                }
+            // No buffer: the input waits in the port's buffers (and the device stops reading
+            // the host side when they are full).
+            let Some(chain) = rx.next_chain().map_err(Broken::Queue)? else {
+                return Ok(busy);
             };
             busy = true;
             if chain.readable_len() > 0 {
-                self.break_client(clients, index, Broken::Class(ConsoleRule::ReadableInput));
-                return true;
+                return Err(Broken::Class(ConsoleRule::ReadableInput));
             }
             let n = (chain.writable_len() as usize).min(CHUNK).min(pending);
             let mut buf = [0u8; CHUNK];
             let n = self.ports.read(client.port, &mut buf[..n]);
-            let written = write_writable(&chain, area, 0, &buf[..n]);
-            match written.and_then(|()| channel.push(console::queue::RX0, &chain, n as u32)) {
-                Ok(()) => channel.stats_mut().bytes_in += n as u64,
-                Err(e) => {
-                    self.break_client(clients, index, Broken::Completion(e));
-                    return true;
-                }
-            }
+            write_writable(&chain, area, 0, &buf[..n])
+                .and_then(|()| channel.push(console::queue::RX0, &chain, n as u32))
+                .map_err(Broken::Completion)?;
+            channel.stats_mut().bytes_in += n as u64;
         }
     }
 }
 
 impl<P: Ports> DeviceClass for Consoles<P> {
-    const DEVICE_TYPE: u32 = id::CONSOLE;
-    const QUEUES: u16 = 2;
-    const READY: Ready = Ready::Any(1 << console::queue::RX0 | 1 << console::queue::TX0);
-    const REPORT_MS: u64 = 1000;
     type Spec = ConsoleSpec;
     type Refusal = SpecError;
     type Client = PortClient;
     type Stats = ConsoleStats;
     type Reason = ConsoleRule;
+    const DEVICE_TYPE: u32 = id::CONSOLE;
+    const QUEUES: u16 = 2;
+    /// Either queue: a client may only write, or only read.
+    const READY: Ready = Ready::Any(1 << console::queue::RX0 | 1 << console::queue::TX0);
+    /// The counters in the log every second (unless `report-ms` says otherwise).
+    const REPORT_MS: u64 = 1000;
 
     /// `port` (required: one the backend drives and no other client has), `rate` (output
     /// bytes per second; none: unlimited) and `burst` (bytes; none: a second's worth).
@@ -324,6 +295,22 @@ impl<P: Ports> DeviceClass for Consoles<P> {
         )?;
         self.check(spec.port)?;
         Ok(spec)
+    }
+
+    fn admit(
+        &mut self,
+        index: usize,
+        spec: &ConsoleSpec,
+        now_ns: u64,
+    ) -> Result<PortClient, SpecError> {
+        self.check(spec.port)?;
+        self.taken[index] = Some(spec.port);
+        Ok(PortClient {
+            port: spec.port,
+            bucket: TokenBucket::from_config(spec.rate, spec.burst, now_ns),
+            sending: None,
+            waiting: false,
+        })
     }
 
     fn describe(client: &PortClient, out: &mut dyn fmt::Write) -> fmt::Result {
@@ -346,26 +333,27 @@ impl<P: Ports> DeviceClass for Consoles<P> {
         CLIENT_QUEUE
     }
 
-    fn admit(
+    /// Forwards client `index`'s output, then delivers its port's input; a client that broke
+    /// a rule is stopped until it resets.
+    fn serve<N: Notifier>(
         &mut self,
+        clients: &mut Clients<'_, N, Consoles<P>>,
         index: usize,
-        spec: &ConsoleSpec,
         now_ns: u64,
-    ) -> Result<PortClient, SpecError> {
-        self.check(spec.port)?;
-        self.taken[index] = Some(spec.port);
-        Ok(PortClient {
-            port: spec.port,
-            bucket: TokenBucket::from_config(spec.rate, spec.burst, now_ns),
-            sending: None,
-            waiting: false,
-        })
-    }
-
-    /// Drops the chain in progress (a reset, a failure or a break, §2.4).
-    fn stopped(&mut self, _index: usize, client: &mut PortClient) {
-        client.sending = None;
-        client.waiting = false;
+        progress: &mut Progress,
+    ) -> Turn {
+        let moved = clients.get_mut(index).map(|channel| {
+            let output = self.output(channel, now_ns, progress);
+            output.and_then(|out| Ok(self.input(channel)? || out))
+        });
+        match moved {
+            None | Some(Ok(false)) => Turn::Idle,
+            Some(Ok(true)) => Turn::Worked,
+            Some(Err(why)) => {
+                self.break_client(clients, index, why);
+                Turn::Worked
+            }
+        }
     }
 
     /// Completions and control messages of the real device.
@@ -376,29 +364,18 @@ impl<P: Ports> DeviceClass for Consoles<P> {
         }
     }
 
-    /// Forwards client `index`'s output, then delivers its port's input.
-    fn serve<N: Notifier>(
-        &mut self,
-        clients: &mut Clients<'_, N, Self>,
-        index: usize,
-        now_ns: u64,
-        progress: &mut Progress,
-    ) -> Turn {
-        let out = self.output(clients, index, now_ns, progress);
-        let input = self.input(clients, index);
-        if out || input {
-            Turn::Worked
-        } else {
-            Turn::Idle
-        }
-    }
-
     fn report(stats: &ClientStats, out: &mut dyn fmt::Write) -> fmt::Result {
         write!(
             out,
             "{} bytes out, {} bytes in, throttled {} times",
             stats.bytes_out, stats.bytes_in, stats.throttled
         )
+    }
+
+    /// Drops the chain in progress (a reset, a failure or a break, §2.4).
+    fn stopped(&mut self, _index: usize, client: &mut PortClient) {
+        client.sending = None;
+        client.waiting = false;
     }
 
     fn ack_interrupt(&mut self) {

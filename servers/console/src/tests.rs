@@ -1,28 +1,29 @@
 //! The whole path on the host: `console_client::ConsoleClient` → inter-partition transport →
-//! [`Server`] → [`VirtioPorts`] (the multiport driver) → inter-partition transport → a
+//! the server ([`Consoles`]) → [`VirtioPorts`] (the multiport driver) → inter-partition transport → a
 //! simulated multiport virtio-console served by the library's device side, which records what
 //! each port's host side received and feeds it input. Notifications are simulated: a client
 //! that waits runs the server and the console until they are quiet. Time is a test-controlled
 //! clock.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
 use console_client::{ConsoleClient, ConsoleError};
+use ioserver::conformance::{Driver, Request};
+use ioserver::sim::config::Config;
+use ioserver::sim::driver_end;
 use virtio::devices::console::{self, ControlMessage, event};
 use virtio::devices::id;
 use virtio::dma::{DmaRegion, OwnedDma};
 use virtio::features::{Features, status};
-use virtio::queue::{Buffer, DeviceQueue, DriverQueue};
-use virtio::split::{SplitDeviceQueue, SplitQueue};
-use virtio::transport::shmem::sim::{Pump, SimNotifier, no_pump, pair};
+use virtio::queue::{Buffer, DeviceQueue};
+use virtio::split::SplitDeviceQueue;
+use virtio::transport::shmem::sim::{SimNotifier, no_pump, pair};
 use virtio::transport::shmem::{DeviceDescription, SharedMemoryDevice, SharedMemoryTransport};
-use virtio::transport::{Transport, initialize};
 
 use crate::backend::{PortStatus, Ports, VirtioPorts, buffer_bytes, ring_bytes};
-use crate::rt_config::Config;
-use crate::server::{Broken, ClientState, ConsoleRule, ConsoleSpec, Consoles, Server, SpecError};
+use crate::server::{Broken, ClientState, ConsoleRule, ConsoleSpec, Consoles, SpecError};
 
 const REGION_LEN: usize = 0x2_0000;
 const RING_LEN: usize = 0x4000;
@@ -146,122 +147,69 @@ impl SimConsole<'_> {
     }
 }
 
-type Backend0<'a> = VirtioPorts<'a, SharedMemoryTransport<'a, SimNotifier<'a>>>;
+type Class<'a> = Consoles<VirtioPorts<'a, SharedMemoryTransport<'a, SimNotifier<'a>>>>;
+type World<'a> = ioserver::sim::World<'a, Class<'a>, SimConsole<'a>>;
 
-struct World<'a> {
-    console: Rc<RefCell<SimConsole<'a>>>,
-    server: Rc<RefCell<Server<'a, Backend0<'a>, SimNotifier<'a>>>>,
-    pump: Pump<'a>,
-    now: Rc<Cell<u64>>,
+/// A console device in `device_memory` whose driver (the server's backend) uses `ports`.
+fn console_world<'a>(device_memory: &'a OwnedDma, ports: &[u32]) -> World<'a> {
+    let (console_side, _) = pair(no_pump(), no_pump());
+    let mut config = [0u8; console::config::SIZE];
+    config[console::config::MAX_NR_PORTS..console::config::MAX_NR_PORTS + 4]
+        .copy_from_slice(&DEVICE_PORTS.to_le_bytes());
+    let description = DeviceDescription {
+        device_type: id::CONSOLE,
+        features: Features::from_bits(&[console::features::MULTIPORT]),
+        num_queues: NQ as u16,
+        max_queue_size: 64,
+        config: &config,
+    };
+    let device =
+        SharedMemoryDevice::new(device_memory.region(0), 0x8000, &description, console_side)
+            .expect("the simulated console");
+    let console = Rc::new(RefCell::new(SimConsole {
+        device,
+        queues: [const { None }; NQ],
+        to_driver: VecDeque::new(),
+        from_driver: Vec::new(),
+        output: vec![Vec::new(); DEVICE_PORTS as usize],
+        input: vec![VecDeque::new(); DEVICE_PORTS as usize],
+        guest_open: vec![false; DEVICE_PORTS as usize],
+    }));
+    let theirs = console.borrow_mut().device.notifier().clone();
+    let to_console = driver_end(&theirs, &console, SimConsole::step);
+    let transport = SharedMemoryTransport::new(device_memory.region(0), to_console).unwrap();
+    // The driver's rings and buffers live in the channel's areas (bus addresses are
+    // offsets there), as the device side expects.
+    let ring_area = transport.ring_area();
+    let data_area = transport.data_area();
+    assert!(ring_area.len() >= ring_bytes(ports.len()));
+    assert!(data_area.len() >= buffer_bytes(ports.len()));
+    let backend =
+        VirtioPorts::new(transport, ring_area, data_area, ports, |_, _| Ok(())).expect("backend");
+    let world = World::new(console, Consoles::new(backend), SimConsole::step);
+    world.run();
+    world
 }
 
-impl<'a> World<'a> {
-    /// A console device in `device_memory` whose driver (the server's backend) uses `ports`.
-    fn new(device_memory: &'a OwnedDma, ports: &[u32]) -> Self {
-        let (console_side, _) = pair(no_pump(), no_pump());
-        let mut config = [0u8; console::config::SIZE];
-        config[console::config::MAX_NR_PORTS..console::config::MAX_NR_PORTS + 4]
-            .copy_from_slice(&DEVICE_PORTS.to_le_bytes());
-        let description = DeviceDescription {
-            device_type: id::CONSOLE,
-            features: Features::from_bits(&[console::features::MULTIPORT]),
-            num_queues: NQ as u16,
-            max_queue_size: 64,
-            config: &config,
-        };
-        let device =
-            SharedMemoryDevice::new(device_memory.region(0), 0x8000, &description, console_side)
-                .unwrap();
-        let console = Rc::new(RefCell::new(SimConsole {
-            device,
-            queues: [const { None }; NQ],
-            to_driver: VecDeque::new(),
-            from_driver: Vec::new(),
-            output: vec![Vec::new(); DEVICE_PORTS as usize],
-            input: vec![VecDeque::new(); DEVICE_PORTS as usize],
-            guest_open: vec![false; DEVICE_PORTS as usize],
-        }));
-        let console_pump: Pump<'a> = {
-            let console = console.clone();
-            Rc::new(RefCell::new(Some(Box::new(move || {
-                for _ in 0..100 {
-                    if !console.borrow_mut().step() {
-                        break;
-                    }
-                }
-            }) as Box<dyn FnMut() + 'a>)))
-        };
-        let theirs = console.borrow_mut().device.notifier().clone();
-        let to_console = SimNotifier {
-            inbox: theirs.outbox.clone(),
-            outbox: theirs.inbox.clone(),
-            pump: console_pump,
-        };
-        let transport = SharedMemoryTransport::new(device_memory.region(0), to_console).unwrap();
-        // The driver's rings and buffers live in the channel's areas (bus addresses are
-        // offsets there), as the device side expects.
-        let ring_area = transport.ring_area();
-        let data_area = transport.data_area();
-        assert!(ring_area.len() >= ring_bytes(ports.len()));
-        assert!(data_area.len() >= buffer_bytes(ports.len()));
-        let backend = VirtioPorts::new(transport, ring_area, data_area, ports, |_, _| Ok(()))
-            .expect("backend");
-        let now = Rc::new(Cell::new(0u64));
-        let server = Rc::new(RefCell::new(Server::new(Consoles::new(backend))));
-        let pump: Pump<'a> = no_pump();
-        {
-            let (server, console, now) = (server.clone(), console.clone(), now.clone());
-            *pump.borrow_mut() = Some(Box::new(move || {
-                for _ in 0..1000 {
-                    let a = console.borrow_mut().step();
-                    let b = server.borrow_mut().run_once(now.get()).busy;
-                    if !a && !b {
-                        break;
-                    }
-                }
-            }));
-        }
-        let world = Self {
-            console,
-            server,
-            pump,
-            now,
-        };
-        world.run();
-        world
-    }
+/// What the tests do with a world: add clients, look at and type into the host sides.
+trait Host<'a> {
+    fn add(&self, region: DmaRegion<'a>, spec: ConsoleSpec) -> (usize, SimNotifier<'a>);
+    fn output(&self, port: usize) -> Vec<u8>;
+    fn type_into(&self, port: usize, text: &[u8]);
+}
 
+impl<'a> Host<'a> for World<'a> {
     fn add(&self, region: DmaRegion<'a>, spec: ConsoleSpec) -> (usize, SimNotifier<'a>) {
-        let (server_side, client_side) = pair(no_pump(), self.pump.clone());
-        let index = self
-            .server
-            .borrow_mut()
-            .add_client(region, RING_LEN, &spec, self.now.get(), server_side)
-            .unwrap();
-        (index, client_side)
-    }
-
-    fn run(&self) {
-        if let Some(run) = self.pump.borrow_mut().as_mut() {
-            run();
-        }
+        self.add_client(region, RING_LEN, &spec).unwrap()
     }
 
     fn output(&self, port: usize) -> Vec<u8> {
-        self.console.borrow().output[port].clone()
+        self.device.borrow().output[port].clone()
     }
 
     fn type_into(&self, port: usize, text: &[u8]) {
-        self.console.borrow_mut().input[port].extend(text);
-        self.console.borrow_mut().device.interrupt(0).ok();
-    }
-}
-
-fn spec(port: u32, rate: Option<u64>) -> ConsoleSpec {
-    ConsoleSpec {
-        port,
-        rate,
-        burst: None,
+        self.device.borrow_mut().input[port].extend(text);
+        self.device.borrow_mut().device.interrupt(0).ok();
     }
 }
 
@@ -272,11 +220,19 @@ fn attach<'a>(
     ConsoleClient::attach(region, notifier, 5).unwrap()
 }
 
+fn spec(port: u32, rate: Option<u64>) -> ConsoleSpec {
+    ConsoleSpec {
+        port,
+        rate,
+        burst: None,
+    }
+}
+
 #[test]
 fn the_driver_opens_its_ports_and_declines_the_others() {
     let dev = OwnedDma::new(REGION_LEN);
-    let world = World::new(&dev, &[1, 3]);
-    let sent = world.console.borrow().from_driver.clone();
+    let world = console_world(&dev, &[1, 3]);
+    let sent = world.device.borrow().from_driver.clone();
     assert_eq!(sent[0].event, event::DEVICE_READY);
     for port in 0..DEVICE_PORTS {
         let ready = sent
@@ -285,7 +241,7 @@ fn the_driver_opens_its_ports_and_declines_the_others() {
             .unwrap_or_else(|| panic!("no PORT_READY for port {port}"));
         let ours = port == 1 || port == 3;
         assert_eq!(ready.value, u16::from(ours), "port {port}");
-        assert_eq!(world.console.borrow().guest_open[port as usize], ours);
+        assert_eq!(world.device.borrow().guest_open[port as usize], ours);
     }
     let mut server = world.server.borrow_mut();
     assert_eq!(
@@ -303,7 +259,7 @@ fn the_driver_opens_its_ports_and_declines_the_others() {
 fn each_client_writes_to_its_own_port_and_reads_its_own_input() {
     let dev = OwnedDma::new(REGION_LEN);
     let (ma, mb) = (OwnedDma::new(REGION_LEN), OwnedDma::new(REGION_LEN));
-    let world = World::new(&dev, &[1, 3]);
+    let world = console_world(&dev, &[1, 3]);
     let (_, na) = world.add(ma.region(0), spec(3, None));
     let (_, nb) = world.add(mb.region(0), spec(1, None));
     let mut a = attach(ma.region(0), na);
@@ -349,7 +305,7 @@ fn each_client_writes_to_its_own_port_and_reads_its_own_input() {
 fn output_over_the_rate_waits_and_others_are_not_held_up() {
     let dev = OwnedDma::new(REGION_LEN);
     let (ma, mb) = (OwnedDma::new(REGION_LEN), OwnedDma::new(REGION_LEN));
-    let world = World::new(&dev, &[1, 2]);
+    let world = console_world(&dev, &[1, 2]);
     let (ia, na) = world.add(
         ma.region(0),
         ConsoleSpec {
@@ -399,41 +355,21 @@ fn output_over_the_rate_waits_and_others_are_not_held_up() {
     a.flush().unwrap();
 }
 
-/// A client driving its rings by hand, to send what a correct driver never would.
-fn raw_client<'a>(
-    region: DmaRegion<'a>,
-    notifier: SimNotifier<'a>,
-) -> (
-    SharedMemoryTransport<'a, SimNotifier<'a>>,
-    SplitQueue<'a, 8>,
-    SplitQueue<'a, 8>,
-) {
-    let mut transport = SharedMemoryTransport::new(region, notifier).unwrap();
-    let ring = transport.ring_area();
-    let mut queues = None;
-    initialize(&mut transport, Features(0), |t, features| {
-        let rx = SplitQueue::<8>::new(ring.subregion(0, 0x2000)?, features, false)?;
-        let tx = SplitQueue::<8>::new(ring.subregion(0x2000, 0x2000)?, features, false)?;
-        t.enable_queue(0, rx.size(), rx.addresses())?;
-        t.enable_queue(1, tx.size(), tx.addresses())?;
-        queues = Some((rx, tx));
-        Ok(())
-    })
-    .unwrap();
-    let (rx, tx) = queues.unwrap();
-    (transport, rx, tx)
+/// A client driving its rings by hand (the conformance suite's plain driver), to send what a
+/// correct driver never would.
+fn raw_client<'a>(region: DmaRegion<'a>, notifier: SimNotifier<'a>) -> Driver<'a> {
+    Driver::attach::<Class<'a>>(region, notifier, Features(0)).unwrap()
 }
 
 #[test]
 fn malformed_chains_stop_only_that_client_until_it_resets() {
     let dev = OwnedDma::new(REGION_LEN);
     let (mg, mb) = (OwnedDma::new(REGION_LEN), OwnedDma::new(REGION_LEN));
-    let world = World::new(&dev, &[1, 2]);
+    let world = console_world(&dev, &[1, 2]);
     let (_, ng) = world.add(mg.region(0), spec(1, None));
     let (bad, nb) = world.add(mb.region(0), spec(2, None));
     let mut good = attach(mg.region(0), ng);
-    let (mut transport, _rx, _tx) = raw_client(mb.region(0), nb.clone());
-    let data_len = transport.data_area().len() as u64;
+    let data_len = raw_client(mb.region(0), nb.clone()).data().len() as u64;
 
     // (what, queue, readable, writable, input typed first, expected)
     type MalformedCase = (&'static str, u16, Vec<Buffer>, Vec<Buffer>, bool, Broken);
@@ -478,33 +414,41 @@ fn malformed_chains_stop_only_that_client_until_it_resets() {
         ),
     ];
     for (round, (what, q, readable, writable, input, why)) in cases.into_iter().enumerate() {
-        let (t, mut rx, mut tx) = raw_client(mb.region(0), nb.clone());
-        transport = t;
+        let mut driver = raw_client(mb.region(0), nb.clone());
         assert_eq!(
             world.server.borrow().client_state(bad),
             Some(ClientState::Serving),
             "{what}"
         );
         // A well-formed write first: served.
-        transport.data_area().write_bytes(0, b"ok!\n").unwrap();
-        tx.submit(&[Buffer { addr: 0, len: 4 }], &[]).unwrap();
-        transport.notify(1).unwrap();
+        driver.data().write_bytes(0, b"ok!\n").unwrap();
+        let ok = Request {
+            queue: 1,
+            readable: vec![Buffer { addr: 0, len: 4 }],
+            writable: vec![],
+        };
+        driver.submit(&ok).unwrap();
         world.run();
         let before = world.output(2).len();
         assert!(world.output(2).ends_with(b"ok!\n"), "{what}");
+        assert_eq!(driver.take_used(1), 1, "{what}: the write completed");
         if input {
             world.type_into(2, b"input");
         }
-        let queue = if q == 0 { &mut rx } else { &mut tx };
-        queue.submit(&readable, &writable).unwrap();
-        transport.notify(q).unwrap();
+        let request = Request {
+            queue: q,
+            readable,
+            writable,
+        };
+        driver.submit(&request).unwrap();
         world.run();
+        assert_eq!(driver.take_used(q), 0, "{what}: not completed");
         assert_eq!(
             world.server.borrow().client_state(bad),
             Some(ClientState::Broken(why)),
             "{what}"
         );
-        assert_ne!(transport.status() & status::DEVICE_NEEDS_RESET, 0, "{what}");
+        assert_ne!(driver.status() & status::DEVICE_NEEDS_RESET, 0, "{what}");
         assert_eq!(
             world.server.borrow().client_stats(bad).unwrap().breaks,
             round as u32 + 1
@@ -514,7 +458,7 @@ fn malformed_chains_stop_only_that_client_until_it_resets() {
         good.write(what.as_bytes()).unwrap();
         good.flush().unwrap();
         assert!(world.output(1).ends_with(what.as_bytes()), "{what}");
-        world.console.borrow_mut().input[2].clear();
+        world.device.borrow_mut().input[2].clear();
     }
 }
 
@@ -522,7 +466,7 @@ fn malformed_chains_stop_only_that_client_until_it_resets() {
 fn a_client_that_resets_loses_its_pending_output_only() {
     let dev = OwnedDma::new(REGION_LEN);
     let ma = OwnedDma::new(REGION_LEN);
-    let world = World::new(&dev, &[1]);
+    let world = console_world(&dev, &[1]);
     let (ia, na) = world.add(
         ma.region(0),
         ConsoleSpec {
@@ -552,7 +496,8 @@ fn a_client_that_resets_loses_its_pending_output_only() {
 
 #[test]
 fn ports_come_from_the_configuration_text() {
-    let text = "\
+    let config = Config::new(
+        "\
 channels.con-a.port = 1
 channels.con-a.rate = 4096
 channels.con-b.port = 1
@@ -560,8 +505,8 @@ channels.con-c.port = 7
 channels.con-d.rate = 10
 channels.con-e.port = 2
 channels.con-e.burst = 512
-";
-    let config = Config::new(text);
+",
+    );
     let mut taken = Vec::new();
     let mut results = Vec::new();
     for channel in config.channels() {
@@ -601,4 +546,68 @@ channels.con-e.burst = 512
             ),
         ]
     );
+}
+
+/// The framework's conformance suite on the console class: each client's console is its own
+/// port, a request is one line of output.
+struct Conformance<'a> {
+    devices: &'a [OwnedDma; 2],
+    world: World<'a>,
+    regions: Vec<DmaRegion<'a>>,
+}
+
+impl<'a> Conformance<'a> {
+    /// Adds the next client, on the next port.
+    fn attach(&mut self, region: DmaRegion<'a>) -> (usize, SimNotifier<'a>) {
+        let port = self.regions.len() as u32 % 2 + 1;
+        self.world.add(region, spec(port, None))
+    }
+}
+
+impl<'a> ioserver::conformance::Harness<'a> for Conformance<'a> {
+    type Class = Class<'a>;
+
+    fn driver_features(&self) -> Features {
+        Features::from_bits(&[virtio::features::bits::VERSION_1])
+    }
+    fn add_client(&mut self, region: DmaRegion<'a>) -> (usize, SimNotifier<'a>) {
+        let added = self.attach(region);
+        self.regions.push(region);
+        added
+    }
+    fn run(&mut self) {
+        self.world.run();
+    }
+    fn state(&self, index: usize) -> Option<ClientState> {
+        self.world.server.borrow().client_state(index)
+    }
+    fn request(&mut self, _index: usize, data: &DmaRegion<'a>, at: usize) -> Request {
+        data.write_bytes(at, b"conformance\n").unwrap();
+        Request {
+            queue: console::queue::TX0,
+            readable: vec![Buffer {
+                addr: at as u64,
+                len: 12,
+            }],
+            writable: vec![],
+        }
+    }
+    fn restart(&mut self) -> Vec<SimNotifier<'a>> {
+        self.world = console_world(&self.devices[1], &[1, 2]);
+        let regions = core::mem::take(&mut self.regions);
+        regions
+            .into_iter()
+            .map(|region| self.add_client(region).1)
+            .collect()
+    }
+}
+
+#[test]
+fn the_console_class_passes_the_conformance_suite() {
+    ioserver::sim::conformance(REGION_LEN, |devices| Conformance {
+        devices,
+        world: console_world(&devices[0], &[1, 2]),
+        regions: Vec::new(),
+    })
+    .unwrap();
 }
