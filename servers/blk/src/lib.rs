@@ -15,8 +15,3 @@ pub mod server;
 
 #[cfg(test)]
 mod tests;
-
-#[cfg(test)]
-#[path = "../../../partitions/runtime/src/config.rs"]
-#[allow(dead_code)]
-mod rt_config;

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use blk_client::{BlkClient, BlkError, Op as ClientOp, Options};
+use ioserver::sim::Keys;
 use ioserver::{DeviceClass, Settings};
 use virtio::devices::{blk, id};
 use virtio::dma::{DmaRegion, OwnedDma};
@@ -23,7 +24,6 @@ use virtio::transport::{Transport, initialize};
 
 use crate::backend::{Backend, Op, VirtioBackend};
 use crate::disk::{DiskSpec, SpecError};
-use crate::rt_config::Config;
 use crate::server::{BlkRule, Block, BlockSpec, Broken, ClientState, Server, Tables};
 
 const DISK_SECTORS: u64 = 4096;
@@ -829,66 +829,69 @@ fn a_client_reset_drops_its_requests_in_flight() {
 
 #[test]
 fn virtual_disks_come_from_the_configuration_text() {
-    let text = "queue-depth = 64\n\
-        channels.storage-disk.disk = \"disk0\"\n\
-        channels.storage-disk.lba-start = 0\n\
-        channels.storage-disk.lba-count = 65536\n\
-        channels.storage-disk.access = \"read-write\"\n\
-        channels.control-disk.disk = \"disk0\"\n\
-        channels.control-disk.lba-start = 65536\n\
-        channels.control-disk.lba-count = 2048\n\
-        channels.control-disk.access = \"read-only\"\n";
-    let config = Config::new(text);
-    let specs: Vec<_> = config
-        .channels()
+    let channels = [
+        Keys {
+            channel: "storage-disk",
+            pairs: &[
+                ("disk", "disk0"),
+                ("lba-start", "0"),
+                ("lba-count", "65536"),
+                ("access", "read-write"),
+            ],
+        },
+        Keys {
+            channel: "control-disk",
+            pairs: &[
+                ("disk", "disk0"),
+                ("lba-start", "65536"),
+                ("lba-count", "2048"),
+                ("access", "read-only"),
+            ],
+        },
+    ];
+    let specs: Vec<_> = channels
+        .iter()
         .map(|c| {
             DiskSpec::from_config(
-                config.channel_u64(c, "lba-start"),
-                config.channel_u64(c, "lba-count"),
-                config.channel_get(c, "access"),
+                c.number("lba-start"),
+                c.number("lba-count"),
+                c.text("access"),
                 1 << 20,
             )
         })
         .collect();
     assert_eq!(specs, [Ok(rw(0, 65536)), Ok(ro(65536, 2048))]);
-    assert_eq!(config.get_u64("queue-depth"), Some(64));
-}
-
-/// A channel's configuration: its name and its `key = value` pairs.
-struct ChannelKeys<'a>(&'a str, &'a [(&'a str, &'a str)]);
-
-impl Settings for ChannelKeys<'_> {
-    fn text(&self, key: &str) -> Option<&str> {
-        self.1.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
-    }
-    fn number(&self, key: &str) -> Option<u64> {
-        self.text(key)?.parse().ok()
-    }
-    fn channel(&self) -> Option<&str> {
-        Some(self.0)
-    }
 }
 
 #[test]
 fn a_channel_for_another_disk_is_not_served_and_the_id_is_the_channels_name() {
     let disk_memory = OwnedDma::new(REGION_LEN);
     let world = World::new(&disk_memory, 4096);
-    let spec = |channel: ChannelKeys<'_>| world.server.borrow().class_ref().spec(&channel);
+    let spec = |channel: Keys<'_>| world.server.borrow().class_ref().spec(&channel);
     let range = [("lba-start", "0"), ("lba-count", "100")];
     let mine = [("disk", "disk0"), range[0], range[1]];
     assert_eq!(
-        spec(ChannelKeys("mine", &mine)),
+        spec(Keys {
+            channel: "mine",
+            pairs: &mine
+        }),
         Ok(BlockSpec::new(ro(0, 100), b"mine"))
     );
     let theirs = [("disk", "disk1"), range[0], range[1]];
     assert_eq!(
-        spec(ChannelKeys("theirs", &theirs)),
+        spec(Keys {
+            channel: "theirs",
+            pairs: &theirs
+        }),
         Err(SpecError::OtherDevice)
     );
     // No `disk`: the server's own; the range is checked against it.
     let beyond = [("lba-start", "4000"), ("lba-count", "200")];
     assert_eq!(
-        spec(ChannelKeys("beyond", &beyond)),
+        spec(Keys {
+            channel: "beyond",
+            pairs: &beyond
+        }),
         Err(SpecError::BeyondDisk {
             capacity: DISK_SECTORS
         })
@@ -1178,4 +1181,82 @@ fn a_request_the_device_fails_completes_with_an_error_and_the_rest_go_on() {
     let stats = server.client_stats(index).unwrap();
     assert_eq!((stats.ok, stats.io_errors, stats.refused), (2, 2, 0));
     assert_eq!(server.client_state(index), Some(ClientState::Serving));
+}
+
+/// The framework's conformance suite on the block class: each client has its own range of the
+/// disk; a request is a one-sector read.
+struct Conformance<'a> {
+    devices: &'a [OwnedDma; 2],
+    world: World<'a>,
+    regions: Vec<DmaRegion<'a>>,
+}
+
+impl<'a> Conformance<'a> {
+    fn add(&mut self, region: DmaRegion<'a>) -> (usize, SimNotifier<'a>) {
+        let k = self.regions.len() as u64;
+        self.regions.push(region);
+        self.world.add(region, rw(k * 1024, 1024), "conformance")
+    }
+}
+
+impl<'a> ioserver::conformance::Harness<'a> for Conformance<'a> {
+    type Class = Block<'a, Backend0<'a>>;
+
+    fn driver_features(&self) -> Features {
+        Features::from_bits(&[virtio::features::bits::VERSION_1])
+    }
+    fn add_client(&mut self, region: DmaRegion<'a>) -> (usize, SimNotifier<'a>) {
+        self.add(region)
+    }
+    fn run(&mut self) {
+        self.world.run();
+    }
+    fn state(&self, index: usize) -> Option<ClientState> {
+        self.world.server.borrow().client_state(index)
+    }
+    fn request(
+        &mut self,
+        _index: usize,
+        data: &DmaRegion<'a>,
+        at: usize,
+    ) -> ioserver::conformance::Request {
+        let header = blk::RequestHeader {
+            request_type: blk::request_type::IN,
+            sector: (at / 0x1000) as u64,
+        };
+        data.write_bytes(at, &header.to_bytes()).unwrap();
+        let data_at = (at + blk::RequestHeader::SIZE) as u64;
+        ioserver::conformance::Request {
+            queue: 0,
+            readable: vec![Buffer {
+                addr: at as u64,
+                len: blk::RequestHeader::SIZE as u32,
+            }],
+            writable: vec![
+                Buffer {
+                    addr: data_at,
+                    len: SECTOR as u32,
+                },
+                Buffer {
+                    addr: data_at + SECTOR as u64,
+                    len: 1,
+                },
+            ],
+        }
+    }
+    fn restart(&mut self) -> Vec<SimNotifier<'a>> {
+        self.world = World::new(&self.devices[1], 4096);
+        let regions = core::mem::take(&mut self.regions);
+        regions.into_iter().map(|r| self.add(r).1).collect()
+    }
+}
+
+#[test]
+fn the_block_class_passes_the_conformance_suite() {
+    ioserver::sim::conformance(REGION_LEN, |devices| Conformance {
+        devices,
+        world: World::new(&devices[0], 4096),
+        regions: Vec::new(),
+    })
+    .unwrap();
 }

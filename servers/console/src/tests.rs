@@ -10,8 +10,9 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use console_client::{ConsoleClient, ConsoleError};
+use ioserver::Settings;
 use ioserver::conformance::{Driver, Request};
-use ioserver::sim::config::Config;
+use ioserver::sim::Keys;
 use ioserver::sim::driver_end;
 use virtio::devices::console::{self, ControlMessage, event};
 use virtio::devices::id;
@@ -496,24 +497,36 @@ fn a_client_that_resets_loses_its_pending_output_only() {
 
 #[test]
 fn ports_come_from_the_configuration_text() {
-    let config = Config::new(
-        "\
-channels.con-a.port = 1
-channels.con-a.rate = 4096
-channels.con-b.port = 1
-channels.con-c.port = 7
-channels.con-d.rate = 10
-channels.con-e.port = 2
-channels.con-e.burst = 512
-",
-    );
+    let channels = [
+        Keys {
+            channel: "con-a",
+            pairs: &[("port", "1"), ("rate", "4096")],
+        },
+        Keys {
+            channel: "con-b",
+            pairs: &[("port", "1")],
+        },
+        Keys {
+            channel: "con-c",
+            pairs: &[("port", "7")],
+        },
+        Keys {
+            channel: "con-d",
+            pairs: &[("rate", "10")],
+        },
+        Keys {
+            channel: "con-e",
+            pairs: &[("port", "2"), ("burst", "512")],
+        },
+    ];
     let mut taken = Vec::new();
     let mut results = Vec::new();
-    for channel in config.channels() {
+    for keys in &channels {
+        let channel = keys.channel;
         let result = ConsoleSpec::from_config(
-            config.channel_u64(channel, "port"),
-            config.channel_u64(channel, "rate"),
-            config.channel_u64(channel, "burst"),
+            keys.number("port"),
+            keys.number("rate"),
+            keys.number("burst"),
             DEVICE_PORTS,
             &taken,
         );

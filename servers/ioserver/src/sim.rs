@@ -16,11 +16,31 @@ use virtio::transport::shmem::sim::{Pump, SimNotifier, no_pump, pair};
 use crate::conformance::{Harness, REGIONS, run_all};
 use crate::{AddError, DeviceClass, Server};
 
-/// The partition runtime's configuration parser, for host tests of what a class reads from
-/// a description.
-#[path = "../../../partitions/runtime/src/config.rs"]
-#[allow(dead_code)]
-pub mod config;
+/// A channel's configuration for host tests: its name and its `key = value` pairs (numbers
+/// in decimal), as the partition glue hands them to [`DeviceClass::spec`].
+#[derive(Debug, Clone, Copy)]
+pub struct Keys<'k> {
+    /// The channel's name.
+    pub channel: &'k str,
+    /// Its settings.
+    pub pairs: &'k [(&'k str, &'k str)],
+}
+
+impl crate::Settings for Keys<'_> {
+    fn text(&self, key: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
+    }
+    fn number(&self, key: &str) -> Option<u64> {
+        self.text(key)?.parse().ok()
+    }
+    fn channel(&self) -> Option<&str> {
+        Some(self.channel)
+    }
+}
 
 /// Steps of a simulated device per wait on its transport, at most.
 const DEVICE_STEPS: usize = 100;

@@ -13,8 +13,3 @@ pub mod source;
 
 #[cfg(test)]
 mod tests;
-
-#[cfg(test)]
-#[path = "../../../partitions/runtime/src/config.rs"]
-#[allow(dead_code)]
-mod rt_config;

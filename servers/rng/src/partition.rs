@@ -34,7 +34,10 @@ fn open(o: &mut Opening<'_>) -> Option<Entropy<VirtioRng<'static, DeviceTranspor
         return None;
     };
     let transport = o.take_transport()?;
-    let source = VirtioRng::new(transport, ring, buffers, |_| Ok(o.route(0)));
+    let source = VirtioRng::new(transport, ring, buffers, |_| {
+        o.route(0);
+        Ok(())
+    });
     let source = source
         .inspect_err(|e| println!("{}: initialisation failed ({e:?}); stopping", o.name))
         .ok()?;

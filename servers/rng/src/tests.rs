@@ -2,21 +2,22 @@
 //! [`Server`] → [`VirtioRng`] → inter-partition transport → a simulated entropy device served
 //! by the library's device side. Time is a test-controlled clock; the device can be made slow.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use entropy_client::{EntropyClient, EntropyError};
+use ioserver::DeviceClass;
+use ioserver::sim::{Keys, driver_end};
 use virtio::devices::id;
 use virtio::dma::{DmaRegion, OwnedDma};
 use virtio::features::{Features, status};
 use virtio::queue::{Buffer, DeviceQueue, DriverQueue};
 use virtio::split::{SplitDeviceQueue, SplitQueue};
-use virtio::transport::shmem::sim::{Pump, SimNotifier, no_pump, pair};
+use virtio::transport::shmem::sim::{SimNotifier, no_pump, pair};
 use virtio::transport::shmem::{DeviceDescription, SharedMemoryDevice, SharedMemoryTransport};
 use virtio::transport::{Transport, initialize};
 
-use crate::rt_config::Config;
-use crate::server::{Broken, ClientState, Entropy, EntropySpec, RngRule, Server};
+use crate::server::{Broken, ClientState, Entropy, EntropySpec, RngRule};
 use crate::source::{RING_BYTES, VirtioRng};
 
 const REGION_LEN: usize = 0x2_0000;
@@ -76,92 +77,45 @@ impl SimRng<'_> {
 }
 
 type Source0<'a> = VirtioRng<'a, SharedMemoryTransport<'a, SimNotifier<'a>>>;
+type World<'a> = ioserver::sim::World<'a, Entropy<Source0<'a>>, SimRng<'a>>;
 
-struct World<'a> {
-    rng: Rc<RefCell<SimRng<'a>>>,
-    server: Rc<RefCell<Server<'a, Source0<'a>, SimNotifier<'a>>>>,
-    pump: Pump<'a>,
-    now: Rc<Cell<u64>>,
+/// An entropy device in `device_memory` (at most `per_step` bytes per step when set) and a
+/// server over it.
+fn rng_world(device_memory: &OwnedDma, per_step: Option<usize>) -> World<'_> {
+    let (rng_side, _) = pair(no_pump(), no_pump());
+    let description = DeviceDescription {
+        device_type: id::ENTROPY,
+        features: Features(0),
+        num_queues: 1,
+        max_queue_size: 64,
+        config: &[],
+    };
+    let device =
+        SharedMemoryDevice::new(device_memory.region(0), RING_BYTES, &description, rng_side)
+            .unwrap();
+    let rng = Rc::new(RefCell::new(SimRng {
+        device,
+        queue: None,
+        state: 0x1234_5678_9abc_def1,
+        per_step,
+        produced: 0,
+    }));
+    let theirs = rng.borrow_mut().device.notifier().clone();
+    let to_rng = driver_end(&theirs, &rng, SimRng::step);
+    let transport = SharedMemoryTransport::new(device_memory.region(0), to_rng).unwrap();
+    let (ring, data) = (transport.ring_area(), transport.data_area());
+    let source = VirtioRng::new(transport, ring, data, |_| Ok(())).unwrap();
+    World::new(rng, Entropy::new(source), SimRng::step)
 }
 
-impl<'a> World<'a> {
-    fn new(device_memory: &'a OwnedDma, per_step: Option<usize>) -> Self {
-        let (rng_side, _) = pair(no_pump(), no_pump());
-        let description = DeviceDescription {
-            device_type: id::ENTROPY,
-            features: Features(0),
-            num_queues: 1,
-            max_queue_size: 64,
-            config: &[],
-        };
-        let device =
-            SharedMemoryDevice::new(device_memory.region(0), RING_BYTES, &description, rng_side)
-                .unwrap();
-        let rng = Rc::new(RefCell::new(SimRng {
-            device,
-            queue: None,
-            state: 0x1234_5678_9abc_def1,
-            per_step,
-            produced: 0,
-        }));
-        let rng_pump: Pump<'a> = {
-            let rng = rng.clone();
-            Rc::new(RefCell::new(Some(Box::new(move || {
-                for _ in 0..100 {
-                    if !rng.borrow_mut().step() {
-                        break;
-                    }
-                }
-            }) as Box<dyn FnMut() + 'a>)))
-        };
-        let theirs = rng.borrow_mut().device.notifier().clone();
-        let to_rng = SimNotifier {
-            inbox: theirs.outbox.clone(),
-            outbox: theirs.inbox.clone(),
-            pump: rng_pump,
-        };
-        let transport = SharedMemoryTransport::new(device_memory.region(0), to_rng).unwrap();
-        let (ring, data) = (transport.ring_area(), transport.data_area());
-        let source = VirtioRng::new(transport, ring, data, |_| Ok(())).unwrap();
-        let now = Rc::new(Cell::new(0u64));
-        let server = Rc::new(RefCell::new(Server::new(Entropy::new(source))));
-        let pump: Pump<'a> = no_pump();
-        {
-            let (server, rng, now) = (server.clone(), rng.clone(), now.clone());
-            *pump.borrow_mut() = Some(Box::new(move || {
-                for _ in 0..1000 {
-                    let a = rng.borrow_mut().step();
-                    let b = server.borrow_mut().run_once(now.get()).busy;
-                    if !a && !b {
-                        break;
-                    }
-                }
-            }));
-        }
-        Self {
-            rng,
-            server,
-            pump,
-            now,
-        }
-    }
-
-    fn add(&self, region: DmaRegion<'a>, rate: Option<u64>) -> (usize, SimNotifier<'a>) {
-        let (server_side, client_side) = pair(no_pump(), self.pump.clone());
-        let spec = EntropySpec { rate, burst: None };
-        let index = self
-            .server
-            .borrow_mut()
-            .add_client(region, RING_LEN, &spec, self.now.get(), server_side)
-            .unwrap();
-        (index, client_side)
-    }
-
-    fn run(&self) {
-        if let Some(run) = self.pump.borrow_mut().as_mut() {
-            run();
-        }
-    }
+/// Adds a client at `rate` bytes per second.
+fn add<'a>(
+    world: &World<'a>,
+    region: DmaRegion<'a>,
+    rate: Option<u64>,
+) -> (usize, SimNotifier<'a>) {
+    let spec = EntropySpec { rate, burst: None };
+    world.add_client(region, RING_LEN, &spec).unwrap()
 }
 
 fn attach<'a>(
@@ -175,9 +129,9 @@ fn attach<'a>(
 fn clients_get_random_bytes_each_byte_once() {
     let dev = OwnedDma::new(REGION_LEN);
     let (ma, mb) = (OwnedDma::new(REGION_LEN), OwnedDma::new(REGION_LEN));
-    let world = World::new(&dev, None);
-    let (_, na) = world.add(ma.region(0), None);
-    let (_, nb) = world.add(mb.region(0), None);
+    let world = rng_world(&dev, None);
+    let (_, na) = add(&world, ma.region(0), None);
+    let (_, nb) = add(&world, mb.region(0), None);
     let mut a = attach(ma.region(0), na);
     let mut b = attach(mb.region(0), nb);
     let mut all = Vec::new();
@@ -196,16 +150,16 @@ fn clients_get_random_bytes_each_byte_once() {
     windows.sort();
     windows.dedup();
     assert_eq!(windows.len(), all.len() / 16);
-    assert!(world.rng.borrow().produced >= all.len() as u64);
+    assert!(world.device.borrow().produced >= all.len() as u64);
 }
 
 #[test]
 fn a_client_over_its_rate_is_served_partially_then_waits() {
     let dev = OwnedDma::new(REGION_LEN);
     let (ma, mb) = (OwnedDma::new(REGION_LEN), OwnedDma::new(REGION_LEN));
-    let world = World::new(&dev, None);
-    let (ia, na) = world.add(ma.region(0), Some(1000));
-    let (ib, nb) = world.add(mb.region(0), None);
+    let world = rng_world(&dev, None);
+    let (ia, na) = add(&world, ma.region(0), Some(1000));
+    let (ib, nb) = add(&world, mb.region(0), None);
     let mut a = attach(ma.region(0), na);
     let mut b = attach(mb.region(0), nb);
     let mut buf = [0u8; 4096];
@@ -248,11 +202,11 @@ fn a_slow_device_is_shared_and_nobody_starves() {
     let dev = OwnedDma::new(REGION_LEN);
     let mems: Vec<OwnedDma> = (0..3).map(|_| OwnedDma::new(REGION_LEN)).collect();
     // 64 bytes per device step: far less than three greedy clients ask for.
-    let world = World::new(&dev, Some(64));
+    let world = rng_world(&dev, Some(64));
     let mut clients: Vec<_> = mems
         .iter()
         .map(|m| {
-            let (_, n) = world.add(m.region(0), None);
+            let (_, n) = add(&world, m.region(0), None);
             attach(m.region(0), n)
         })
         .collect();
@@ -297,9 +251,9 @@ fn raw_client<'a>(
 fn malformed_requests_stop_only_that_client_until_it_resets() {
     let dev = OwnedDma::new(REGION_LEN);
     let (mg, mb) = (OwnedDma::new(REGION_LEN), OwnedDma::new(REGION_LEN));
-    let world = World::new(&dev, None);
-    let (_, ng) = world.add(mg.region(0), Some(100_000));
-    let (bad, nb) = world.add(mb.region(0), None);
+    let world = rng_world(&dev, None);
+    let (_, ng) = add(&world, mg.region(0), Some(100_000));
+    let (bad, nb) = add(&world, mb.region(0), None);
     let mut good = attach(mg.region(0), ng);
     let cases: [(&str, Vec<Buffer>, Vec<Buffer>, Broken); 3] = [
         (
@@ -357,20 +311,27 @@ fn malformed_requests_stop_only_that_client_until_it_resets() {
 }
 
 #[test]
-fn rates_come_from_the_configuration_text() {
-    let text = "\
-channels.rng-a.rate = 1024
-channels.rng-b.rate = 0x1000
-channels.rng-b.burst = 256
-channels.rng-c.kick = \"other\"
-";
-    let config = Config::new(text);
-    let specs: Vec<_> = config
-        .channels()
-        .map(|c| EntropySpec {
-            rate: config.channel_u64(c, "rate"),
-            burst: config.channel_u64(c, "burst"),
-        })
+fn rates_come_from_the_channel_configuration() {
+    let dev = OwnedDma::new(REGION_LEN);
+    let world = rng_world(&dev, None);
+    let channels = [
+        Keys {
+            channel: "rng-a",
+            pairs: &[("rate", "1024")],
+        },
+        Keys {
+            channel: "rng-b",
+            pairs: &[("rate", "4096"), ("burst", "256")],
+        },
+        Keys {
+            channel: "rng-c",
+            pairs: &[("kick", "other")],
+        },
+    ];
+    let server = world.server.borrow();
+    let specs: Vec<_> = channels
+        .iter()
+        .map(|c| server.class_ref().spec(c).unwrap())
         .collect();
     assert_eq!(
         specs,
@@ -406,7 +367,7 @@ impl<'a> ioserver::conformance::Harness<'a> for Conformance<'a> {
     }
     fn add_client(&mut self, region: DmaRegion<'a>) -> (usize, SimNotifier<'a>) {
         self.regions.push(region);
-        self.world.add(region, None)
+        add(&self.world, region, None)
     }
     fn run(&mut self) {
         self.world.run();
@@ -430,35 +391,20 @@ impl<'a> ioserver::conformance::Harness<'a> for Conformance<'a> {
         }
     }
     fn restart(&mut self) -> Vec<SimNotifier<'a>> {
-        self.world = World::new(&self.devices[1], None);
-        let regions = self.regions.clone();
-        regions
-            .into_iter()
-            .map(|r| self.world.add(r, None).1)
+        self.world = rng_world(&self.devices[1], None);
+        self.regions
+            .iter()
+            .map(|r| add(&self.world, *r, None).1)
             .collect()
     }
 }
 
 #[test]
 fn the_entropy_class_passes_the_conformance_suite() {
-    let memories: Vec<OwnedDma> = (0..ioserver::conformance::REGIONS)
-        .map(|_| OwnedDma::new(REGION_LEN))
-        .collect();
-    let regions: Vec<DmaRegion<'_>> = memories.iter().map(|m| m.region(0)).collect();
-    let devices: Vec<[OwnedDma; 2]> = (0..4)
-        .map(|_| [OwnedDma::new(REGION_LEN), OwnedDma::new(REGION_LEN)])
-        .collect();
-    let next = Cell::new(0);
-    ioserver::conformance::run_all(
-        || {
-            let devices = &devices[next.replace(next.get() + 1)];
-            Conformance {
-                devices,
-                world: World::new(&devices[0], None),
-                regions: Vec::new(),
-            }
-        },
-        &regions,
-    )
+    ioserver::sim::conformance(REGION_LEN, |devices| Conformance {
+        devices,
+        world: rng_world(&devices[0], None),
+        regions: Vec::new(),
+    })
     .unwrap();
 }
