@@ -28,6 +28,7 @@ pub mod pci;
 pub mod pcihost;
 pub mod sched;
 pub mod time;
+pub mod wire;
 
 /// The kernel's name, printed in the banner.
 pub const NAME: &str = "Bulkhead";
