@@ -295,7 +295,7 @@ pub struct SystemImage<'a> {
 // The image's wire records, as the kernel and the host builder both read and write them. The
 // offsets are the format's (see the module documentation) and are asserted at compile time.
 
-crate::wire_struct! {
+abi::wire_struct! {
     /// The image header. Packed to 2 bytes because the DMA table's offset sits at 58, below a
     /// `u32`'s natural alignment; the format predates these structs and stays byte-identical.
     #[repr(C, packed(2))]
@@ -323,7 +323,7 @@ crate::wire_struct! {
     }
 }
 
-crate::wire_struct! {
+abi::wire_struct! {
     /// A partition record.
     #[repr(C)]
     pub struct PartitionEntry(96) {
@@ -347,7 +347,7 @@ crate::wire_struct! {
     }
 }
 
-crate::wire_struct! {
+abi::wire_struct! {
     /// A window record.
     #[repr(C)]
     pub struct WindowEntry(24) {
@@ -358,7 +358,7 @@ crate::wire_struct! {
     }
 }
 
-crate::wire_struct! {
+abi::wire_struct! {
     /// A channel record.
     #[repr(C)]
     pub struct ChannelEntry(48) {
@@ -370,7 +370,7 @@ crate::wire_struct! {
     }
 }
 
-crate::wire_struct! {
+abi::wire_struct! {
     /// A notification record.
     #[repr(C)]
     pub struct NotificationEntry(48) {
@@ -382,7 +382,7 @@ crate::wire_struct! {
     }
 }
 
-crate::wire_struct! {
+abi::wire_struct! {
     /// One mapping of a shared-region record.
     #[repr(C)]
     pub struct RegionMapping(8) {
@@ -392,7 +392,7 @@ crate::wire_struct! {
     }
 }
 
-crate::wire_struct! {
+abi::wire_struct! {
     /// A shared-region record.
     #[repr(C)]
     pub struct RegionEntry(112) {
@@ -408,7 +408,7 @@ crate::wire_struct! {
     }
 }
 
-crate::wire_struct! {
+abi::wire_struct! {
     /// A DMA-region record.
     #[repr(C)]
     pub struct DmaEntry(48) {
@@ -419,7 +419,7 @@ crate::wire_struct! {
     }
 }
 
-crate::wire_struct! {
+abi::wire_struct! {
     /// An MMIO range of a device record.
     #[repr(C)]
     pub struct MmioEntry(16) {
@@ -432,7 +432,7 @@ crate::wire_struct! {
     }
 }
 
-crate::wire_struct! {
+abi::wire_struct! {
     /// An I/O port range of a device record.
     #[repr(C)]
     pub struct IoEntry(4) {
@@ -441,7 +441,7 @@ crate::wire_struct! {
     }
 }
 
-crate::wire_struct! {
+abi::wire_struct! {
     /// A device record (see [`DeviceRecord`]).
     #[repr(C)]
     pub struct DeviceEntry(128) {
