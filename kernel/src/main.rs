@@ -8,7 +8,11 @@
 //! 3. Nothing a partition or a device does can make the kernel panic: bad input is an error
 //!    returned, or a fault contained in the partition that caused it.
 //! 4. Hardware is reached only through `arch`; all `unsafe` lives there, each block with a
-//!    `// SAFETY:` argument. Portable logic lives in `kcore`, which is tested on the host.
+//!    `// SAFETY:` argument. A function that relies on its caller's promise (a physical
+//!    address, a device's registers) is an `unsafe fn` with a `# Safety` section, and the rest
+//!    of the kernel reaches it only through a checked wrapper (`UserFrames`, `DeviceMemory`),
+//!    so it calls safe functions alone. Portable logic lives in `kcore`, which is tested on the
+//!    host; wire formats are `#[repr(C)]` structs with compile-time layout assertions.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]

@@ -4,12 +4,17 @@
 //! address and a length. It becomes usable only by [`copy_in`]/[`copy_out`], which check
 //! every page it spans against the partition's own page tables (present, user-accessible and,
 //! for writes, writable), reject lengths that wrap or reach the kernel half, and then copy
-//! through the kernel's direct map. A bad pointer is the caller's fault: `BadPointer`.
+//! through the kernel's direct map, by the frames the page tables report ([`UserFrames`]:
+//! partition memory, never a kernel object), whose accessors check the bounds once more. A bad pointer is the caller's fault: `BadPointer`.
 
 use abi::{SysError, USER_TOP};
 use kcore::mem::PAGE_SIZE;
 
+use crate::arch::UserFrames;
 use crate::arch::mm::AddressSpace;
+
+/// One page's worth of a checked slice: the frame of partition memory and the offset in it.
+type Piece = (UserFrames, usize);
 
 /// A partition's claim that `len` bytes at `addr` are its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,7 +56,7 @@ pub fn check(space: &AddressSpace, slice: UserSlice, write: bool) -> Result<(), 
     }
     let mut page = slice.addr & !(PAGE_SIZE - 1);
     while page < end {
-        let (_, perm) = space.translate(page).ok_or(SysError::BadPointer)?;
+        let (_, _, perm) = space.translate(page).ok_or(SysError::BadPointer)?;
         if write && !perm.write {
             return Err(SysError::BadPointer);
         }
@@ -72,29 +77,30 @@ pub fn check_two(
     check(space, b.0, b.1)
 }
 
-/// Visits the physical pieces of an already checked `slice`: `f(phys, offset, len)`.
+/// Visits the physical pieces of an already checked `slice`: `f(piece, offset, len)`, where
+/// `piece` is the frame and the offset in it of the bytes at `offset` in the slice.
 fn visit_pieces(
     space: &AddressSpace,
     slice: UserSlice,
-    mut f: impl FnMut(u64, usize, usize),
+    mut f: impl FnMut(Piece, usize, usize),
 ) -> Result<(), SysError> {
     let end = slice.end()?;
     let mut at = slice.addr;
     while at < end {
         let in_page = (PAGE_SIZE - at % PAGE_SIZE).min(end - at) as usize;
-        let (phys, _) = space.translate(at).ok_or(SysError::BadPointer)?;
-        f(phys, (at - slice.addr) as usize, in_page);
+        let (frame, in_frame, _) = space.translate(at).ok_or(SysError::BadPointer)?;
+        f((frame, in_frame), (at - slice.addr) as usize, in_page);
         at += in_page as u64;
     }
     Ok(())
 }
 
-/// Visits the physical pieces of `slice` after checking all of it; `f(phys, offset, len)`.
+/// Visits the physical pieces of `slice` after checking all of it; `f(piece, offset, len)`.
 fn for_each_piece(
     space: &AddressSpace,
     slice: UserSlice,
     write: bool,
-    f: impl FnMut(u64, usize, usize),
+    f: impl FnMut(Piece, usize, usize),
 ) -> Result<(), SysError> {
     check(space, slice, write)?;
     visit_pieces(space, slice, f)
@@ -109,8 +115,8 @@ pub fn copy_in(space: &AddressSpace, slice: UserSlice, buf: &mut [u8]) -> Result
         len: slice.len.min(buf.len()),
         ..slice
     };
-    for_each_piece(space, slice, false, |phys, offset, len| {
-        crate::arch::read_phys(phys, &mut buf[offset..offset + len]);
+    for_each_piece(space, slice, false, |(frame, at), offset, len| {
+        frame.read(at, &mut buf[offset..offset + len]);
     })?;
     Ok(slice.len)
 }
@@ -125,8 +131,8 @@ pub fn copy_out(space: &AddressSpace, slice: UserSlice, data: &[u8]) -> Result<(
         len: data.len(),
         ..slice
     };
-    for_each_piece(space, slice, true, |phys, offset, len| {
-        crate::arch::write_phys(phys, &data[offset..offset + len]);
+    for_each_piece(space, slice, true, |(frame, at), offset, len| {
+        frame.write(at, &data[offset..offset + len]);
     })
 }
 
@@ -158,11 +164,11 @@ pub fn copy_between(
             len: n,
         };
         // Both ranges were checked above; the pieces only need translating.
-        visit_pieces(from, piece(src), |phys, offset, len| {
-            crate::arch::read_phys(phys, &mut bounce[offset..offset + len]);
+        visit_pieces(from, piece(src), |(frame, at), offset, len| {
+            frame.read(at, &mut bounce[offset..offset + len]);
         })?;
-        visit_pieces(to, piece(dst), |phys, offset, len| {
-            crate::arch::write_phys(phys, &bounce[offset..offset + len]);
+        visit_pieces(to, piece(dst), |(frame, at), offset, len| {
+            frame.write(at, &bounce[offset..offset + len]);
         })?;
         done += n;
     }

@@ -11,6 +11,89 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod wire;
+
+use wire::Wire;
+
+/// The wire layouts of the records system calls pass through memory: `#[repr(C)]` structs of
+/// little-endian integers with explicit padding, their size and offsets asserted at compile
+/// time. The friendlier types ([`DmaInfo`](crate::DmaInfo), ...) encode into and decode from
+/// them.
+pub mod layout {
+    use crate::MAX_DEVICE_WINDOWS;
+    use crate::wire::Wire;
+
+    /// `value` encoded into an array of exactly its size.
+    pub(crate) fn encode<T: Wire, const N: usize>(value: T) -> [u8; N] {
+        let mut b = [0; N];
+        value.write(&mut b, 0);
+        b
+    }
+
+    crate::wire_struct! {
+        /// `dma_info`'s record.
+        #[repr(C)]
+        pub struct DmaInfo(24) {
+            pub address: u64 = 0,
+            pub phys: u64 = 8,
+            pub size: u64 = 16,
+        }
+    }
+
+    crate::wire_struct! {
+        /// `region_info`'s record.
+        #[repr(C)]
+        pub struct RegionInfo(32) {
+            pub address: u64 = 0,
+            pub size: u64 = 8,
+            /// 0 or 1.
+            pub writable: u64 = 16,
+            pub phys: u64 = 24,
+        }
+    }
+
+    crate::wire_struct! {
+        /// One window of `device_info`'s record.
+        #[repr(C)]
+        pub struct DeviceWindow(24) {
+            /// A `WindowKind`.
+            pub kind: u8 = 0,
+            pub index: u8 = 1,
+            pub port: u16 = 2,
+            pub pad: [u8; 4] = 4,
+            pub address: u64 = 8,
+            pub size: u64 = 16,
+        }
+    }
+
+    crate::wire_struct! {
+        /// `device_info`'s record.
+        #[repr(C)]
+        pub struct DeviceInfo(24 + 24 * MAX_DEVICE_WINDOWS) {
+            /// 0 or 1.
+            pub is_pci: u8 = 0,
+            pub pad0: u8 = 1,
+            pub pci_address: u16 = 2,
+            pub vendor_id: u16 = 4,
+            pub device_id: u16 = 6,
+            pub msix_vectors: u16 = 8,
+            pub pad1: [u8; 6] = 10,
+            pub irq_bits: u64 = 16,
+            pub windows: [DeviceWindow; MAX_DEVICE_WINDOWS] = 24,
+        }
+    }
+
+    crate::wire_struct! {
+        /// `partition_info`'s record.
+        #[repr(C)]
+        pub struct PartitionInfo(16) {
+            pub id: u32 = 0,
+            pub generation: u32 = 4,
+            pub memory_bytes: u64 = 8,
+        }
+    }
+}
+
 /// System call numbers.
 #[repr(usize)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,28 +183,24 @@ pub struct DmaInfo {
 
 impl DmaInfo {
     /// Encoded size in bytes.
-    pub const SIZE: usize = 24;
+    pub const SIZE: usize = layout::DmaInfo::SIZE;
 
-    /// Encodes into the wire layout (three little-endian u64s).
+    /// Encodes into the wire layout ([`layout::DmaInfo`]).
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut b = [0; Self::SIZE];
-        b[0..8].copy_from_slice(&self.address.to_le_bytes());
-        b[8..16].copy_from_slice(&self.phys.to_le_bytes());
-        b[16..24].copy_from_slice(&self.size.to_le_bytes());
-        b
+        layout::encode(layout::DmaInfo {
+            address: self.address,
+            phys: self.phys,
+            size: self.size,
+        })
     }
 
     /// Decodes from the wire layout.
     pub fn from_bytes(b: &[u8; Self::SIZE]) -> Self {
-        let word = |i: usize| {
-            let mut w = [0; 8];
-            w.copy_from_slice(&b[i..i + 8]);
-            u64::from_le_bytes(w)
-        };
+        let w: layout::DmaInfo = Wire::read(b, 0);
         Self {
-            address: word(0),
-            phys: word(8),
-            size: word(16),
+            address: w.address,
+            phys: w.phys,
+            size: w.size,
         }
     }
 }
@@ -143,30 +222,26 @@ pub struct RegionInfo {
 
 impl RegionInfo {
     /// Encoded size in bytes.
-    pub const SIZE: usize = 32;
+    pub const SIZE: usize = layout::RegionInfo::SIZE;
 
-    /// Encodes into the wire layout (four little-endian u64s).
+    /// Encodes into the wire layout ([`layout::RegionInfo`]).
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut b = [0; Self::SIZE];
-        b[0..8].copy_from_slice(&self.address.to_le_bytes());
-        b[8..16].copy_from_slice(&self.size.to_le_bytes());
-        b[16..24].copy_from_slice(&(self.writable as u64).to_le_bytes());
-        b[24..32].copy_from_slice(&self.phys.to_le_bytes());
-        b
+        layout::encode(layout::RegionInfo {
+            address: self.address,
+            size: self.size,
+            writable: self.writable as u64,
+            phys: self.phys,
+        })
     }
 
     /// Decodes from the wire layout.
     pub fn from_bytes(b: &[u8; Self::SIZE]) -> Self {
-        let word = |i: usize| {
-            let mut w = [0; 8];
-            w.copy_from_slice(&b[i..i + 8]);
-            u64::from_le_bytes(w)
-        };
+        let w: layout::RegionInfo = Wire::read(b, 0);
         Self {
-            address: word(0),
-            size: word(8),
-            writable: word(16) != 0,
-            phys: word(24),
+            address: w.address,
+            size: w.size,
+            writable: w.writable != 0,
+            phys: w.phys,
         }
     }
 }
@@ -232,63 +307,52 @@ pub struct DeviceInfo {
 
 impl DeviceInfo {
     /// Encoded size in bytes.
-    pub const SIZE: usize = 24 + 24 * MAX_DEVICE_WINDOWS;
+    pub const SIZE: usize = layout::DeviceInfo::SIZE;
 
-    /// Encodes into the wire layout (little-endian; see `from_bytes`).
+    /// Encodes into the wire layout ([`layout::DeviceInfo`]).
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut b = [0; Self::SIZE];
-        b[0] = self.is_pci as u8;
-        b[2..4].copy_from_slice(&self.pci_address.to_le_bytes());
-        b[4..6].copy_from_slice(&self.vendor_id.to_le_bytes());
-        b[6..8].copy_from_slice(&self.device_id.to_le_bytes());
-        b[8..10].copy_from_slice(&self.msix_vectors.to_le_bytes());
-        b[16..24].copy_from_slice(&self.irq_bits.to_le_bytes());
-        for (i, w) in self.windows.iter().enumerate() {
-            let at = 24 + 24 * i;
-            b[at] = w.kind as u8;
-            b[at + 1] = w.index;
-            b[at + 2..at + 4].copy_from_slice(&w.port.to_le_bytes());
-            b[at + 8..at + 16].copy_from_slice(&w.address.to_le_bytes());
-            b[at + 16..at + 24].copy_from_slice(&w.size.to_le_bytes());
-        }
-        b
+        layout::encode(layout::DeviceInfo {
+            is_pci: self.is_pci as u8,
+            pci_address: self.pci_address,
+            vendor_id: self.vendor_id,
+            device_id: self.device_id,
+            msix_vectors: self.msix_vectors,
+            irq_bits: self.irq_bits,
+            windows: self.windows.map(|w| layout::DeviceWindow {
+                kind: w.kind as u8,
+                index: w.index,
+                port: w.port,
+                address: w.address,
+                size: w.size,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
     }
 
-    /// Decodes from the wire layout: flags (1), pad (1), PCI address (2), vendor (2), device
-    /// (2), MSI-X vectors (2), pad (6), interrupt bits (8), then per window: kind (1), index
-    /// (1), port (2), pad (4), address (8), size (8).
+    /// Decodes from the wire layout; an unknown window kind reads as [`WindowKind::None`].
     pub fn from_bytes(b: &[u8; Self::SIZE]) -> Self {
-        let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
-        let u64_at = |i: usize| {
-            let mut v = [0; 8];
-            v.copy_from_slice(&b[i..i + 8]);
-            u64::from_le_bytes(v)
-        };
-        let mut windows = [DeviceWindow::default(); MAX_DEVICE_WINDOWS];
-        for (i, w) in windows.iter_mut().enumerate() {
-            let at = 24 + 24 * i;
-            *w = DeviceWindow {
-                kind: match b[at] {
+        let w: layout::DeviceInfo = Wire::read(b, 0);
+        Self {
+            is_pci: w.is_pci != 0,
+            pci_address: w.pci_address,
+            vendor_id: w.vendor_id,
+            device_id: w.device_id,
+            msix_vectors: w.msix_vectors,
+            irq_bits: w.irq_bits,
+            windows: w.windows.map(|w| DeviceWindow {
+                kind: match w.kind {
                     1 => WindowKind::MemoryBar,
                     2 => WindowKind::IoBar,
                     3 => WindowKind::Mmio,
                     4 => WindowKind::IoPorts,
                     _ => WindowKind::None,
                 },
-                index: b[at + 1],
-                port: u16_at(at + 2),
-                address: u64_at(at + 8),
-                size: u64_at(at + 16),
-            };
-        }
-        Self {
-            is_pci: b[0] != 0,
-            pci_address: u16_at(2),
-            vendor_id: u16_at(4),
-            device_id: u16_at(6),
-            msix_vectors: u16_at(8),
-            irq_bits: u64_at(16),
-            windows,
+                index: w.index,
+                port: w.port,
+                address: w.address,
+                size: w.size,
+            }),
         }
     }
 
@@ -431,26 +495,24 @@ pub struct PartitionInfo {
 
 impl PartitionInfo {
     /// Encoded size in bytes.
-    pub const SIZE: usize = 16;
+    pub const SIZE: usize = layout::PartitionInfo::SIZE;
 
-    /// Encodes into the wire layout.
+    /// Encodes into the wire layout ([`layout::PartitionInfo`]).
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
-        let mut b = [0; Self::SIZE];
-        b[0..4].copy_from_slice(&self.id.to_le_bytes());
-        b[4..8].copy_from_slice(&self.generation.to_le_bytes());
-        b[8..16].copy_from_slice(&self.memory_bytes.to_le_bytes());
-        b
+        layout::encode(layout::PartitionInfo {
+            id: self.id,
+            generation: self.generation,
+            memory_bytes: self.memory_bytes,
+        })
     }
 
     /// Decodes from the wire layout.
     pub fn from_bytes(b: &[u8; Self::SIZE]) -> Self {
-        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        let mut m = [0; 8];
-        m.copy_from_slice(&b[8..16]);
+        let w: layout::PartitionInfo = Wire::read(b, 0);
         Self {
-            id: u32_at(0),
-            generation: u32_at(4),
-            memory_bytes: u64::from_le_bytes(m),
+            id: w.id,
+            generation: w.generation,
+            memory_bytes: w.memory_bytes,
         }
     }
 }

@@ -40,28 +40,34 @@
 //! (2), pad (6), size (8). Device record: see [`DeviceRecord`]. Configuration texts and ELF
 //! files follow, each 8-byte aligned.
 //!
+//! Each table above is declared as a `#[repr(C)]` wire struct ([`Header`], [`PartitionEntry`],
+//! [`WindowEntry`], [`ChannelEntry`], [`NotificationEntry`], [`RegionEntry`], [`DmaEntry`],
+//! [`DeviceEntry`]) whose size and field offsets are asserted at compile time against these
+//! numbers; the reader and the builder go through those structs (see [`crate::wire`]), never
+//! through hand-written offsets.
+//!
 //! The reader checks every offset and length against the image, so a corrupt image is an
 //! error at boot, never a fault.
 
-use crate::bytes::{u16_at, u32_at, u64_at};
+use crate::wire::read_at;
 
 /// The image's first eight bytes.
 pub const MAGIC: [u8; 8] = *b"BHIMAGE2";
 /// Size of the header.
-pub const HEADER_SIZE: usize = 96;
+pub const HEADER_SIZE: usize = Header::SIZE;
 /// Size of a partition record.
-pub const PARTITION_RECORD_SIZE: usize = 96;
+pub const PARTITION_RECORD_SIZE: usize = PartitionEntry::SIZE;
 /// Size of a window record.
-pub const WINDOW_RECORD_SIZE: usize = 24;
+pub const WINDOW_RECORD_SIZE: usize = WindowEntry::SIZE;
 /// Size of a channel record.
-pub const CHANNEL_RECORD_SIZE: usize = 48;
+pub const CHANNEL_RECORD_SIZE: usize = ChannelEntry::SIZE;
 /// Size of a notification record.
-pub const NOTIFICATION_RECORD_SIZE: usize = 48;
+pub const NOTIFICATION_RECORD_SIZE: usize = NotificationEntry::SIZE;
 /// Size of a DMA-region record.
-pub const DMA_RECORD_SIZE: usize = 48;
+pub const DMA_RECORD_SIZE: usize = DmaEntry::SIZE;
 
 /// Size of a device record.
-pub const DEVICE_RECORD_SIZE: usize = 128;
+pub const DEVICE_RECORD_SIZE: usize = DeviceEntry::SIZE;
 /// Most MMIO ranges a device record holds.
 pub const MAX_DEVICE_MMIO: usize = 2;
 /// Most I/O port ranges a device record holds.
@@ -166,7 +172,7 @@ pub struct DmaRecord<'a> {
 }
 
 /// Size of a shared-region record.
-pub const REGION_RECORD_SIZE: usize = 48 + 8 * MAX_REGION_MAPPINGS;
+pub const REGION_RECORD_SIZE: usize = RegionEntry::SIZE;
 /// Most partitions one shared region may be mapped into.
 pub const MAX_REGION_MAPPINGS: usize = 8;
 
@@ -286,13 +292,193 @@ pub struct SystemImage<'a> {
     device_count: usize,
 }
 
+// The image's wire records, as the kernel and the host builder both read and write them. The
+// offsets are the format's (see the module documentation) and are asserted at compile time.
+
+abi::wire_struct! {
+    /// The image header. Packed to 2 bytes because the DMA table's offset sits at 58, below a
+    /// `u32`'s natural alignment; the format predates these structs and stays byte-identical.
+    #[repr(C, packed(2))]
+    pub struct Header(96) {
+        pub magic: [u8; 8] = 0,
+        pub total: u32 = 8,
+        pub partition_count: u16 = 12,
+        pub window_count: u16 = 14,
+        pub major_frame_ns: u64 = 16,
+        pub partitions_at: u32 = 24,
+        pub windows_at: u32 = 28,
+        pub cmdline_at: u32 = 32,
+        pub cmdline_len: u32 = 36,
+        pub channels_at: u32 = 40,
+        pub channel_count: u16 = 44,
+        pub notification_count: u16 = 46,
+        pub notifications_at: u32 = 48,
+        pub regions_at: u32 = 52,
+        pub region_count: u16 = 56,
+        pub dma_at: u32 = 58,
+        pub dma_count: u16 = 62,
+        pub devices_at: u32 = 64,
+        pub device_count: u16 = 68,
+        pub reserved: [u8; 26] = 70,
+    }
+}
+
+abi::wire_struct! {
+    /// A partition record.
+    #[repr(C)]
+    pub struct PartitionEntry(96) {
+        pub name: [u8; NAME_LEN] = 0,
+        pub elf_at: u32 = 32,
+        pub elf_len: u32 = 36,
+        pub memory_bytes: u64 = 40,
+        pub stack_bytes: u32 = 48,
+        pub priority: u8 = 52,
+        /// 0 stop, 1 restart, 2 halt.
+        pub policy: u8 = 53,
+        /// Bit 0: background set.
+        pub flags: u8 = 54,
+        pub pad0: u8 = 55,
+        pub max_restarts: u32 = 56,
+        pub pad1: [u8; 4] = 60,
+        pub period_ns: u64 = 64,
+        pub config_at: u32 = 72,
+        pub config_len: u32 = 76,
+        pub reserved: [u8; 16] = 80,
+    }
+}
+
+abi::wire_struct! {
+    /// A window record.
+    #[repr(C)]
+    pub struct WindowEntry(24) {
+        pub partition: u32 = 0,
+        pub pad: [u8; 4] = 4,
+        pub offset_ns: u64 = 8,
+        pub length_ns: u64 = 16,
+    }
+}
+
+abi::wire_struct! {
+    /// A channel record.
+    #[repr(C)]
+    pub struct ChannelEntry(48) {
+        pub name: [u8; NAME_LEN] = 0,
+        pub client: u16 = 32,
+        pub server: u16 = 34,
+        pub message_size: u32 = 36,
+        pub reserved: [u8; 8] = 40,
+    }
+}
+
+abi::wire_struct! {
+    /// A notification record.
+    #[repr(C)]
+    pub struct NotificationEntry(48) {
+        pub name: [u8; NAME_LEN] = 0,
+        pub receiver: u16 = 32,
+        pub bit: u8 = 34,
+        pub pad: [u8; 5] = 35,
+        pub senders: u64 = 40,
+    }
+}
+
+abi::wire_struct! {
+    /// One mapping of a shared-region record.
+    #[repr(C)]
+    pub struct RegionMapping(8) {
+        pub partition: u16 = 0,
+        pub writable: u8 = 2,
+        pub pad: [u8; 5] = 3,
+    }
+}
+
+abi::wire_struct! {
+    /// A shared-region record.
+    #[repr(C)]
+    pub struct RegionEntry(112) {
+        pub name: [u8; NAME_LEN] = 0,
+        pub size: u64 = 32,
+        pub mapping_count: u8 = 40,
+        /// A [`Cache`].
+        pub cache: u8 = 41,
+        /// [`NO_DMA_OWNER`] for none.
+        pub dma_owner: u16 = 42,
+        pub pad: [u8; 4] = 44,
+        pub mappings: [RegionMapping; MAX_REGION_MAPPINGS] = 48,
+    }
+}
+
+abi::wire_struct! {
+    /// A DMA-region record.
+    #[repr(C)]
+    pub struct DmaEntry(48) {
+        pub name: [u8; NAME_LEN] = 0,
+        pub owner: u16 = 32,
+        pub pad: [u8; 6] = 34,
+        pub size: u64 = 40,
+    }
+}
+
+abi::wire_struct! {
+    /// An MMIO range of a device record.
+    #[repr(C)]
+    pub struct MmioEntry(16) {
+        pub base: u64 = 0,
+        pub size: u32 = 8,
+        /// A [`Cache`].
+        pub cache: u8 = 12,
+        pub pad: u8 = 13,
+        pub offset: u16 = 14,
+    }
+}
+
+abi::wire_struct! {
+    /// An I/O port range of a device record.
+    #[repr(C)]
+    pub struct IoEntry(4) {
+        pub first: u16 = 0,
+        pub count: u16 = 2,
+    }
+}
+
+abi::wire_struct! {
+    /// A device record (see [`DeviceRecord`]).
+    #[repr(C)]
+    pub struct DeviceEntry(128) {
+        pub name: [u8; NAME_LEN] = 0,
+        pub owner: u16 = 32,
+        /// Bit 0 PCI, bit 1 PCI address given, bit 2 PCI id given.
+        pub flags: u8 = 34,
+        pub mmio_count: u8 = 35,
+        pub io_count: u8 = 36,
+        pub irq_count: u8 = 37,
+        pub msix: u16 = 38,
+        pub bus: u8 = 40,
+        pub device: u8 = 41,
+        pub function: u8 = 42,
+        pub irq_bit: u8 = 43,
+        pub vendor_id: u16 = 44,
+        pub device_id: u16 = 46,
+        pub mmio: [MmioEntry; MAX_DEVICE_MMIO] = 48,
+        pub io: [IoEntry; MAX_DEVICE_IO] = 80,
+        pub irqs: [u32; MAX_DEVICE_IRQS] = 96,
+        pub reserved: [u8; 16] = 112,
+    }
+}
+
+/// The name field of a record: `name` cut to [`NAME_LEN`] bytes, NUL-padded.
+pub fn name_field(name: &str) -> [u8; NAME_LEN] {
+    let mut field = [0; NAME_LEN];
+    let b = &name.as_bytes()[..name.len().min(NAME_LEN)];
+    field[..b.len()].copy_from_slice(b);
+    field
+}
+
 /// The NUL-padded name at the start of a record, if it is non-empty UTF-8.
 fn name_at(record: &[u8]) -> Option<&str> {
-    let len = record[..NAME_LEN]
-        .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(NAME_LEN);
-    core::str::from_utf8(&record[..len])
+    let field = record.get(..NAME_LEN)?;
+    let len = field.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
+    core::str::from_utf8(&field[..len])
         .ok()
         .filter(|n| !n.is_empty())
 }
@@ -310,21 +496,19 @@ impl<'a> SystemImage<'a> {
 
     /// Validates the header, the tables and every record.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ImageError> {
-        if bytes.len() < HEADER_SIZE {
-            return Err(ImageError::TooShort);
-        }
-        if bytes[..8] != MAGIC {
+        let header: Header = read_at(bytes, 0).ok_or(ImageError::TooShort)?;
+        if header.magic != MAGIC {
             return Err(ImageError::BadMagic);
         }
-        let total = u32_at(bytes, 8) as usize;
+        let total = header.total as usize;
         if total > bytes.len() || total < HEADER_SIZE {
             return Err(ImageError::BadSize);
         }
         let bytes = &bytes[..total];
-        let partition_count = u16_at(bytes, 12) as usize;
-        let window_count = u16_at(bytes, 14) as usize;
-        let partitions_at = u32_at(bytes, 24) as usize;
-        let windows_at = u32_at(bytes, 28) as usize;
+        let partition_count = usize::from(header.partition_count);
+        let window_count = usize::from(header.window_count);
+        let partitions_at = header.partitions_at as usize;
+        let windows_at = header.windows_at as usize;
         range(
             bytes,
             partitions_at,
@@ -335,14 +519,19 @@ impl<'a> SystemImage<'a> {
             .ok_or(ImageError::TableOutOfBounds)?;
         let cmdline = range(
             bytes,
-            u32_at(bytes, 32) as usize,
-            u32_at(bytes, 36) as usize,
+            header.cmdline_at as usize,
+            header.cmdline_len as usize,
         )
         .ok_or(ImageError::TableOutOfBounds)?;
         let cmdline = core::str::from_utf8(cmdline).map_err(|_| ImageError::TableOutOfBounds)?;
-        let (channels_at, channel_count) = (u32_at(bytes, 40) as usize, u16_at(bytes, 44) as usize);
-        let (notifications_at, notification_count) =
-            (u32_at(bytes, 48) as usize, u16_at(bytes, 46) as usize);
+        let (channels_at, channel_count) = (
+            header.channels_at as usize,
+            usize::from(header.channel_count),
+        );
+        let (notifications_at, notification_count) = (
+            header.notifications_at as usize,
+            usize::from(header.notification_count),
+        );
         range(bytes, channels_at, channel_count * CHANNEL_RECORD_SIZE)
             .ok_or(ImageError::TableOutOfBounds)?;
         range(
@@ -351,12 +540,14 @@ impl<'a> SystemImage<'a> {
             notification_count * NOTIFICATION_RECORD_SIZE,
         )
         .ok_or(ImageError::TableOutOfBounds)?;
-        let (regions_at, region_count) = (u32_at(bytes, 52) as usize, u16_at(bytes, 56) as usize);
+        let (regions_at, region_count) =
+            (header.regions_at as usize, usize::from(header.region_count));
         range(bytes, regions_at, region_count * REGION_RECORD_SIZE)
             .ok_or(ImageError::TableOutOfBounds)?;
-        let (dma_at, dma_count) = (u32_at(bytes, 58) as usize, u16_at(bytes, 62) as usize);
+        let (dma_at, dma_count) = (header.dma_at as usize, usize::from(header.dma_count));
         range(bytes, dma_at, dma_count * DMA_RECORD_SIZE).ok_or(ImageError::TableOutOfBounds)?;
-        let (devices_at, device_count) = (u32_at(bytes, 64) as usize, u16_at(bytes, 68) as usize);
+        let (devices_at, device_count) =
+            (header.devices_at as usize, usize::from(header.device_count));
         range(bytes, devices_at, device_count * DEVICE_RECORD_SIZE)
             .ok_or(ImageError::TableOutOfBounds)?;
         let image = Self {
@@ -365,7 +556,7 @@ impl<'a> SystemImage<'a> {
             window_count,
             partitions_at,
             windows_at,
-            major_frame_ns: u64_at(bytes, 16),
+            major_frame_ns: header.major_frame_ns,
             cmdline,
             channels_at,
             channel_count,
@@ -428,30 +619,29 @@ impl<'a> SystemImage<'a> {
         if index >= self.partition_count {
             return Err(bad);
         }
-        let r = &self.bytes[self.partitions_at + index * PARTITION_RECORD_SIZE..]
-            [..PARTITION_RECORD_SIZE];
-        let name = name_at(r).ok_or(bad)?;
-        let elf = range(self.bytes, u32_at(r, 32) as usize, u32_at(r, 36) as usize).ok_or(bad)?;
-        let policy = match r[53] {
+        let at = self.partitions_at + index * PARTITION_RECORD_SIZE;
+        let r: PartitionEntry = read_at(self.bytes, at).ok_or(bad)?;
+        let name = name_at(&self.bytes[at..]).ok_or(bad)?;
+        let elf = range(self.bytes, r.elf_at as usize, r.elf_len as usize).ok_or(bad)?;
+        let policy = match r.policy {
             0 => HealthPolicy::Stop,
             1 => HealthPolicy::Restart {
-                max_restarts: u32_at(r, 56),
-                period_ns: u64_at(r, 64),
+                max_restarts: r.max_restarts,
+                period_ns: r.period_ns,
             },
             2 => HealthPolicy::Halt,
             _ => return Err(bad),
         };
-        let config =
-            range(self.bytes, u32_at(r, 72) as usize, u32_at(r, 76) as usize).ok_or(bad)?;
+        let config = range(self.bytes, r.config_at as usize, r.config_len as usize).ok_or(bad)?;
         Ok(PartitionRecord {
             name,
             elf,
             config,
-            memory_bytes: u64_at(r, 40),
-            stack_bytes: u32_at(r, 48),
-            priority: r[52],
+            memory_bytes: r.memory_bytes,
+            stack_bytes: r.stack_bytes,
+            priority: r.priority,
             policy,
-            background: r[54] & 1 != 0,
+            background: r.flags & 1 != 0,
         })
     }
 
@@ -468,22 +658,23 @@ impl<'a> SystemImage<'a> {
         if index >= self.device_count {
             return Err(bad);
         }
-        let r = &self.bytes[self.devices_at + index * DEVICE_RECORD_SIZE..][..DEVICE_RECORD_SIZE];
-        let flags = r[34];
+        let at = self.devices_at + index * DEVICE_RECORD_SIZE;
+        let r: DeviceEntry = read_at(self.bytes, at).ok_or(bad)?;
+        let flags = r.flags;
         let mut d = DeviceRecord {
-            name: name_at(r).ok_or(bad)?,
-            owner: u16_at(r, 32),
-            mmio_count: r[35] as usize,
-            io_count: r[36] as usize,
-            irq_count: r[37] as usize,
-            msix: u16_at(r, 38),
-            irq_bit: r[43],
+            name: name_at(&self.bytes[at..]).ok_or(bad)?,
+            owner: r.owner,
+            mmio_count: usize::from(r.mmio_count),
+            io_count: usize::from(r.io_count),
+            irq_count: usize::from(r.irq_count),
+            msix: r.msix,
+            irq_bit: r.irq_bit,
             ..DeviceRecord::default()
         };
         if flags & 1 != 0 {
             d.pci = Some(PciRecord {
-                address: (flags & 2 != 0).then(|| (r[40], r[41], r[42])),
-                id: (flags & 4 != 0).then(|| (u16_at(r, 44), u16_at(r, 46))),
+                address: (flags & 2 != 0).then_some((r.bus, r.device, r.function)),
+                id: (flags & 4 != 0).then_some((r.vendor_id, r.device_id)),
             });
         }
         if d.owner as usize >= self.partition_count
@@ -495,13 +686,12 @@ impl<'a> SystemImage<'a> {
         {
             return Err(bad);
         }
-        for (k, m) in d.mmio.iter_mut().enumerate().take(d.mmio_count) {
-            let at = 48 + k * 16;
+        for (m, e) in d.mmio.iter_mut().zip(r.mmio).take(d.mmio_count) {
             *m = MmioRecord {
-                base: u64_at(r, at),
-                size: u32_at(r, at + 8),
-                cache: Cache::from_byte(r[at + 12]).ok_or(bad)?,
-                offset: u16_at(r, at + 14),
+                base: e.base,
+                size: e.size,
+                cache: Cache::from_byte(e.cache).ok_or(bad)?,
+                offset: e.offset,
             };
             if m.size == 0
                 || !m.base.is_multiple_of(4096)
@@ -511,15 +701,14 @@ impl<'a> SystemImage<'a> {
                 return Err(bad);
             }
         }
-        for (k, io) in d.io_ports.iter_mut().enumerate().take(d.io_count) {
-            let at = 80 + k * 4;
-            *io = (u16_at(r, at), u16_at(r, at + 2));
+        for (io, e) in d.io_ports.iter_mut().zip(r.io).take(d.io_count) {
+            *io = (e.first, e.count);
             if io.1 == 0 || io.0 as u32 + io.1 as u32 > 0x1_0000 {
                 return Err(bad);
             }
         }
-        for (k, irq) in d.irqs.iter_mut().enumerate().take(d.irq_count) {
-            *irq = u32_at(r, 96 + k * 4);
+        for (irq, e) in d.irqs.iter_mut().zip(r.irqs).take(d.irq_count) {
+            *irq = e;
         }
         Ok(d)
     }
@@ -541,11 +730,12 @@ impl<'a> SystemImage<'a> {
         if index >= self.dma_count {
             return Err(bad);
         }
-        let r = &self.bytes[self.dma_at + index * DMA_RECORD_SIZE..][..DMA_RECORD_SIZE];
+        let at = self.dma_at + index * DMA_RECORD_SIZE;
+        let r: DmaEntry = read_at(self.bytes, at).ok_or(bad)?;
         let d = DmaRecord {
-            name: name_at(r).ok_or(bad)?,
-            owner: u16_at(r, 32),
-            size: u64_at(r, 40),
+            name: name_at(&self.bytes[at..]).ok_or(bad)?,
+            owner: r.owner,
+            size: r.size,
         };
         if d.owner as usize >= self.partition_count || d.size == 0 || !d.size.is_multiple_of(4096) {
             return Err(bad);
@@ -565,9 +755,10 @@ impl<'a> SystemImage<'a> {
         if index >= self.region_count {
             return Err(bad);
         }
-        let r = &self.bytes[self.regions_at + index * REGION_RECORD_SIZE..][..REGION_RECORD_SIZE];
-        let mapping_count = r[40] as usize;
-        let size = u64_at(r, 32);
+        let at = self.regions_at + index * REGION_RECORD_SIZE;
+        let r: RegionEntry = read_at(self.bytes, at).ok_or(bad)?;
+        let mapping_count = usize::from(r.mapping_count);
+        let size = r.size;
         if mapping_count == 0
             || mapping_count > MAX_REGION_MAPPINGS
             || size == 0
@@ -576,24 +767,23 @@ impl<'a> SystemImage<'a> {
             return Err(bad);
         }
         let mut mappings = [(0u16, false); MAX_REGION_MAPPINGS];
-        for (k, m) in mappings.iter_mut().enumerate().take(mapping_count) {
-            let at = 48 + k * 8;
-            *m = (u16_at(r, at), r[at + 2] != 0);
+        for (m, e) in mappings.iter_mut().zip(r.mappings).take(mapping_count) {
+            *m = (e.partition, e.writable != 0);
             if m.0 as usize >= self.partition_count {
                 return Err(bad);
             }
         }
-        let dma_owner = match u16_at(r, 42) {
+        let dma_owner = match r.dma_owner {
             NO_DMA_OWNER => None,
             owner if mappings[..mapping_count].iter().any(|m| m.0 == owner) => Some(owner),
             _ => return Err(bad),
         };
         Ok(RegionRecord {
-            name: name_at(r).ok_or(bad)?,
+            name: name_at(&self.bytes[at..]).ok_or(bad)?,
             size,
             mappings,
             mapping_count,
-            cache: Cache::from_byte(r[41]).ok_or(bad)?,
+            cache: Cache::from_byte(r.cache).ok_or(bad)?,
             dma_owner,
         })
     }
@@ -609,13 +799,13 @@ impl<'a> SystemImage<'a> {
         if index >= self.channel_count {
             return Err(bad);
         }
-        let r =
-            &self.bytes[self.channels_at + index * CHANNEL_RECORD_SIZE..][..CHANNEL_RECORD_SIZE];
+        let at = self.channels_at + index * CHANNEL_RECORD_SIZE;
+        let r: ChannelEntry = read_at(self.bytes, at).ok_or(bad)?;
         let c = ChannelRecord {
-            name: name_at(r).ok_or(bad)?,
-            client: u16_at(r, 32),
-            server: u16_at(r, 34),
-            message_size: u32_at(r, 36),
+            name: name_at(&self.bytes[at..]).ok_or(bad)?,
+            client: r.client,
+            server: r.server,
+            message_size: r.message_size,
         };
         let known = |p: u16| (p as usize) < self.partition_count;
         if !known(c.client) || !known(c.server) || c.client == c.server || c.message_size == 0 {
@@ -630,13 +820,13 @@ impl<'a> SystemImage<'a> {
         if index >= self.notification_count {
             return Err(bad);
         }
-        let r = &self.bytes[self.notifications_at + index * NOTIFICATION_RECORD_SIZE..]
-            [..NOTIFICATION_RECORD_SIZE];
+        let at = self.notifications_at + index * NOTIFICATION_RECORD_SIZE;
+        let r: NotificationEntry = read_at(self.bytes, at).ok_or(bad)?;
         let n = NotificationRecord {
-            name: name_at(r).ok_or(bad)?,
-            receiver: u16_at(r, 32),
-            bit: r[34],
-            senders: u64_at(r, 40),
+            name: name_at(&self.bytes[at..]).ok_or(bad)?,
+            receiver: r.receiver,
+            bit: r.bit,
+            senders: r.senders,
         };
         let senders_known = self.partition_count >= 64 || n.senders >> self.partition_count == 0;
         if n.receiver as usize >= self.partition_count || n.bit >= 64 || !senders_known {
@@ -650,11 +840,12 @@ impl<'a> SystemImage<'a> {
         if index >= self.window_count {
             return Err(ImageError::BadWindow(index));
         }
-        let r = &self.bytes[self.windows_at + index * WINDOW_RECORD_SIZE..][..WINDOW_RECORD_SIZE];
+        let at = self.windows_at + index * WINDOW_RECORD_SIZE;
+        let r: WindowEntry = read_at(self.bytes, at).ok_or(ImageError::BadWindow(index))?;
         let w = WindowRecord {
-            partition: u32_at(r, 0),
-            offset_ns: u64_at(r, 8),
-            length_ns: u64_at(r, 16),
+            partition: r.partition,
+            offset_ns: r.offset_ns,
+            length_ns: r.length_ns,
         };
         if w.partition as usize >= self.partition_count {
             return Err(ImageError::BadWindow(index));
@@ -669,6 +860,7 @@ pub mod builder {
     use alloc::vec::Vec;
 
     use super::*;
+    use crate::wire::Wire;
 
     /// What partitions may share and talk over, beside the partitions and windows.
     #[derive(Clone, Copy, Debug, Default)]
@@ -747,76 +939,83 @@ pub mod builder {
             out.extend_from_slice(&p.elf);
             out.resize(out.len().next_multiple_of(8), 0);
         }
-        let put = |out: &mut Vec<u8>, at: usize, bytes: &[u8]| {
-            out[at..at + bytes.len()].copy_from_slice(bytes)
-        };
-        put(&mut out, 0, &MAGIC);
-        let total = out.len() as u32;
-        put(&mut out, 8, &total.to_le_bytes());
-        put(&mut out, 12, &(partitions.len() as u16).to_le_bytes());
-        put(&mut out, 14, &(windows.len() as u16).to_le_bytes());
-        put(&mut out, 16, &major_frame_ns.to_le_bytes());
-        put(&mut out, 24, &(partitions_at as u32).to_le_bytes());
-        put(&mut out, 28, &(windows_at as u32).to_le_bytes());
-        put(&mut out, 32, &(cmdline_at as u32).to_le_bytes());
-        put(&mut out, 36, &(cmdline.len() as u32).to_le_bytes());
-        put(&mut out, 40, &(channels_at as u32).to_le_bytes());
-        put(&mut out, 44, &(channels.len() as u16).to_le_bytes());
-        put(&mut out, 46, &(notifications.len() as u16).to_le_bytes());
-        put(&mut out, 48, &(notifications_at as u32).to_le_bytes());
-        put(&mut out, 52, &(regions_at as u32).to_le_bytes());
-        put(&mut out, 56, &(regions.len() as u16).to_le_bytes());
-        put(&mut out, 58, &(dma_at as u32).to_le_bytes());
-        put(&mut out, 62, &(dma.len() as u16).to_le_bytes());
-        put(&mut out, 64, &(devices_at as u32).to_le_bytes());
-        put(&mut out, 68, &(devices.len() as u16).to_le_bytes());
-        let name = |out: &mut Vec<u8>, at: usize, name: &str| {
-            let b = &name.as_bytes()[..name.len().min(NAME_LEN)];
-            out[at..at + b.len()].copy_from_slice(b);
-        };
+        Header {
+            magic: MAGIC,
+            total: out.len() as u32,
+            partition_count: partitions.len() as u16,
+            window_count: windows.len() as u16,
+            major_frame_ns,
+            partitions_at: partitions_at as u32,
+            windows_at: windows_at as u32,
+            cmdline_at: cmdline_at as u32,
+            cmdline_len: cmdline.len() as u32,
+            channels_at: channels_at as u32,
+            channel_count: channels.len() as u16,
+            notification_count: notifications.len() as u16,
+            notifications_at: notifications_at as u32,
+            regions_at: regions_at as u32,
+            region_count: regions.len() as u16,
+            dma_at: dma_at as u32,
+            dma_count: dma.len() as u16,
+            devices_at: devices_at as u32,
+            device_count: devices.len() as u16,
+            ..Header::default()
+        }
+        .write(&mut out, 0);
         for (i, c) in channels.iter().enumerate() {
-            let at = channels_at + i * CHANNEL_RECORD_SIZE;
-            name(&mut out, at, c.name);
-            put(&mut out, at + 32, &c.client.to_le_bytes());
-            put(&mut out, at + 34, &c.server.to_le_bytes());
-            put(&mut out, at + 36, &c.message_size.to_le_bytes());
+            ChannelEntry {
+                name: name_field(c.name),
+                client: c.client,
+                server: c.server,
+                message_size: c.message_size,
+                ..ChannelEntry::default()
+            }
+            .write(&mut out, channels_at + i * CHANNEL_RECORD_SIZE);
         }
         for (i, n) in notifications.iter().enumerate() {
-            let at = notifications_at + i * NOTIFICATION_RECORD_SIZE;
-            name(&mut out, at, n.name);
-            put(&mut out, at + 32, &n.receiver.to_le_bytes());
-            put(&mut out, at + 34, &[n.bit]);
-            put(&mut out, at + 40, &n.senders.to_le_bytes());
+            NotificationEntry {
+                name: name_field(n.name),
+                receiver: n.receiver,
+                bit: n.bit,
+                senders: n.senders,
+                ..NotificationEntry::default()
+            }
+            .write(&mut out, notifications_at + i * NOTIFICATION_RECORD_SIZE);
         }
         for (i, d) in dma.iter().enumerate() {
-            let at = dma_at + i * DMA_RECORD_SIZE;
-            name(&mut out, at, d.name);
-            put(&mut out, at + 32, &d.owner.to_le_bytes());
-            put(&mut out, at + 40, &d.size.to_le_bytes());
+            DmaEntry {
+                name: name_field(d.name),
+                owner: d.owner,
+                size: d.size,
+                ..DmaEntry::default()
+            }
+            .write(&mut out, dma_at + i * DMA_RECORD_SIZE);
         }
         for (i, r) in regions.iter().enumerate() {
-            let at = regions_at + i * REGION_RECORD_SIZE;
-            name(&mut out, at, r.name);
-            put(&mut out, at + 32, &r.size.to_le_bytes());
-            put(&mut out, at + 40, &[r.mapping_count as u8, r.cache as u8]);
-            put(
-                &mut out,
-                at + 42,
-                &r.dma_owner.unwrap_or(NO_DMA_OWNER).to_le_bytes(),
-            );
-            for (k, &(partition, writable)) in r.mappings.iter().enumerate().take(r.mapping_count) {
-                put(&mut out, at + 48 + k * 8, &partition.to_le_bytes());
-                put(&mut out, at + 48 + k * 8 + 2, &[writable as u8]);
+            let mut entry = RegionEntry {
+                name: name_field(r.name),
+                size: r.size,
+                mapping_count: r.mapping_count as u8,
+                cache: r.cache as u8,
+                dma_owner: r.dma_owner.unwrap_or(NO_DMA_OWNER),
+                ..RegionEntry::default()
+            };
+            for (e, &(partition, writable)) in entry
+                .mappings
+                .iter_mut()
+                .zip(&r.mappings)
+                .take(r.mapping_count)
+            {
+                *e = RegionMapping {
+                    partition,
+                    writable: writable as u8,
+                    ..RegionMapping::default()
+                };
             }
+            entry.write(&mut out, regions_at + i * REGION_RECORD_SIZE);
         }
         for (i, p) in partitions.iter().enumerate() {
-            let at = partitions_at + i * PARTITION_RECORD_SIZE;
-            name(&mut out, at, &p.name);
-            put(&mut out, at + 32, &(elf_at[i] as u32).to_le_bytes());
-            put(&mut out, at + 36, &(p.elf.len() as u32).to_le_bytes());
-            put(&mut out, at + 40, &p.memory_bytes.to_le_bytes());
-            put(&mut out, at + 48, &p.stack_bytes.to_le_bytes());
-            let (policy, max, period) = match p.policy {
+            let (policy, max_restarts, period_ns) = match p.policy {
                 HealthPolicy::Stop => (0u8, 0u32, 0u64),
                 HealthPolicy::Restart {
                     max_restarts,
@@ -824,55 +1023,70 @@ pub mod builder {
                 } => (1, max_restarts, period_ns),
                 HealthPolicy::Halt => (2, 0, 0),
             };
-            put(&mut out, at + 52, &[p.priority, policy, p.background as u8]);
-            put(&mut out, at + 56, &max.to_le_bytes());
-            put(&mut out, at + 64, &period.to_le_bytes());
-            put(&mut out, at + 72, &(config_at[i] as u32).to_le_bytes());
-            put(&mut out, at + 76, &(p.config.len() as u32).to_le_bytes());
+            PartitionEntry {
+                name: name_field(&p.name),
+                elf_at: elf_at[i] as u32,
+                elf_len: p.elf.len() as u32,
+                memory_bytes: p.memory_bytes,
+                stack_bytes: p.stack_bytes,
+                priority: p.priority,
+                policy,
+                flags: p.background as u8,
+                max_restarts,
+                period_ns,
+                config_at: config_at[i] as u32,
+                config_len: p.config.len() as u32,
+                ..PartitionEntry::default()
+            }
+            .write(&mut out, partitions_at + i * PARTITION_RECORD_SIZE);
         }
         for (i, d) in devices.iter().enumerate() {
-            let at = devices_at + i * DEVICE_RECORD_SIZE;
-            name(&mut out, at, d.name);
-            put(&mut out, at + 32, &d.owner.to_le_bytes());
             let pci = d.pci.unwrap_or_default();
-            let flags = d.pci.is_some() as u8
-                | (pci.address.is_some() as u8) << 1
-                | (pci.id.is_some() as u8) << 2;
-            put(
-                &mut out,
-                at + 34,
-                &[
-                    flags,
-                    d.mmio_count as u8,
-                    d.io_count as u8,
-                    d.irq_count as u8,
-                ],
-            );
-            put(&mut out, at + 38, &d.msix.to_le_bytes());
-            let (bus, dev, func) = pci.address.unwrap_or_default();
-            put(&mut out, at + 40, &[bus, dev, func, d.irq_bit]);
-            let (vendor, device) = pci.id.unwrap_or_default();
-            put(&mut out, at + 44, &vendor.to_le_bytes());
-            put(&mut out, at + 46, &device.to_le_bytes());
-            for (k, m) in d.mmio.iter().enumerate().take(d.mmio_count) {
-                put(&mut out, at + 48 + k * 16, &m.base.to_le_bytes());
-                put(&mut out, at + 56 + k * 16, &m.size.to_le_bytes());
-                put(&mut out, at + 60 + k * 16, &[m.cache as u8]);
-                put(&mut out, at + 62 + k * 16, &m.offset.to_le_bytes());
+            let (bus, device, function) = pci.address.unwrap_or_default();
+            let (vendor_id, device_id) = pci.id.unwrap_or_default();
+            let mut entry = DeviceEntry {
+                name: name_field(d.name),
+                owner: d.owner,
+                flags: d.pci.is_some() as u8
+                    | (pci.address.is_some() as u8) << 1
+                    | (pci.id.is_some() as u8) << 2,
+                mmio_count: d.mmio_count as u8,
+                io_count: d.io_count as u8,
+                irq_count: d.irq_count as u8,
+                msix: d.msix,
+                bus,
+                device,
+                function,
+                irq_bit: d.irq_bit,
+                vendor_id,
+                device_id,
+                ..DeviceEntry::default()
+            };
+            for (e, m) in entry.mmio.iter_mut().zip(&d.mmio).take(d.mmio_count) {
+                *e = MmioEntry {
+                    base: m.base,
+                    size: m.size,
+                    cache: m.cache as u8,
+                    pad: 0,
+                    offset: m.offset,
+                };
             }
-            for (k, io) in d.io_ports.iter().enumerate().take(d.io_count) {
-                put(&mut out, at + 80 + k * 4, &io.0.to_le_bytes());
-                put(&mut out, at + 82 + k * 4, &io.1.to_le_bytes());
+            for (e, &(first, count)) in entry.io.iter_mut().zip(&d.io_ports).take(d.io_count) {
+                *e = IoEntry { first, count };
             }
-            for (k, irq) in d.irqs.iter().enumerate().take(d.irq_count) {
-                put(&mut out, at + 96 + k * 4, &irq.to_le_bytes());
+            for (e, &irq) in entry.irqs.iter_mut().zip(&d.irqs).take(d.irq_count) {
+                *e = irq;
             }
+            entry.write(&mut out, devices_at + i * DEVICE_RECORD_SIZE);
         }
         for (i, w) in windows.iter().enumerate() {
-            let at = windows_at + i * WINDOW_RECORD_SIZE;
-            put(&mut out, at, &w.partition.to_le_bytes());
-            put(&mut out, at + 8, &w.offset_ns.to_le_bytes());
-            put(&mut out, at + 16, &w.length_ns.to_le_bytes());
+            WindowEntry {
+                partition: w.partition,
+                offset_ns: w.offset_ns,
+                length_ns: w.length_ns,
+                ..WindowEntry::default()
+            }
+            .write(&mut out, windows_at + i * WINDOW_RECORD_SIZE);
         }
         out
     }

@@ -28,6 +28,8 @@ pub mod pci;
 pub mod pcihost;
 pub mod sched;
 pub mod time;
+/// The wire-record helper, shared with the ABI (see `abi::wire`).
+pub use abi::wire;
 
 /// The kernel's name, printed in the banner.
 pub const NAME: &str = "Bulkhead";

@@ -24,7 +24,7 @@ mod aarch64;
 pub use self::aarch64::*;
 
 use kcore::mem::frames::{FrameAllocator, bitmap_placement, bitmap_words};
-use kcore::mem::{PAGE_SIZE, PhysRegion};
+use kcore::mem::{PAGE_SIZE, PhysRegion, RegionKind};
 use linked_list_allocator::LockedHeap;
 use spin::Mutex;
 
@@ -61,43 +61,167 @@ unsafe fn init_frames(regions: &[PhysRegion], phys_to_virt: impl Fn(u64) -> usiz
     let mut frames = FrameAllocator::new(regions, bitmap).expect("bitmap sized by bitmap_words");
     frames.reserve(at, at + bytes);
     *FRAMES.lock() = Some(frames);
+    let mut ram = RAM.lock();
+    for r in regions.iter().filter(|r| r.kind != RegionKind::Reserved) {
+        let count = ram.1;
+        if count == MAX_RAM_RANGES {
+            // More RAM ranges than kept: refuse every device grant rather than miss one.
+            ram.0[count - 1] = (0, u64::MAX);
+            break;
+        }
+        ram.0[count] = (r.start, r.end);
+        ram.1 += 1;
+    }
 }
 
-/// Allocates one physical frame, zeroed through `phys_to_virt`.
-pub fn alloc_zeroed_frame(phys_to_virt: impl Fn(u64) -> usize) -> Option<u64> {
+/// Allocates one physical frame for the arch layer's own use (page tables), zeroed. Frames
+/// for partition memory come from [`alloc_user_frames`] instead, so that a table frame is
+/// never named by a [`UserFrames`].
+fn alloc_zeroed_frame() -> Option<u64> {
     let frame = FRAMES.lock().as_mut()?.alloc()?;
-    // SAFETY: the frame was just taken from the allocator, so nothing else refers to it, and
-    // `phys_to_virt` maps usable RAM writable (init_frames's contract).
-    unsafe { core::ptr::write_bytes(phys_to_virt(frame) as *mut u8, 0, PAGE_SIZE as usize) };
+    // SAFETY: the frame was just taken from the allocator, so it is usable RAM that nothing
+    // else refers to, and the direct/linear map covers usable RAM (init_frames's contract).
+    unsafe { zero_phys_page(frame) };
     Some(frame)
 }
 
-/// Allocates `count` physically contiguous frames; returns the first one's address.
-pub fn alloc_contiguous_frames(count: u64) -> Option<u64> {
+/// Allocates `count` physically contiguous frames; returns the first one's address. For the
+/// arch layer's own use (the x86_64 copy of the boot image).
+#[cfg(target_arch = "x86_64")]
+fn alloc_contiguous_frames(count: u64) -> Option<u64> {
     FRAMES.lock().as_mut()?.alloc_contiguous(count)
 }
 
+/// A run of physically contiguous frames of RAM that the frame allocator handed out for
+/// partition memory (segments, stacks, shared and DMA regions).
+///
+/// Only [`alloc_user_frames`] and the address spaces' `translate` (which reports frames that
+/// were mapped from a `UserFrames`) make one, so holding one proves: the frames are usable RAM
+/// covered by the kernel's direct/linear map, the allocator never hands them out again (the
+/// kernel frees nothing), and no kernel object (page table, heap, stack, image) lives in them,
+/// so no Rust reference points into them. That is what [`Self::read`], [`Self::write`] and
+/// [`Self::zero`] need to be safe. It does not prove exclusive use: the same frames may be
+/// mapped into several partitions (shared regions), and what a partition or a device writes
+/// there is just bytes to the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserFrames {
+    phys: u64,
+    pages: u64,
+}
+
+/// Allocates `pages` physically contiguous frames for partition memory, zeroed.
+pub fn alloc_user_frames(pages: u64) -> Option<UserFrames> {
+    let phys = FRAMES.lock().as_mut()?.alloc_contiguous(pages)?;
+    let frames = UserFrames { phys, pages };
+    frames.zero();
+    Some(frames)
+}
+
+impl UserFrames {
+    /// The frames behind a user page an address space reports.
+    ///
+    /// # Safety
+    /// The page at `phys` must belong to a `UserFrames` (it was mapped from one).
+    pub(in crate::arch) unsafe fn from_user_page(phys: u64) -> Self {
+        Self {
+            phys: phys & !(PAGE_SIZE - 1),
+            pages: 1,
+        }
+    }
+
+    /// The physical address of the first frame.
+    pub fn phys(&self) -> u64 {
+        self.phys
+    }
+
+    /// The number of frames.
+    pub fn pages(&self) -> u64 {
+        self.pages
+    }
+
+    /// The number of bytes.
+    pub fn bytes(&self) -> u64 {
+        self.pages * PAGE_SIZE
+    }
+
+    /// Each frame alone, in order.
+    pub fn each_page(self) -> impl Iterator<Item = UserFrames> {
+        (0..self.pages).map(move |index| UserFrames {
+            phys: self.phys + index * PAGE_SIZE,
+            pages: 1,
+        })
+    }
+
+    /// Checks that `offset .. offset + len` lies inside the frames; panics if not (the
+    /// kernel's own arithmetic is wrong: a partition's input never reaches here unchecked).
+    fn at(&self, offset: usize, len: usize) -> u64 {
+        let end = (offset as u64).checked_add(len as u64);
+        assert!(
+            end.is_some_and(|end| end <= self.bytes()),
+            "access {offset:#x}+{len:#x} outside frames {:#x}+{:#x}",
+            self.phys,
+            self.bytes()
+        );
+        self.phys + offset as u64
+    }
+
+    /// Copies the bytes at `offset` into `buf`.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) {
+        let phys = self.at(offset, buf.len());
+        // SAFETY: `at` checked that the range lies inside these frames, which are mapped RAM
+        // holding no kernel object (the type's invariant); `buf` is kernel memory, so distinct.
+        unsafe { read_phys(phys, buf) }
+    }
+
+    /// Copies `data` to `offset`.
+    pub fn write(&self, offset: usize, data: &[u8]) {
+        let phys = self.at(offset, data.len());
+        // SAFETY: as in `read`.
+        unsafe { write_phys(phys, data) }
+    }
+
+    /// Zeroes every frame.
+    pub fn zero(&self) {
+        for page in 0..self.pages {
+            // SAFETY: each page lies inside these frames (page < pages), mapped RAM holding no
+            // kernel object (the type's invariant).
+            unsafe { zero_phys_page(self.phys + page * PAGE_SIZE) }
+        }
+    }
+}
+
 /// Copies from physical memory at `phys` into `buf`.
-pub fn read_phys(phys: u64, buf: &mut [u8]) {
-    // SAFETY: callers pass frames of RAM they translated from a partition's page tables (or
-    // own), which the direct/linear map covers; `buf` is kernel memory, distinct from them.
+///
+/// # Safety
+/// `phys .. phys + buf.len()` must be RAM covered by the direct/linear map that no Rust
+/// reference points into (nor is written meanwhile by this CPU), and must not overlap `buf`.
+unsafe fn read_phys(phys: u64, buf: &mut [u8]) {
+    // SAFETY: the source is mapped, readable and not aliased by a reference (the caller's
+    // promise); `buf` is a distinct, valid destination of `buf.len()` bytes.
     unsafe {
         core::ptr::copy_nonoverlapping(phys_to_virt(phys) as *const u8, buf.as_mut_ptr(), buf.len())
     }
 }
 
 /// Copies `data` into physical memory at `phys`.
-pub fn write_phys(phys: u64, data: &[u8]) {
-    // SAFETY: as for `read_phys`; the destination frames belong to a partition (or the caller)
-    // and no Rust reference points into them.
+///
+/// # Safety
+/// `phys .. phys + data.len()` must be RAM covered by the direct/linear map that no Rust
+/// reference points into and that holds no kernel object, and must not overlap `data`.
+unsafe fn write_phys(phys: u64, data: &[u8]) {
+    // SAFETY: the destination is mapped, writable and not aliased by a reference or kernel
+    // object (the caller's promise); `data` is a distinct, valid source.
     unsafe {
         core::ptr::copy_nonoverlapping(data.as_ptr(), phys_to_virt(phys) as *mut u8, data.len())
     }
 }
 
-/// Zeroes the 4 KiB frame at `phys`.
-pub fn zero_phys_page(phys: u64) {
-    // SAFETY: as for `write_phys`.
+/// Zeroes the 4 KiB frame that contains `phys`.
+///
+/// # Safety
+/// As for [`write_phys`], for that whole frame.
+unsafe fn zero_phys_page(phys: u64) {
+    // SAFETY: the frame is mapped RAM holding no kernel object (the caller's promise).
     unsafe {
         core::ptr::write_bytes(
             phys_to_virt(phys & !(PAGE_SIZE - 1)) as *mut u8,
@@ -107,16 +231,59 @@ pub fn zero_phys_page(phys: u64) {
     }
 }
 
+/// Most RAM ranges of the memory map kept for [`DeviceMemory::new`]'s check.
+const MAX_RAM_RANGES: usize = 64;
+
+/// The RAM the memory map reports (usable and loaded: the kernel image, the boot image), so
+/// that a device grant can never name it. Set once by `init_frames`.
+static RAM: Mutex<([(u64, u64); MAX_RAM_RANGES], usize)> =
+    Mutex::new(([(0, 0); MAX_RAM_RANGES], 0));
+
 /// Whether physical `[start, end)` may be device memory: not the first MiB (firmware, the
-/// real-mode area on a PC) and no RAM the frame allocator manages. A BAR or MMIO range that
-/// fails this is never mapped into a partition.
-pub fn may_be_device_memory(start: u64, end: u64) -> bool {
+/// real-mode area on a PC), no RAM the frame allocator manages and no RAM the memory map
+/// reports in use (the kernel image, the boot image). A BAR or MMIO range that fails this is
+/// never mapped into a partition nor written by the kernel.
+fn may_be_device_memory(start: u64, end: u64) -> bool {
+    let ram = RAM.lock();
     start >= 1 << 20
         && start < end
+        && !ram.0[..ram.1].iter().any(|&(s, e)| start < e && s < end)
         && !FRAMES
             .lock()
             .as_ref()
             .is_some_and(|f| f.overlaps_managed(start, end))
+}
+
+/// A page-aligned physical range that may be device memory (see [`Self::new`]): the proof the
+/// address-space code wants before it maps device registers into a partition, and the MSI-X
+/// code before it writes a table entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceMemory {
+    start: u64,
+    end: u64,
+}
+
+impl DeviceMemory {
+    /// `[start, start + size)` rounded out to whole pages, if none of it is RAM the kernel knows
+    /// of, nor the first MiB.
+    pub fn new(start: u64, size: u64) -> Option<Self> {
+        let first = start & !(PAGE_SIZE - 1);
+        let end = start
+            .checked_add(size)?
+            .checked_next_multiple_of(PAGE_SIZE)?;
+        may_be_device_memory(first, end).then_some(Self { start: first, end })
+    }
+
+    /// The number of bytes (whole pages).
+    pub fn size(&self) -> u64 {
+        self.end - self.start
+    }
+
+    /// The physical address `offset` bytes in, if `offset .. offset + len` lies inside.
+    pub fn at(&self, offset: u64, len: u64) -> Option<u64> {
+        let end = offset.checked_add(len)?;
+        (end <= self.size()).then_some(self.start + offset)
+    }
 }
 
 /// Frames still free.

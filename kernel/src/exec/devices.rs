@@ -12,6 +12,7 @@ use kcore::pci::{self, Bar, Capabilities, MsixLayout, Refused};
 use super::ipc::{wake, write_out};
 use super::{Blocked, Exec, MAX_PARTITIONS, Partition};
 use crate::arch;
+use crate::arch::DeviceMemory;
 use crate::arch::irq::IrqSource;
 use crate::arch::pci::Bdf;
 use crate::uaccess::{UserSlice, check, copy_out};
@@ -182,18 +183,17 @@ fn set_up_one(
                     command |= pci::COMMAND_IO;
                 }
                 Bar::Memory { base, size, .. } => {
-                    if size > MAX_BAR_MAPPING
-                        || !base.is_multiple_of(PAGE_SIZE)
-                        || !arch::may_be_device_memory(base, base.saturating_add(size))
-                    {
+                    let memory = DeviceMemory::new(base, size)
+                        .filter(|_| size <= MAX_BAR_MAPPING && base.is_multiple_of(PAGE_SIZE));
+                    let Some(memory) = memory else {
                         warn!(
                             "device {}: BAR {bar} ({} KiB, unassigned, in RAM, sub-page or too large) left unmapped",
                             record.name,
                             size / 1024
                         );
                         continue;
-                    }
-                    let size = size.next_multiple_of(PAGE_SIZE);
+                    };
+                    let size = memory.size();
                     let address = windows.reserve(size)?;
                     for offset in (0..size).step_by(PAGE_SIZE as usize) {
                         if msix.is_some_and(|m: MsixLayout| m.covers_page(bar as u8, offset)) {
@@ -201,7 +201,7 @@ fn set_up_one(
                         }
                         owner
                             .space
-                            .map_device(address + offset, base + offset, true, Cache::Device)
+                            .map_device(address + offset, &memory, offset, true, Cache::Device)
                             .map_err(|_| "a BAR page cannot be mapped")?;
                     }
                     windows.push(
@@ -224,9 +224,8 @@ fn set_up_one(
     }
     for (k, m) in record.mmio.iter().enumerate().take(record.mmio_count) {
         let size = u64::from(m.size);
-        if !arch::may_be_device_memory(m.base, m.base.saturating_add(size)) {
-            return Err("an MMIO range lies in RAM or the first MiB");
-        }
+        let memory =
+            DeviceMemory::new(m.base, size).ok_or("an MMIO range lies in RAM or the first MiB")?;
         // The registers themselves (the grant is whole pages) must be a device the firmware's
         // device tree describes, where there is one.
         let registers = m.base + u64::from(m.offset);
@@ -237,7 +236,7 @@ fn set_up_one(
         for offset in (0..size).step_by(PAGE_SIZE as usize) {
             owner
                 .space
-                .map_device(address + offset, m.base + offset, true, m.cache)
+                .map_device(address + offset, &memory, offset, true, m.cache)
                 .map_err(|_| "an MMIO page cannot be mapped")?;
         }
         // The window starts at the device's registers, which need not start the page.
@@ -303,12 +302,12 @@ fn set_up_one(
         let count = record.msix.min(layout.table_size);
         let first = msi.take(count).ok_or("out of MSI vectors")?;
         let (table_bar, table_offset, _) = layout.table;
-        let Bar::Memory { base, .. } = bars[table_bar as usize % 6] else {
+        let Bar::Memory { base, size, .. } = bars[table_bar as usize % 6] else {
             return Err("the MSI-X table's BAR is not a memory BAR");
         };
+        let table = DeviceMemory::new(base, size).ok_or("the MSI-X table's BAR lies in RAM")?;
         for k in 0..count {
-            let entry = base + u64::from(table_offset) + 16 * u64::from(k);
-            if !arch::irq::program_msix_entry(entry, first + k) {
+            if !arch::irq::program_msix(&table, u64::from(table_offset), k, first + k) {
                 return Err("the MSI-X table cannot be programmed on this machine");
             }
         }

@@ -97,9 +97,9 @@ pub(super) fn load(p: &mut Partition, reload: bool) -> Result<u64, LoadError> {
             let lo = page.max(seg.vaddr);
             let hi = (page + PAGE_SIZE).min(seg.vaddr + data.len() as u64);
             if lo < hi {
-                let (phys, _) = p.space.translate(lo).ok_or(LoadError::OutOfMemory)?;
+                let (frame, at, _) = p.space.translate(lo).ok_or(LoadError::OutOfMemory)?;
                 let from = (lo - seg.vaddr) as usize;
-                arch::write_phys(phys, &data[from..from + (hi - lo) as usize]);
+                frame.write(at, &data[from..from + (hi - lo) as usize]);
             }
         }
     }
@@ -128,11 +128,11 @@ pub(super) fn load(p: &mut Partition, reload: bool) -> Result<u64, LoadError> {
 /// Maps a zeroed frame at `page`, or on reload zeroes the frame already there.
 fn map_fresh_page(p: &mut Partition, page: u64, perm: Perm, reload: bool) -> Result<(), LoadError> {
     if reload {
-        let (phys, _) = p.space.translate(page).ok_or(LoadError::OutOfMemory)?;
-        arch::zero_phys_page(phys);
+        let (frame, _, _) = p.space.translate(page).ok_or(LoadError::OutOfMemory)?;
+        frame.zero();
         return Ok(());
     }
-    let frame = arch::alloc_zeroed_frame(arch::phys_to_virt).ok_or(LoadError::OutOfMemory)?;
+    let frame = arch::alloc_user_frames(1).ok_or(LoadError::OutOfMemory)?;
     p.space.map(page, frame, perm).map_err(|e| match e {
         MapError::OutOfMemory => LoadError::OutOfMemory,
         MapError::BadAddress => LoadError::BadSegment(usize::MAX),
@@ -154,7 +154,7 @@ pub(super) fn map_regions(
     let mut address = abi::SHARED_BASE;
     for (i, slot) in regions.iter_mut().enumerate().take(image.region_count()) {
         let Ok(r) = image.region(i) else { continue };
-        let Some(phys) = alloc_zeroed_run(r.size) else {
+        let Some(frames) = alloc_zeroed_run(r.size) else {
             error!(
                 "shared region {}: no {} KiB of contiguous memory; not mapped",
                 r.name,
@@ -169,9 +169,10 @@ pub(super) fn map_regions(
             else {
                 continue;
             };
-            let mapped = (0..r.size)
-                .step_by(PAGE_SIZE as usize)
-                .try_for_each(|o| p.space.map_shared(address + o, phys + o, writable, r.cache));
+            let mapped = (0u64..).zip(frames.each_page()).try_for_each(|(k, frame)| {
+                p.space
+                    .map_shared(address + k * PAGE_SIZE, frame, writable, r.cache)
+            });
             if mapped.is_err() {
                 error!(
                     "shared region {}: cannot map it into partition {}",
@@ -197,7 +198,7 @@ pub(super) fn map_regions(
             size: r.size,
             mappings: r.mappings,
             mapping_count: r.mapping_count,
-            phys,
+            phys: frames.phys(),
             dma_owner: r.dma_owner.map(usize::from),
         });
         // The next region starts after an unmapped guard page.
@@ -238,7 +239,7 @@ pub(super) fn map_dma(
         else {
             continue;
         };
-        let Some(phys) = alloc_zeroed_run(d.size) else {
+        let Some(frames) = alloc_zeroed_run(d.size) else {
             error!(
                 "DMA region {}: no {} KiB of contiguous memory; not mapped",
                 d.name,
@@ -250,7 +251,7 @@ pub(super) fn map_dma(
             write: true,
             exec: false,
         };
-        if map_run(&mut p.space, address, phys, d.size, perm).is_err() {
+        if map_run(&mut p.space, address, frames, perm).is_err() {
             error!(
                 "DMA region {}: cannot map it into partition {}",
                 d.name, p.name
@@ -267,7 +268,7 @@ pub(super) fn map_dma(
             name: d.name,
             owner: d.owner as usize,
             address,
-            phys,
+            phys: frames.phys(),
             size: d.size,
         });
         address += d.size + PAGE_SIZE;
@@ -276,25 +277,19 @@ pub(super) fn map_dma(
 }
 
 /// Allocates `size` bytes (whole pages) of physically contiguous frames, zeroed.
-fn alloc_zeroed_run(size: u64) -> Option<u64> {
-    let phys = arch::alloc_contiguous_frames(size / PAGE_SIZE)?;
-    for offset in (0..size).step_by(PAGE_SIZE as usize) {
-        arch::zero_phys_page(phys + offset);
-    }
-    Some(phys)
+fn alloc_zeroed_run(size: u64) -> Option<arch::UserFrames> {
+    arch::alloc_user_frames(size / PAGE_SIZE)
 }
 
-/// Maps `size` bytes of frames from `phys` at `address` with `perm`; stops at the first page
-/// that cannot be mapped.
+/// Maps `frames` at `address` with `perm`; stops at the first page that cannot be mapped.
 fn map_run(
     space: &mut AddressSpace,
     address: u64,
-    phys: u64,
-    size: u64,
+    frames: arch::UserFrames,
     perm: Perm,
 ) -> Result<(), MapError> {
-    for offset in (0..size).step_by(PAGE_SIZE as usize) {
-        space.map(address + offset, phys + offset, perm)?;
+    for (k, frame) in (0u64..).zip(frames.each_page()) {
+        space.map(address + k * PAGE_SIZE, frame, perm)?;
     }
     Ok(())
 }

@@ -26,8 +26,8 @@ impl Pl011 {
             return;
         }
         // SAFETY: `base` is the PL011's register block in the linear map (device memory, set by
-        // `init`/`set_base` from QEMU's fixed layout or the device tree); FR and DR are 32-bit
-        // registers of that block, owned by the kernel alone.
+        // `init` from QEMU's fixed layout or by `set_base`, whose caller promises it); FR and
+        // DR are 32-bit registers of that block, owned by the kernel alone.
         unsafe {
             while core::ptr::read_volatile((base + REG_FR) as *const u32) & FR_TXFF != 0 {
                 core::hint::spin_loop();
@@ -55,7 +55,11 @@ pub fn init() {
 }
 
 /// Moves the console to the PL011 the device tree names.
-pub fn set_base(phys: u64) {
+///
+/// # Safety
+/// `phys` must be the register block of a PL011 UART mapped as device memory by the linear
+/// map, which nothing else drives: every later console write goes there.
+pub unsafe fn set_base(phys: u64) {
     BASE.store(phys_to_virt(phys), Ordering::Relaxed);
 }
 

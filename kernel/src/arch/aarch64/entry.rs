@@ -81,7 +81,10 @@ extern "C" fn aarch64_entry(dtb_phys: u64) -> ! {
 
     let (tree, tree_phys) = device_tree(dtb_phys);
     if let Some((base, _)) = tree.find_compatible("arm,pl011").and_then(|n| n.reg(0)) {
-        console::set_base(base);
+        // SAFETY: the device tree is the firmware's description of the machine, which the
+        // kernel trusts as it trusts its RAM ranges: the node is the PL011, and the linear map
+        // covers the device window below RAM, where QEMU virt and boards put it.
+        unsafe { console::set_base(base) };
     }
     let chosen = tree.find_path("/chosen");
     let initrd = chosen.and_then(|c| {
@@ -141,7 +144,10 @@ extern "C" fn aarch64_entry(dtb_phys: u64) -> ! {
     let ecam = high.map(|h| [(h.ecam.0, h.ecam.0 + h.ecam.1)]);
     paging::init(memory, ecam.as_ref().map_or(&[], |r| &r[..]));
     if let Some(host) = pcie.filter(|h| below_ram(h) || high.is_some()) {
-        super::pci::init(host);
+        // SAFETY: the device tree describes the host bridge (trusted as for the console);
+        // its ECAM window is mapped as device memory, by the linear map below RAM or by
+        // `paging::init` just above (`high`).
+        unsafe { super::pci::init(host) };
     }
     let heap = crate::arch::init_heap(phys_to_virt);
 
@@ -167,7 +173,9 @@ fn init_gic(tree: &Fdt<'_>) {
                 "the GICv2 node lacks distributor and CPU interface registers"
             ));
         };
-        gic::init_v2(gicd, gicc);
+        // SAFETY: the device tree's GICv2 node names these register blocks (trusted as for
+        // the console), which lie in the device window of the linear map.
+        unsafe { gic::init_v2(gicd, gicc) };
         info!("interrupt controller: GICv2 (distributor {gicd:#x}, CPU interface {gicc:#x})");
     } else if let Some(node) = tree.find_compatible("arm,gic-v3") {
         let (Some((gicd, _)), Some((gicr, gicr_len))) = (node.reg(0), node.reg(1)) else {
@@ -175,7 +183,9 @@ fn init_gic(tree: &Fdt<'_>) {
                 "the GICv3 node lacks distributor and redistributor registers"
             ));
         };
-        match gic::init_v3(gicd, gicr, gicr_len) {
+        // SAFETY: the device tree's GICv3 node names these register blocks (trusted as for
+        // the console), which lie in the device window of the linear map.
+        match unsafe { gic::init_v3(gicd, gicr, gicr_len) } {
             Ok(frame) => info!(
                 "interrupt controller: GICv3 (distributor {gicd:#x}, redistributor {frame:#x})"
             ),

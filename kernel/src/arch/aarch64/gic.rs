@@ -39,8 +39,8 @@ static DISTRIBUTOR: AtomicUsize = AtomicUsize::new(0);
 static CPU_INTERFACE: AtomicUsize = AtomicUsize::new(0);
 
 fn write(base: &AtomicUsize, reg: usize, value: u32) {
-    // SAFETY: the base is a GIC register block in the linear map (device memory) taken from the
-    // device tree by `init_v2`/`init_v3`; the registers used are 32-bit and word aligned.
+    // SAFETY: the base is a GIC register block in the linear map (device memory), as
+    // `init_v2`/`init_v3`'s callers promise; the registers used are 32-bit and word aligned.
     unsafe { core::ptr::write_volatile((base.load(Ordering::Relaxed) + reg) as *mut u32, value) }
 }
 
@@ -60,7 +60,12 @@ fn spin_while(mut busy: impl FnMut() -> bool) -> bool {
 }
 
 /// GICv2: enables the distributor and this CPU's interface, all priorities unmasked.
-pub fn init_v2(distributor_phys: u64, cpu_interface_phys: u64) {
+///
+/// # Safety
+/// `distributor_phys` and `cpu_interface_phys` must be the register blocks (4 KiB each) of
+/// this machine's GICv2 distributor and CPU interface, mapped as device memory by the linear
+/// map, and nothing else may drive them: every later access of this module goes there.
+pub unsafe fn init_v2(distributor_phys: u64, cpu_interface_phys: u64) {
     VERSION.store(2, Ordering::Relaxed);
     DISTRIBUTOR.store(phys_to_virt(distributor_phys), Ordering::Relaxed);
     CPU_INTERFACE.store(phys_to_virt(cpu_interface_phys), Ordering::Relaxed);
@@ -72,7 +77,13 @@ pub fn init_v2(distributor_phys: u64, cpu_interface_phys: u64) {
 /// GICv3: enables the distributor with affinity routing, finds and wakes this CPU's
 /// redistributor in the region at `redistributors_phys` (`len` bytes), and enables the
 /// system-register CPU interface for group 1. Returns the redistributor's address, or why not.
-pub fn init_v3(
+///
+/// # Safety
+/// `distributor_phys` must be the register block (64 KiB) of this machine's GICv3
+/// distributor and `redistributors_phys .. + len` its redistributor region, all mapped as
+/// device memory by the linear map, and nothing else may drive them: every later access of
+/// this module goes there.
+pub unsafe fn init_v3(
     distributor_phys: u64,
     redistributors_phys: u64,
     len: u64,

@@ -3,6 +3,7 @@
 //! (GICv2m / ITS) are not supported yet.
 
 use super::gic;
+use crate::arch::DeviceMemory;
 
 /// What raised a device interrupt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,8 +45,9 @@ pub fn msi_message(_slot: u16) -> Option<(u64, u32)> {
     None
 }
 
-/// No MSI controller is driven yet, so no MSI-X table entry is ever programmed.
-pub fn program_msix_entry(_entry: u64, _slot: u16) -> bool {
+/// No MSI controller is driven yet, so no MSI-X table entry is ever programmed (the same
+/// checked signature as on x86_64, where the `DeviceMemory` proves the table is no RAM).
+pub fn program_msix(_bar: &DeviceMemory, _offset: u64, _index: u16, _slot: u16) -> bool {
     false
 }
 

@@ -27,6 +27,7 @@ use super::pt::{
     self, AP_EL0, AP_RO, ATTR_DEVICE_NGNRE, ATTR_NORMAL, ATTR_NORMAL_NC, NG, PXN, PtError,
     SH_INNER, UXN,
 };
+use crate::arch::{DeviceMemory, UserFrames};
 use crate::exec::Perm;
 
 /// 8-bit ASIDs (TCR_EL1.AS = 0); 0 is the kernel's (the empty TTBR0 table).
@@ -43,6 +44,15 @@ fn memory_attrs(cache: Cache) -> u64 {
         Cache::WriteBack => ATTR_NORMAL | SH_INNER,
         Cache::WriteCombining | Cache::Uncached => ATTR_NORMAL_NC,
         Cache::Device => ATTR_DEVICE_NGNRE,
+    }
+}
+
+/// The address of `frame`, which must be exactly one frame.
+fn one_frame(frame: UserFrames) -> Result<u64, MapError> {
+    if frame.pages() == 1 {
+        Ok(frame.phys())
+    } else {
+        Err(MapError::BadAddress)
     }
 }
 
@@ -88,7 +98,7 @@ impl AddressSpace {
         if asid > MAX_ASID {
             return None;
         }
-        let root = crate::arch::alloc_zeroed_frame(phys_to_virt)?;
+        let root = crate::arch::alloc_zeroed_frame()?;
         Some(Self {
             root,
             asid,
@@ -99,36 +109,51 @@ impl AddressSpace {
         })
     }
 
-    /// Maps the user page at `va` to frame `phys` with `perm` (never writable and executable).
-    pub fn map(&mut self, va: u64, phys: u64, perm: Perm) -> Result<(), MapError> {
-        self.map_attrs(va, phys, perm, ATTR_NORMAL | SH_INNER)
+    /// Maps the user page at `va` to `frame` (one frame of partition memory) with `perm`
+    /// (never writable and executable).
+    pub fn map(&mut self, va: u64, frame: UserFrames, perm: Perm) -> Result<(), MapError> {
+        let phys = one_frame(frame)?;
+        // SAFETY: `phys` is a frame of a `UserFrames`, and the entry is not a device one.
+        unsafe { self.map_attrs(va, phys, perm, ATTR_NORMAL | SH_INNER) }
     }
 
-    /// Maps the user page at `va` to RAM at `phys` shared with other partitions, never
+    /// Maps the user page at `va` to `frame` (one frame of partition memory) shared with other
+    /// partitions, never
     /// executable, with cache attribute `cache` (see [`Self::map_device`]).
     pub fn map_shared(
         &mut self,
         va: u64,
-        phys: u64,
+        frame: UserFrames,
         write: bool,
         cache: Cache,
     ) -> Result<(), MapError> {
-        self.map_attrs(va, phys, Perm { write, exec: false }, memory_attrs(cache))
+        let phys = one_frame(frame)?;
+        let perm = Perm { write, exec: false };
+        // SAFETY: `phys` is a frame of a `UserFrames`, and the entry is not a device one.
+        unsafe { self.map_attrs(va, phys, perm, memory_attrs(cache)) }
     }
 
-    /// Maps the user page at `va` to device registers at `phys`, never executable: Device-
+    /// Maps the user page at `va` to the device registers `offset` bytes into `device` (a
+    /// page-aligned offset), never executable: Device-
     /// nGnRE for device memory, Normal non-cacheable for uncached and write-combining, normal
     /// memory for write-back. The page is marked as device memory, so the kernel never reads
     /// or writes it on the partition's behalf ([`Self::translate`] does not report it).
     pub fn map_device(
         &mut self,
         va: u64,
-        phys: u64,
+        device: &DeviceMemory,
+        offset: u64,
         write: bool,
         cache: Cache,
     ) -> Result<(), MapError> {
+        let phys = device
+            .at(offset, pt::PAGE)
+            .filter(|_| offset.is_multiple_of(pt::PAGE))
+            .ok_or(MapError::BadAddress)?;
         let perm = Perm { write, exec: false };
-        self.map_attrs(va, phys, perm, memory_attrs(cache) | SW_DEVICE)
+        // SAFETY: the page lies in `device`, which is no RAM the kernel knows of
+        // (`DeviceMemory::new`'s check), and the entry is marked as a device one.
+        unsafe { self.map_attrs(va, phys, perm, memory_attrs(cache) | SW_DEVICE) }
     }
 
     /// There are no I/O ports on aarch64: never granted.
@@ -136,7 +161,19 @@ impl AddressSpace {
         false
     }
 
-    fn map_attrs(&mut self, va: u64, phys: u64, perm: Perm, memory: u64) -> Result<(), MapError> {
+    /// Maps the user page at `va` to the frame at `phys` with `perm` and the `memory` bits.
+    ///
+    /// # Safety
+    /// Without [`SW_DEVICE`] in `memory`, `phys` must be a frame of a [`UserFrames`] (what
+    /// [`Self::translate`] reports as one); with it, `phys` must be device memory, not RAM. A
+    /// partition can then reach nothing through the page that the kernel relies on.
+    unsafe fn map_attrs(
+        &mut self,
+        va: u64,
+        phys: u64,
+        perm: Perm,
+        memory: u64,
+    ) -> Result<(), MapError> {
         if va >= abi::USER_TOP || !va.is_multiple_of(pt::PAGE) || (perm.write && perm.exec) {
             return Err(MapError::BadAddress);
         }
@@ -166,9 +203,21 @@ impl AddressSpace {
         })
     }
 
-    /// The frame behind user address `va` and its page's permissions, if EL0 may access it and
-    /// it is memory (not device registers).
-    pub fn translate(&self, va: u64) -> Option<(u64, Perm)> {
+    /// The frame of partition memory behind user address `va` (one page), the offset of `va` in
+    /// it and the page's permissions, if EL0 may access it and it is memory (not device
+    /// registers).
+    pub fn translate(&self, va: u64) -> Option<(UserFrames, usize, Perm)> {
+        let (phys, perm) = self.translate_phys(va)?;
+        // SAFETY: `translate_phys` reports only user leaf entries not marked SW_DEVICE, and
+        // only `map` and `map_shared` write those, each from a frame of a `UserFrames`
+        // (`map_attrs`'s contract).
+        let frame = unsafe { UserFrames::from_user_page(phys) };
+        Some((frame, (phys & (pt::PAGE - 1)) as usize, perm))
+    }
+
+    /// The physical address behind user address `va` and its page's permissions, as
+    /// [`Self::translate`] reports them.
+    fn translate_phys(&self, va: u64) -> Option<(u64, Perm)> {
         let offset_mask = pt::PAGE - 1;
         let (page, frame, perm) = self.last.get();
         if va & !offset_mask == page {

@@ -15,8 +15,8 @@
 use aarch64_cpu::registers::{ReadWriteable, SCTLR_EL1, TCR_EL1, TTBR0_EL1, Writeable};
 use kcore::mem::{PhysRegion, RegionKind};
 
+use super::PHYS_OFFSET;
 use super::pt::{self, AP_RO, ATTR_DEVICE, ATTR_NORMAL, PXN, SH_INNER, UXN};
-use super::{PHYS_OFFSET, phys_to_virt};
 
 unsafe extern "C" {
     static __text_start: u8;
@@ -82,7 +82,7 @@ pub fn stack_guard() -> core::ops::Range<u64> {
 /// `high_devices` are device ranges above RAM to map too (the PCIe ECAM window), 2 MiB
 /// aligned.
 pub fn init(memory: &[PhysRegion], high_devices: &[(u64, u64)]) {
-    let alloc = || crate::arch::alloc_zeroed_frame(phys_to_virt).expect("no frame for tables");
+    let alloc = || crate::arch::alloc_zeroed_frame().expect("no frame for tables");
     let root = alloc();
     let empty = alloc();
     let ram_attrs = ATTR_NORMAL | SH_INNER | PXN | UXN;

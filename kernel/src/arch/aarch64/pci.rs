@@ -18,9 +18,14 @@ static HOST: Once<EcamHost> = Once::new();
 /// The next free CPU address of the 32-bit memory window, and its end.
 static MEM32: Mutex<(u64, u64)> = Mutex::new((0, 0));
 
-/// Records the host bridge; its ECAM window must already be in the kernel's linear map. A
-/// bridge whose memory window translates addresses (PCI address != CPU address) is not used.
-pub fn init(host: EcamHost) {
+/// Records the host bridge. A bridge whose memory window translates addresses (PCI address
+/// != CPU address) is not used.
+///
+/// # Safety
+/// `host.ecam` must be the host bridge's configuration window, already mapped as device
+/// memory in the kernel's tables, and its 32-bit memory window must be bus addresses no RAM
+/// answers to: every later configuration access goes to the first, BARs are put in the second.
+pub unsafe fn init(host: EcamHost) {
     let Some((pci, cpu, size)) = host.mem32 else {
         warn!("PCIe host bridge without a 32-bit memory window: PCI devices not granted");
         return;
@@ -58,7 +63,8 @@ pub fn read(bdf: Bdf, offset: u16, width: u16) -> u32 {
         return u32::MAX;
     };
     // SAFETY: `at` is a 32-bit aligned register in the ECAM window, which the kernel's tables
-    // map as device memory (paging::init); configuration reads have no side effects.
+    // map as device memory (`init`'s caller's promise); configuration reads have no side
+    // effects.
     let dword = unsafe { core::ptr::read_volatile(at as *const u32) };
     kcore::pci::field_of(dword, offset, width)
 }
@@ -73,8 +79,9 @@ pub fn write(bdf: Bdf, offset: u16, width: u16, value: u32) {
     } else {
         kcore::pci::merge_field(read(bdf, offset & !3, 4), offset, width, value)
     };
-    // SAFETY: as in `read`; what is written was checked by the caller (kcore::pci mediation
-    // for a partition's write, or the kernel's own set-up).
+    // SAFETY: as in `read`: a register of the ECAM window, which only this module touches.
+    // What the value makes the function do is policy, not memory safety: the kernel's own
+    // set-up, or a partition's write that kcore::pci mediated.
     unsafe { core::ptr::write_volatile(at as *mut u32, merged) };
 }
 

@@ -78,8 +78,7 @@ pub unsafe fn map(root: u64, va: u64, pa: u64, level: u32, attrs: u64) -> Result
         let t = unsafe { table(phys) };
         let entry = &mut t[index(va, l)];
         if *entry & VALID == 0 {
-            let frame =
-                crate::arch::alloc_zeroed_frame(phys_to_virt).ok_or(PtError::OutOfMemory)?;
+            let frame = crate::arch::alloc_zeroed_frame().ok_or(PtError::OutOfMemory)?;
             *entry = frame | TABLE_OR_PAGE | VALID;
         } else if *entry & TABLE_OR_PAGE == 0 {
             return Err(PtError::Occupied);

@@ -3,6 +3,7 @@
 //! ever see notification bits.
 
 use super::{apic, ioapic};
+use crate::arch::DeviceMemory;
 
 /// GSI `g` arrives on vector `LINE_VECTOR_BASE + g`.
 pub const LINE_VECTOR_BASE: u8 = 0x40;
@@ -77,21 +78,46 @@ pub fn end_of_interrupt() {
     apic::end_of_interrupt();
 }
 
-/// Writes MSI-X table entry at physical `entry` (16 bytes: address low, high, data, vector
-/// control) so the function raises `slot`, unmasked. False if the entry lies where the kernel
-/// does not map device memory (above 4 GiB).
-pub fn program_msix_entry(entry: u64, slot: u16) -> bool {
+/// Programs MSI-X table entry `index` of the table `offset` bytes into `bar` (the memory BAR
+/// that holds it) so the function raises `slot`, unmasked. False if the entry is not inside
+/// the BAR, is misaligned, lies where the kernel does not map device memory (above 4 GiB), or
+/// `slot` has no message.
+///
+/// The checked wrapper of [`program_msix_entry`]: `bar` being a [`DeviceMemory`] is what makes
+/// the write land on device registers and never on RAM. That the table's pages are not also
+/// mapped into the owner (so that only the kernel writes them) is the caller's policy
+/// (`exec::devices` skips them), a matter of isolation rather than of the kernel's memory.
+pub fn program_msix(bar: &DeviceMemory, offset: u64, index: u16, slot: u16) -> bool {
+    let Some(entry) = offset
+        .checked_add(16 * u64::from(index))
+        .and_then(|at| bar.at(at, 16))
+    else {
+        return false;
+    };
+    if !entry.is_multiple_of(16) || entry + 16 > 1 << 32 || msi_message(slot).is_none() {
+        return false;
+    }
+    // SAFETY: `entry` is 16-byte aligned, below 4 GiB and inside `bar`, which is device
+    // memory (no RAM the kernel knows of: `DeviceMemory::new`), so the write reaches the
+    // function's table (or nothing) and no memory the kernel uses.
+    unsafe { program_msix_entry(entry, slot) }
+}
+
+/// Writes the MSI-X table entry at physical `entry` (16 bytes: address low, high, data,
+/// vector control) so the function raises `slot`, unmasked. False if `slot` has no message.
+///
+/// # Safety
+/// `entry` must be a 16-byte aligned MSI-X table entry in a memory BAR of a PCI function,
+/// below 4 GiB (where the direct map covers device memory uncached); the 16 bytes must be
+/// device registers, not RAM.
+unsafe fn program_msix_entry(entry: u64, slot: u16) -> bool {
     let Some((address, data)) = msi_message(slot) else {
         return false;
     };
-    if !entry.is_multiple_of(16) || entry + 16 > 1 << 32 {
-        return false;
-    }
     let base = super::phys_to_virt(entry);
-    // SAFETY: `entry` is a 16-byte aligned MSI-X table entry inside a memory BAR the kernel
-    // read from the function's configuration space, below 4 GiB, where the direct map is
-    // uncached (PCI 3.0 §6.8.2 requires dword accesses, which these are). The table's pages are
-    // never mapped into the owning partition, so only the kernel writes them.
+    // SAFETY: `entry` is an aligned MSI-X table entry in device memory below 4 GiB (the
+    // caller's promise), which the direct map covers uncached (PCI 3.0 §6.8.2 requires dword
+    // accesses, which these are); no Rust reference points at device registers.
     unsafe {
         core::ptr::write_volatile(base as *mut u32, address as u32);
         core::ptr::write_volatile((base + 4) as *mut u32, (address >> 32) as u32);

@@ -10,9 +10,11 @@ use core::cell::Cell;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use kcore::image::Cache;
+use kcore::mem::PAGE_SIZE;
 use spin::Mutex;
 
 use super::paging::{kernel_root, mapper_for, phys_to_virt, table_frames};
+use crate::arch::{DeviceMemory, UserFrames};
 use crate::exec::Perm;
 
 /// Most I/O port ranges one partition may be granted.
@@ -44,6 +46,15 @@ fn cache_flags(cache: Cache) -> Flags {
         Cache::WriteBack => Flags::empty(),
         Cache::WriteCombining => Flags::NO_CACHE,
         Cache::Uncached | Cache::Device => Flags::NO_CACHE | Flags::WRITE_THROUGH,
+    }
+}
+
+/// The address of `frame`, which must be exactly one frame.
+fn one_frame(frame: UserFrames) -> Result<u64, MapError> {
+    if frame.pages() == 1 {
+        Ok(frame.phys())
+    } else {
+        Err(MapError::BadAddress)
     }
 }
 
@@ -80,7 +91,7 @@ const NO_PERM: Perm = Perm {
 impl AddressSpace {
     /// A new address space with the kernel's upper half and an empty lower half.
     pub fn new() -> Option<Self> {
-        let root = crate::arch::alloc_zeroed_frame(phys_to_virt)?;
+        let root = crate::arch::alloc_zeroed_frame()?;
         // SAFETY: both tables are reachable through the direct map; `root` was just allocated
         // and the kernel's table is only read. The upper-half entries point at tables shared by
         // every address space, which is what keeps the kernel mapped everywhere.
@@ -99,24 +110,32 @@ impl AddressSpace {
         })
     }
 
-    /// Maps the user page at `va` to frame `phys` with `perm` (never writable and executable).
-    pub fn map(&mut self, va: u64, phys: u64, perm: Perm) -> Result<(), MapError> {
-        self.map_with(va, phys, perm, Flags::empty())
+    /// Maps the user page at `va` to `frame` (one frame of partition memory) with `perm`
+    /// (never writable and executable).
+    pub fn map(&mut self, va: u64, frame: UserFrames, perm: Perm) -> Result<(), MapError> {
+        let phys = one_frame(frame)?;
+        // SAFETY: `phys` is a frame of a `UserFrames`, and the entry is not a device one.
+        unsafe { self.map_with(va, phys, perm, Flags::empty()) }
     }
 
-    /// Maps the user page at `va` to RAM at `phys` shared with other partitions, never
+    /// Maps the user page at `va` to `frame` (one frame of partition memory) shared with other
+    /// partitions, never
     /// executable, with cache attribute `cache` (see [`Self::map_device`]).
     pub fn map_shared(
         &mut self,
         va: u64,
-        phys: u64,
+        frame: UserFrames,
         write: bool,
         cache: Cache,
     ) -> Result<(), MapError> {
-        self.map_with(va, phys, Perm { write, exec: false }, cache_flags(cache))
+        let phys = one_frame(frame)?;
+        let perm = Perm { write, exec: false };
+        // SAFETY: `phys` is a frame of a `UserFrames`, and the entry is not a device one.
+        unsafe { self.map_with(va, phys, perm, cache_flags(cache)) }
     }
 
-    /// Maps the user page at `va` to device registers at `phys`, never executable. With the
+    /// Maps the user page at `va` to the device registers `offset` bytes into `device` (a
+    /// page-aligned offset), never executable. With the
     /// power-on PAT (which the kernel keeps) PCD|PWT selects UC for uncached and device
     /// memory; write-combining is not set up in the PAT and maps as UC- (PCD): uncached, only
     /// not combining. The page is marked as device memory, so the kernel never reads or writes
@@ -124,12 +143,19 @@ impl AddressSpace {
     pub fn map_device(
         &mut self,
         va: u64,
-        phys: u64,
+        device: &DeviceMemory,
+        offset: u64,
         write: bool,
         cache: Cache,
     ) -> Result<(), MapError> {
+        let phys = device
+            .at(offset, PAGE_SIZE)
+            .filter(|_| offset.is_multiple_of(PAGE_SIZE))
+            .ok_or(MapError::BadAddress)?;
         let perm = Perm { write, exec: false };
-        self.map_with(va, phys, perm, cache_flags(cache) | SW_DEVICE)
+        // SAFETY: the page lies in `device`, which is no RAM the kernel knows of
+        // (`DeviceMemory::new`'s check), and the entry is marked as a device one.
+        unsafe { self.map_with(va, phys, perm, cache_flags(cache) | SW_DEVICE) }
     }
 
     /// Lets the partition use ports `base .. base + count`; false when the kernel keeps any of
@@ -143,7 +169,19 @@ impl AddressSpace {
         true
     }
 
-    fn map_with(&mut self, va: u64, phys: u64, perm: Perm, extra: Flags) -> Result<(), MapError> {
+    /// Maps the user page at `va` to the frame at `phys` with `perm` and the `extra` bits.
+    ///
+    /// # Safety
+    /// Without [`SW_DEVICE`] in `extra`, `phys` must be a frame of a [`UserFrames`] (what
+    /// [`Self::translate`] reports as one); with it, `phys` must be device memory, not RAM. A
+    /// partition can then reach nothing through the page that the kernel relies on.
+    unsafe fn map_with(
+        &mut self,
+        va: u64,
+        phys: u64,
+        perm: Perm,
+        extra: Flags,
+    ) -> Result<(), MapError> {
         if va >= abi::USER_TOP || !va.is_multiple_of(4096) || (perm.write && perm.exec) {
             return Err(MapError::BadAddress);
         }
@@ -184,14 +222,26 @@ impl AddressSpace {
         }
     }
 
-    /// The frame behind user page `va` and its permissions, if the partition may access it.
+    /// The frame of partition memory behind user address `va` (one page), the offset of `va` in
+    /// it and the page's permissions, if the partition may access it and it is memory.
     ///
     /// A plain four-level walk through the direct map (system calls check their user slices
     /// with it on every IPC, where the generic mapper of the `x86_64` crate costs three times
     /// as much): only 4 KiB pages count, as partitions have no others, and the permissions are
     /// the last level's, under parents that the mapper always makes present, writable and
     /// user-accessible.
-    pub fn translate(&self, va: u64) -> Option<(u64, Perm)> {
+    pub fn translate(&self, va: u64) -> Option<(UserFrames, usize, Perm)> {
+        let (phys, perm) = self.translate_phys(va)?;
+        // SAFETY: `translate_phys` reports only user leaf entries not marked SW_DEVICE, and
+        // only `map` and `map_shared` write those, each from a frame of a `UserFrames`
+        // (`map_with`'s contract).
+        let frame = unsafe { UserFrames::from_user_page(phys) };
+        Some((frame, (phys & 0xfff) as usize, perm))
+    }
+
+    /// The physical address behind user address `va` and its page's permissions, as
+    /// [`Self::translate`] reports them.
+    fn translate_phys(&self, va: u64) -> Option<(u64, Perm)> {
         const ADDR: u64 = 0x000f_ffff_ffff_f000;
         let (page, frame, perm) = self.last.get();
         if va & !0xfff == page {

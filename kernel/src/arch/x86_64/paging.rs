@@ -74,7 +74,7 @@ struct TableFrames;
 // frame at most once, so the frame is unused.
 unsafe impl X86FrameAllocator<Size4KiB> for TableFrames {
     fn allocate_frame(&mut self) -> Option<PhysFrame<Size4KiB>> {
-        let frame = crate::arch::alloc_zeroed_frame(phys_to_virt)?;
+        let frame = crate::arch::alloc_zeroed_frame()?;
         Some(PhysFrame::containing_address(PhysAddr::new(frame)))
     }
 }
@@ -100,7 +100,7 @@ pub fn init(memory: &[PhysRegion], image: &KernelImage) {
     // SAFETY: the boot loader's active table is reachable through its direct map at
     // PHYS_OFFSET (requested in the boot loader configuration); it is only read here.
     let boot_tables = unsafe { mapper(boot_root.start_address().as_u64()) };
-    let root = crate::arch::alloc_zeroed_frame(phys_to_virt).expect("no frame for the PML4");
+    let root = crate::arch::alloc_zeroed_frame().expect("no frame for the PML4");
     // SAFETY: `root` is a zeroed frame just allocated, mapped through the direct map.
     let mut tables = unsafe { mapper(root) };
 

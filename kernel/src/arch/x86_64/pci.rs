@@ -40,8 +40,9 @@ pub fn write(bdf: Bdf, offset: u16, width: u16, value: u32) {
         kcore::pci::merge_field(read(bdf, offset & 0xfc, 4), offset, width, value)
     };
     let _guard = LOCK.lock();
-    // SAFETY: as in `read`; what is written was checked by the caller (kcore::pci mediation
-    // for a partition's write, or the kernel's own set-up).
+    // SAFETY: as in `read`: the configuration ports, which only this module touches. What the
+    // value makes the function do is policy, not memory safety: the kernel's own set-up, or a
+    // partition's write that kcore::pci mediated.
     unsafe {
         Port::<u32>::new(ADDRESS_PORT).write(address(bdf, offset));
         Port::<u32>::new(DATA_PORT).write(merged);
