@@ -16,7 +16,7 @@ use blk_server::backend::{Backend, Op, VirtioBackend};
 use blk_server::bench;
 use blk_server::server::{Block, MAX_CLIENTS, Tables};
 use iokit::DeviceTransport;
-use iokit::serve::{Opening, ServerProgram, run_keyed};
+use iokit::serve::{Opening, ServerProgram, run};
 use rt::println;
 use rt::syscall::{irq_ack, sleep_until, time_now_ns, wait};
 use virtio::dma::DmaRegion;
@@ -37,6 +37,7 @@ const POLL_NS: u64 = 200_000;
 const POLL_BEFORE_SLEEP_NS: u64 = 50_000;
 
 const PROGRAM: ServerProgram = ServerProgram {
+    device_key: "disk",
     device: "disk0",
     dma: "queues",
     // Enough for a split or packed queue of 256 entries.
@@ -61,7 +62,7 @@ fn main() {
         let tables = tables;
         open_disk(o, tables)
     };
-    run_keyed(PROGRAM, "disk", open, move |server, _| {
+    run(PROGRAM, open, move |server, _| {
         let Some(limit) = crash_after.get() else {
             return;
         };

@@ -14,6 +14,7 @@ use rt::println;
 rt::entry!(main);
 
 const PROGRAM: ServerProgram = ServerProgram {
+    device_key: "device",
     device: "console0",
     dma: "queues",
     // Two queues of up to 64 entries, split or packed: 8 KiB of ring each.

@@ -139,7 +139,10 @@ impl fmt::Debug for Opening<'_> {
 /// What a server partition is, before it runs.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerProgram {
-    /// The device's name when the configuration has no `device` key.
+    /// The configuration key that names the device (`device`; the block server's `disk`, the
+    /// network server's `nic`).
+    pub device_key: &'static str,
+    /// The device's name when the configuration does not name it.
     pub device: &'static str,
     /// The DMA region's name when the configuration has no `dma` key.
     pub dma: &'static str,
@@ -158,17 +161,6 @@ pub struct ServerProgram {
 pub fn run<C: DeviceClass>(
     program: ServerProgram,
     open: impl FnOnce(&mut Opening<'_>) -> Option<C>,
-    after_pass: impl FnMut(&mut KernelServer<'static, C>, &mut RtKernel),
-) {
-    run_keyed(program, "device", open, after_pass)
-}
-
-/// [`run`], for a server whose configuration names its device with key `device_key` instead
-/// of `device` (the block server's `disk`).
-pub fn run_keyed<C: DeviceClass>(
-    program: ServerProgram,
-    device_key: &str,
-    open: impl FnOnce(&mut Opening<'_>) -> Option<C>,
     mut after_pass: impl FnMut(&mut KernelServer<'static, C>, &mut RtKernel),
 ) {
     let generation = partition_info().map_or(0, |i| i.generation);
@@ -177,7 +169,7 @@ pub fn run_keyed<C: DeviceClass>(
         println!("no configuration ({e:?}): serving no clients");
         Config::new("")
     });
-    let device_name = config.get(device_key).unwrap_or(program.device);
+    let device_name = config.get(program.device_key).unwrap_or(program.device);
     let dma_name = config.get("dma").unwrap_or(program.dma);
     let Some((device, info)) = crate::granted_device(device_name) else {
         return;

@@ -1,5 +1,5 @@
 //! The partition: the network class on the framework's server partition (`iokit::serve`). Its
-//! NIC is a granted virtio-net device (`device`, default `net0`) with its rings and packet
+//! NIC is a granted virtio-net device (`nic`, default `net0`) with its rings and packet
 //! buffers in the DMA region (`dma`, default `packets`); each channel's `mac` is its client's
 //! address (required). `queue-depth` is the largest client queue (default 64); `poll = true`
 //! polls the NIC every 200 us instead of waiting for its interrupt. See docs/io-servers.md.
@@ -14,6 +14,7 @@ use rt::println;
 rt::entry!(main);
 
 const PROGRAM: ServerProgram = ServerProgram {
+    device_key: "nic",
     device: "net0",
     dma: "packets",
     // Two split or packed queues of up to 256 entries, as much ring memory as the NIC's.

@@ -12,6 +12,7 @@ use rt::println;
 rt::entry!(main);
 
 const PROGRAM: ServerProgram = ServerProgram {
+    device_key: "device",
     device: "rng0",
     dma: "queues",
     // One queue of up to 64 entries, split or packed.
