@@ -28,7 +28,7 @@
 use core::fmt;
 
 use ioserver::chain::{copy_from_chain, copy_into_chain, walk, write_writable};
-use ioserver::{Channel, Clients, DeviceClass, MAX_CONFIG, Progress, Ready, Settings, Turn};
+use ioserver::{Channel, Clients, DeviceClass, MAX_CONFIG, Progress, Ready, Settings, Turn, Visit};
 use virtio::devices::{blk, id};
 use virtio::features::Features;
 use virtio::queue::{Buffer, Chain};
@@ -934,13 +934,8 @@ impl<B: Backend> DeviceClass for Block<'_, B> {
     }
 
     /// Takes and handles one chain of client `index`, while request entries are free.
-    fn serve<N: Notifier>(
-        &mut self,
-        clients: &mut Clients<'_, N, Self>,
-        index: usize,
-        _: u64,
-        _: &mut Progress,
-    ) -> Turn {
+    fn serve<N: Notifier>(&mut self, visit: Visit<'_, '_, N, Self>) -> Turn {
+        let Visit { clients, index, .. } = visit;
         if self.live == u32::MAX {
             return Turn::Idle;
         }

@@ -18,7 +18,8 @@ use core::fmt;
 use ioserver::chain::{read_readable, write_writable};
 use ioserver::rate::TokenBucket;
 use ioserver::{
-    Channel, Clients, DeviceClass, MAX_CONFIG, Progress, Ready, Settings, Turn, ring_features,
+    Channel, Clients, DeviceClass, MAX_CONFIG, Progress, Ready, Settings, Turn, Visit,
+    ring_features,
 };
 use virtio::devices::{console, id};
 use virtio::features::Features;
@@ -335,13 +336,13 @@ impl<P: Ports> DeviceClass for Consoles<P> {
 
     /// Forwards client `index`'s output, then delivers its port's input; a client that broke
     /// a rule is stopped until it resets.
-    fn serve<N: Notifier>(
-        &mut self,
-        clients: &mut Clients<'_, N, Consoles<P>>,
-        index: usize,
-        now_ns: u64,
-        progress: &mut Progress,
-    ) -> Turn {
+    fn serve<N: Notifier>(&mut self, visit: Visit<'_, '_, N, Self>) -> Turn {
+        let Visit {
+            clients,
+            index,
+            now_ns,
+            progress,
+        } = visit;
         let moved = clients.get_mut(index).map(|channel| {
             let output = self.output(channel, now_ns, progress);
             output.and_then(|out| Ok(self.input(channel)? || out))

@@ -41,5 +41,5 @@ pub use client::{
     Broken, Channel, ClientState, ClientStats, Clients, MAX_CLIENTS, MAX_QUEUES, Ready,
 };
 pub use queue::{ClientQueue, ring_features};
-pub use server::{AddError, DeviceClass, MAX_CONFIG, Progress, Server, Settings, Turn};
+pub use server::{AddError, DeviceClass, MAX_CONFIG, Progress, Server, Settings, Turn, Visit};
 pub use serving::{Kernel, LoopSettings, Serving};

@@ -85,6 +85,19 @@ pub enum Turn {
     Full,
 }
 
+/// One client's turn in a pass: the whole client table (a class may deliver to other
+/// clients in it), whose turn it is, the time, and what the pass did so far.
+pub struct Visit<'t, 'a, N, C: DeviceClass> {
+    /// Every client.
+    pub clients: &'t mut Clients<'a, N, C>,
+    /// Whose turn it is.
+    pub index: usize,
+    /// The pass's time.
+    pub now_ns: u64,
+    /// What the pass did so far (a class adds a wake-up time or completions).
+    pub progress: &'t mut Progress,
+}
+
 /// A VirtIO device class served to partitions: what it offers, what it keeps per client, how
 /// it serves a client's requests. The framework does the rest.
 pub trait DeviceClass: Sized {
@@ -160,14 +173,8 @@ pub trait DeviceClass: Sized {
         Progress::default()
     }
 
-    /// Serves client `index` (served, with its queues open) for one turn.
-    fn serve<N: Notifier>(
-        &mut self,
-        clients: &mut Clients<'_, N, Self>,
-        index: usize,
-        now_ns: u64,
-        progress: &mut Progress,
-    ) -> Turn;
+    /// Serves client `visit.index` (served, with its queues open) for one turn.
+    fn serve<N: Notifier>(&mut self, visit: Visit<'_, '_, N, Self>) -> Turn;
 
     /// Finishes the pass after the turns.
     fn finish_pass<N: Notifier>(
@@ -348,10 +355,13 @@ impl<'a, N: Notifier, C: DeviceClass> Server<'a, N, C> {
                 if !self.clients.get(index).is_some_and(Channel::serving) {
                     continue;
                 }
-                match self
-                    .class
-                    .serve(&mut self.clients, index, now_ns, &mut progress)
-                {
+                let visit = Visit {
+                    clients: &mut self.clients,
+                    index,
+                    now_ns,
+                    progress: &mut progress,
+                };
+                match self.class.serve(visit) {
                     Turn::Idle => {}
                     Turn::Worked => worked = true,
                     Turn::Full => {

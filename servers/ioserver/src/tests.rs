@@ -14,6 +14,7 @@ use virtio::transport::shmem::sim::{Pump, SimNotifier, no_pump, pair};
 
 use crate::chain::write_writable;
 use crate::conformance::{self, Harness, Request};
+use crate::server::Visit;
 use crate::serving::{Kernel, LoopSettings, Serving};
 use crate::*;
 
@@ -67,11 +68,9 @@ impl DeviceClass for Pattern {
     }
     fn serve<N: virtio::transport::shmem::Notifier>(
         &mut self,
-        clients: &mut Clients<'_, N, Self>,
-        index: usize,
-        _: u64,
-        _: &mut Progress,
+        visit: Visit<'_, '_, N, Self>,
     ) -> Turn {
+        let Visit { clients, index, .. } = visit;
         let Some(channel) = clients.get_mut(index) else {
             return Turn::Idle;
         };

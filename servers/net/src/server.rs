@@ -24,7 +24,9 @@
 use core::fmt;
 
 use ioserver::chain::{read_readable, write_writable};
-use ioserver::{Clients, DeviceClass, MAX_CONFIG, Progress, Ready, Settings, Turn, ring_features};
+use ioserver::{
+    Clients, DeviceClass, MAX_CONFIG, Progress, Ready, Settings, Turn, Visit, ring_features,
+};
 use virtio::devices::{id, net};
 use virtio::features::Features;
 use virtio::queue::{Chain, GrantedArea};
@@ -327,13 +329,8 @@ impl<U: Uplink> DeviceClass for Network<U> {
     }
 
     /// Takes up to [`TX_BUDGET`] frames of client `index` and forwards them.
-    fn serve<N: Notifier>(
-        &mut self,
-        clients: &mut Clients<'_, N, Self>,
-        index: usize,
-        _now_ns: u64,
-        _progress: &mut Progress,
-    ) -> Turn {
+    fn serve<N: Notifier>(&mut self, visit: Visit<'_, '_, N, Self>) -> Turn {
+        let Visit { clients, index, .. } = visit;
         let mut frame = [0u8; MAX_FRAME];
         let mut turn = Turn::Idle;
         for _ in 0..TX_BUDGET {

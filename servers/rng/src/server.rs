@@ -17,7 +17,9 @@ use core::fmt;
 
 use ioserver::chain::write_writable;
 use ioserver::rate::TokenBucket;
-use ioserver::{Clients, DeviceClass, MAX_CONFIG, Progress, Ready, Settings, Turn, ring_features};
+use ioserver::{
+    Clients, DeviceClass, MAX_CONFIG, Progress, Ready, Settings, Turn, Visit, ring_features,
+};
 use virtio::devices::{entropy, id};
 use virtio::features::Features;
 use virtio::queue::Chain;
@@ -160,13 +162,13 @@ impl<S: Source> DeviceClass for Entropy<S> {
     }
 
     /// Answers at most one request of client `index`.
-    fn serve<N: Notifier>(
-        &mut self,
-        clients: &mut Clients<'_, N, Self>,
-        index: usize,
-        now_ns: u64,
-        progress: &mut Progress,
-    ) -> Turn {
+    fn serve<N: Notifier>(&mut self, visit: Visit<'_, '_, N, Self>) -> Turn {
+        let Visit {
+            clients,
+            index,
+            now_ns,
+            progress,
+        } = visit;
         let Some(channel) = clients.get_mut(index) else {
             return Turn::Idle;
         };
