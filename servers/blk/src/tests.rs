@@ -9,18 +9,18 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use blk_client::{BlkClient, BlkError, Op as ClientOp, Options};
+use ioserver::conformance::Driver;
 use ioserver::sim::Keys;
 use ioserver::{DeviceClass, Settings};
 use virtio::devices::{blk, id};
 use virtio::dma::{DmaRegion, OwnedDma};
 use virtio::features::{Features, status};
-use virtio::queue::{Buffer, DeviceQueue, DriverQueue};
-use virtio::split::{SplitDeviceQueue, SplitQueue};
+use virtio::queue::{Buffer, DeviceQueue};
+use virtio::split::SplitDeviceQueue;
 use virtio::transport::shmem::sim::{Pump, SimNotifier, no_pump, pair};
 use virtio::transport::shmem::{
-    ChannelEvents, DeviceDescription, Notifier, SharedMemoryDevice, SharedMemoryTransport,
+    ChannelEvents, DeviceDescription, SharedMemoryDevice, SharedMemoryTransport,
 };
-use virtio::transport::{Transport, initialize};
 
 use crate::backend::{Backend, Op, VirtioBackend};
 use crate::disk::{DiskSpec, SpecError};
@@ -462,12 +462,11 @@ fn misaligned_and_unsupported_requests_get_a_status() {
     let memory = OwnedDma::new(REGION_LEN);
     let world = World::new(&disk_memory, 4096);
     let (_, notifier) = world.add(memory.region(0), rw(0, 100), "a");
-    let (mut transport, mut queue) = raw_client(memory.region(0), notifier);
-    let data = transport.data_area();
+    let mut driver = raw_client(memory.region(0), notifier);
+    let data = driver.data();
     // A read of 100 bytes: not a whole sector.
     let status = raw_request(
-        &mut transport,
-        &mut queue,
+        &mut driver,
         blk::request_type::IN,
         0,
         &[Buffer { addr: 0, len: 16 }],
@@ -481,8 +480,7 @@ fn misaligned_and_unsupported_requests_get_a_status() {
     );
     assert_eq!(status, blk::status::IOERR);
     let status = raw_request(
-        &mut transport,
-        &mut queue,
+        &mut driver,
         blk::request_type::DISCARD,
         0,
         &[Buffer { addr: 0, len: 16 }],
@@ -493,38 +491,22 @@ fn misaligned_and_unsupported_requests_get_a_status() {
     assert!(world.disk.borrow().log.is_empty());
 }
 
-/// A client driving the ring by hand, to send what a correct driver never would.
-fn raw_client<'a>(
-    region: DmaRegion<'a>,
-    notifier: SimNotifier<'a>,
-) -> (
-    SharedMemoryTransport<'a, SimNotifier<'a>>,
-    SplitQueue<'a, 16>,
-) {
-    let mut transport = SharedMemoryTransport::new(region, notifier).unwrap();
-    let ring = transport.ring_area();
-    let mut queue = None;
-    initialize(&mut transport, Features(0), |t, features| {
-        let q = SplitQueue::<16>::new(ring, features, false)?;
-        t.enable_queue(0, q.size(), q.addresses())?;
-        queue = Some(q);
-        Ok(())
-    })
-    .unwrap();
-    (transport, queue.unwrap())
+/// A client driving the ring by hand, to send what a correct driver never would (it
+/// negotiates no features at all).
+fn raw_client<'a>(region: DmaRegion<'a>, notifier: SimNotifier<'a>) -> Driver<'a> {
+    Driver::attach::<Block<'a, Backend0<'a>>>(region, notifier, Features(0)).unwrap()
 }
 
 /// Writes a header at data offset 0, submits the chain, runs the world; returns the status
 /// byte at data offset 64 (0xee if the request did not complete).
-fn raw_request<'a>(
-    transport: &mut SharedMemoryTransport<'a, SimNotifier<'a>>,
-    queue: &mut SplitQueue<'a, 16>,
+fn raw_request(
+    driver: &mut Driver<'_>,
     request_type: u32,
     sector: u64,
     readable: &[Buffer],
     writable: &[Buffer],
 ) -> u8 {
-    let data = transport.data_area();
+    let data = driver.data();
     data.write_bytes(
         0,
         &blk::RequestHeader {
@@ -535,10 +517,10 @@ fn raw_request<'a>(
     )
     .unwrap();
     data.write_u8(64, 0xee).unwrap();
-    queue.submit(readable, writable).unwrap();
-    transport.notify(0).unwrap();
-    transport.notifier().wait();
-    while queue.poll_used().unwrap().is_some() {}
+    driver.submit_chain(0, readable, writable).unwrap();
+    driver.kick(0).unwrap();
+    driver.wait();
+    while driver.poll_used(0).is_some() {}
     data.read_u8(64).unwrap()
 }
 
@@ -550,8 +532,8 @@ fn malformed_chains_stop_only_that_client_until_it_resets() {
     let (_, ng) = world.add(mem_good.region(0), rw(0, 1000), "good");
     let (bad, nb) = world.add(mem_bad.region(0), rw(1000, 1000), "bad");
     let mut good = world.attach(mem_good.region(0), ng, 2);
-    let (mut transport, mut queue) = raw_client(mem_bad.region(0), nb.clone());
-    let data_len = transport.data_area().len() as u64;
+    let mut driver = raw_client(mem_bad.region(0), nb.clone());
+    let data_len = driver.data().len() as u64;
 
     let cases: [(&str, Vec<Buffer>, Vec<Buffer>, Broken); 4] = [
         (
@@ -587,7 +569,7 @@ fn malformed_chains_stop_only_that_client_until_it_resets() {
     ];
     let mut breaks = 0;
     for (what, readable, writable, why) in cases {
-        let data = transport.data_area();
+        let data = driver.data();
         data.write_bytes(
             0,
             &blk::RequestHeader {
@@ -597,16 +579,16 @@ fn malformed_chains_stop_only_that_client_until_it_resets() {
             .to_bytes(),
         )
         .unwrap();
-        let token = queue.submit(&readable, &writable).unwrap();
+        let token = driver.submit_chain(0, &readable, &writable).unwrap();
         if why == Broken::Queue(virtio::Error::DescriptorLoop) {
             // Make the head descriptor point at itself with NEXT set, behind the driver's back.
-            let ring = transport.ring_area();
+            let ring = driver.ring_area();
             let desc = usize::from(token.0) * 16;
             let flags = ring.read_u16(desc + 12).unwrap();
             ring.write_u16(desc + 12, flags | 1).unwrap();
             ring.write_u16(desc + 14, token.0).unwrap();
         }
-        transport.notify(0).unwrap();
+        driver.kick(0).unwrap();
         world.run();
         breaks += 1;
         assert_eq!(
@@ -618,24 +600,21 @@ fn malformed_chains_stop_only_that_client_until_it_resets() {
             world.server.borrow().client_stats(bad).unwrap().breaks,
             breaks
         );
-        assert_ne!(transport.status() & status::DEVICE_NEEDS_RESET, 0, "{what}");
+        assert_ne!(driver.status() & status::DEVICE_NEEDS_RESET, 0, "{what}");
         // Everything but a reset is ignored now; the other client is served all along.
         let mut buf = [0u8; SECTOR];
         good.write(breaks as u64, &[breaks as u8; SECTOR]).unwrap();
         good.read(breaks as u64, &mut buf).unwrap();
         assert_eq!(buf, [breaks as u8; SECTOR], "{what}");
         // The broken client resets and is served again.
-        let (t, q) = raw_client(mem_bad.region(0), nb.clone());
-        transport = t;
-        queue = q;
+        driver = raw_client(mem_bad.region(0), nb.clone());
         assert_eq!(
             world.server.borrow().client_state(bad),
             Some(ClientState::Serving),
             "{what}"
         );
         let status = raw_request(
-            &mut transport,
-            &mut queue,
+            &mut driver,
             blk::request_type::IN,
             0,
             &[Buffer { addr: 0, len: 16 }],
@@ -905,11 +884,10 @@ fn writes_of_a_client_without_flush_are_made_stable_before_they_complete() {
     let world = World::new(&disk_memory, 4096);
     let (_, notifier) = world.add(memory.region(0), rw(0, 100), "a");
     // This driver negotiates no features at all: not VIRTIO_BLK_F_FLUSH either.
-    let (mut transport, mut queue) = raw_client(memory.region(0), notifier);
-    transport.data_area().fill(4096, SECTOR, 0x77).unwrap();
+    let mut driver = raw_client(memory.region(0), notifier);
+    driver.data().fill(4096, SECTOR, 0x77).unwrap();
     let status = raw_request(
-        &mut transport,
-        &mut queue,
+        &mut driver,
         blk::request_type::OUT,
         3,
         &[
@@ -1016,8 +994,8 @@ fn zero_copy_scatters_over_the_chains_segments_and_keeps_the_status_private() {
         .borrow_mut()
         .cache
         .insert(9, data[2 * SECTOR..].to_vec());
-    let (mut transport, mut queue) = raw_client(region, notifier);
-    let area = transport.data_area();
+    let mut driver = raw_client(region, notifier);
+    let area = driver.data();
     // Three sectors read into two scattered pieces: 512 bytes at 4096, then 1025 bytes at
     // 8192 whose last byte is the status (data and status share a descriptor).
     let header = Buffer { addr: 0, len: 16 };
@@ -1033,7 +1011,7 @@ fn zero_copy_scatters_over_the_chains_segments_and_keeps_the_status_private() {
     let before = world.requests_logged();
     let mut transport_status = 0;
     {
-        let data_area = transport.data_area();
+        let data_area = driver.data();
         data_area
             .write_bytes(
                 0,
@@ -1044,10 +1022,10 @@ fn zero_copy_scatters_over_the_chains_segments_and_keeps_the_status_private() {
                 .to_bytes(),
             )
             .unwrap();
-        queue.submit(&[header], &[first, second]).unwrap();
-        transport.notify(0).unwrap();
-        transport.notifier().wait();
-        while let Some(used) = queue.poll_used().unwrap() {
+        driver.submit_chain(0, &[header], &[first, second]).unwrap();
+        driver.kick(0).unwrap();
+        driver.wait();
+        while let Some(used) = driver.poll_used(0) {
             assert_eq!(used.written, 3 * SECTOR as u32 + 1);
             transport_status = data_area.read_u8(8192 + 2 * SECTOR).unwrap();
         }

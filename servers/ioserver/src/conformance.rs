@@ -22,10 +22,10 @@ use std::vec::Vec;
 
 use virtio::dma::DmaRegion;
 use virtio::features::{Features, status};
-use virtio::queue::{Buffer, DriverQueue};
+use virtio::queue::{Buffer, Completion, DriverQueue, Token};
 use virtio::split::SplitQueue;
-use virtio::transport::shmem::SharedMemoryTransport;
 use virtio::transport::shmem::sim::SimNotifier;
+use virtio::transport::shmem::{Notifier, SharedMemoryTransport};
 use virtio::transport::{Transport, initialize};
 
 use crate::{ClientState, DeviceClass};
@@ -128,6 +128,40 @@ impl<'a> Driver<'a> {
         self.transport
             .notify(request.queue)
             .map_err(|e| format!("notify: {e:?}"))
+    }
+
+    /// Makes a chain of `readable` then `writable` buffers available on `queue`, without a
+    /// kick (a test may tamper with the ring first, through [`Driver::ring_area`]).
+    pub fn submit_chain(
+        &mut self,
+        queue: u16,
+        readable: &[Buffer],
+        writable: &[Buffer],
+    ) -> virtio::Result<Token> {
+        self.queues
+            .get_mut(usize::from(queue))
+            .ok_or(virtio::Error::QueueUnavailable)?
+            .submit(readable, writable)
+    }
+
+    /// Kicks `queue`.
+    pub fn kick(&mut self, queue: u16) -> virtio::Result<()> {
+        self.transport.notify(queue)
+    }
+
+    /// Waits for the device (runs the simulated system); whether it signalled.
+    pub fn wait(&mut self) -> bool {
+        self.transport.notifier().wait()
+    }
+
+    /// The next used buffer on `queue`, if any.
+    pub fn poll_used(&mut self, queue: u16) -> Option<Completion> {
+        self.queues.get_mut(usize::from(queue))?.poll_used().ok()?
+    }
+
+    /// The ring area (the queues' rings; queue q's at `q * 0x1000`).
+    pub fn ring_area(&self) -> DmaRegion<'a> {
+        self.transport.ring_area()
     }
 
     /// Used buffers on `queue` so far (taken).

@@ -7,15 +7,15 @@ use std::rc::Rc;
 
 use entropy_client::{EntropyClient, EntropyError};
 use ioserver::DeviceClass;
+use ioserver::conformance::Driver;
 use ioserver::sim::{Keys, driver_end};
 use virtio::devices::id;
 use virtio::dma::{DmaRegion, OwnedDma};
 use virtio::features::{Features, status};
-use virtio::queue::{Buffer, DeviceQueue, DriverQueue};
-use virtio::split::{SplitDeviceQueue, SplitQueue};
+use virtio::queue::{Buffer, DeviceQueue};
+use virtio::split::SplitDeviceQueue;
 use virtio::transport::shmem::sim::{SimNotifier, no_pump, pair};
 use virtio::transport::shmem::{DeviceDescription, SharedMemoryDevice, SharedMemoryTransport};
-use virtio::transport::{Transport, initialize};
 
 use crate::server::{Broken, ClientState, Entropy, EntropySpec, RngRule};
 use crate::source::{RING_BYTES, VirtioRng};
@@ -227,24 +227,8 @@ fn a_slow_device_is_shared_and_nobody_starves() {
 }
 
 /// A client driving its ring by hand.
-fn raw_client<'a>(
-    region: DmaRegion<'a>,
-    notifier: SimNotifier<'a>,
-) -> (
-    SharedMemoryTransport<'a, SimNotifier<'a>>,
-    SplitQueue<'a, 8>,
-) {
-    let mut transport = SharedMemoryTransport::new(region, notifier).unwrap();
-    let ring = transport.ring_area();
-    let mut queue = None;
-    initialize(&mut transport, Features(0), |t, features| {
-        let q = SplitQueue::<8>::new(ring, features, false)?;
-        t.enable_queue(0, q.size(), q.addresses())?;
-        queue = Some(q);
-        Ok(())
-    })
-    .unwrap();
-    (transport, queue.unwrap())
+fn raw_client<'a>(region: DmaRegion<'a>, notifier: SimNotifier<'a>) -> Driver<'a> {
+    Driver::attach::<Entropy<Source0<'a>>>(region, notifier, Features(0)).unwrap()
 }
 
 #[test]
@@ -279,28 +263,30 @@ fn malformed_requests_stop_only_that_client_until_it_resets() {
         ),
     ];
     for (round, (what, readable, writable, why)) in cases.into_iter().enumerate() {
-        let (mut transport, mut queue) = raw_client(mb.region(0), nb.clone());
+        let mut driver = raw_client(mb.region(0), nb.clone());
         assert_eq!(
             world.server.borrow().client_state(bad),
             Some(ClientState::Serving),
             "{what}"
         );
         // A well-formed request first: answered.
-        queue.submit(&[], &[Buffer { addr: 0, len: 32 }]).unwrap();
-        transport.notify(0).unwrap();
+        driver
+            .submit_chain(0, &[], &[Buffer { addr: 0, len: 32 }])
+            .unwrap();
+        driver.kick(0).unwrap();
         world.run();
-        let c = queue.poll_used().unwrap().expect("answered");
+        let c = driver.poll_used(0).expect("answered");
         assert_eq!(c.written, 32, "{what}");
-        queue.submit(&readable, &writable).unwrap();
-        transport.notify(0).unwrap();
+        driver.submit_chain(0, &readable, &writable).unwrap();
+        driver.kick(0).unwrap();
         world.run();
         assert_eq!(
             world.server.borrow().client_state(bad),
             Some(ClientState::Broken(why)),
             "{what}"
         );
-        assert_ne!(transport.status() & status::DEVICE_NEEDS_RESET, 0, "{what}");
-        assert_eq!(queue.poll_used().unwrap(), None, "{what}");
+        assert_ne!(driver.status() & status::DEVICE_NEEDS_RESET, 0, "{what}");
+        assert_eq!(driver.poll_used(0), None, "{what}");
         assert_eq!(
             world.server.borrow().client_stats(bad).unwrap().breaks,
             round as u32 + 1
