@@ -10,6 +10,7 @@
 //! instead: the header and the status byte still live in the backend's own memory, so only the
 //! data goes to or from client memory (see docs/io-servers.md, "Zero copy").
 
+use ioserver::DeviceInterrupts;
 use virtio::devices::blk;
 use virtio::dma::DmaRegion;
 use virtio::features::{Features, bits};
@@ -43,7 +44,7 @@ pub enum BackendError {
 }
 
 /// The real disk: asynchronous requests on bounce slots.
-pub trait Backend {
+pub trait Backend: DeviceInterrupts {
     /// Size of the disk in 512-byte sectors.
     fn capacity(&self) -> u64;
     /// Number of bounce slots (at most [`MAX_SLOTS`]).
@@ -82,16 +83,6 @@ pub trait Backend {
     fn kick(&mut self);
     /// Takes one finished request: its slot and whether it succeeded.
     fn poll(&mut self) -> Option<(usize, bool)>;
-    /// Acknowledges the device's interrupt (reads and clears its cause).
-    fn ack_interrupt(&mut self) {}
-    /// Asks the device not to interrupt for completions: the caller is polling.
-    fn suppress_interrupts(&mut self) {}
-    /// Asks the device to interrupt for the next completion; whether one is already there, in
-    /// which case the caller polls again instead of sleeping (the enable, then re-check idiom
-    /// of §2.7.14's note).
-    fn request_interrupt(&mut self) -> bool {
-        false
-    }
 }
 
 /// Bytes of backend memory reserved for request headers and status bytes.
@@ -386,7 +377,9 @@ impl<T: Transport, const Q: usize> Backend for VirtioBackend<'_, T, Q> {
             .unwrap_or(blk::status::IOERR);
         Some((slot, status == blk::status::OK))
     }
+}
 
+impl<T: Transport, const Q: usize> DeviceInterrupts for VirtioBackend<'_, T, Q> {
     fn ack_interrupt(&mut self) {
         self.transport.ack_interrupt();
     }

@@ -835,6 +835,7 @@ impl<B: Backend> DeviceClass for Block<'_, B> {
     type Client = VirtualDisk;
     type Stats = BlockStats;
     type Reason = BlkRule;
+    type Device = B;
 
     /// `disk` (the real device's name: a channel for another device is not served),
     /// `lba-start`, `lba-count`, `access`; the device id is the channel's name.
@@ -973,16 +974,8 @@ impl<B: Backend> DeviceClass for Block<'_, B> {
         )
     }
 
-    fn suppress_interrupts(&mut self) {
-        self.backend.suppress_interrupts();
-    }
-
-    fn request_interrupt(&mut self) -> bool {
-        self.backend.request_interrupt()
-    }
-
-    fn ack_interrupt(&mut self) {
-        self.backend.ack_interrupt();
+    fn device(&mut self) -> &mut B {
+        &mut self.backend
     }
 
     fn in_flight(&self) -> usize {

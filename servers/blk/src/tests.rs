@@ -11,7 +11,7 @@ use std::rc::Rc;
 use blk_client::{BlkClient, BlkError, Op as ClientOp, Options};
 use ioserver::conformance::Driver;
 use ioserver::sim::Keys;
-use ioserver::{DeviceClass, Settings};
+use ioserver::{DeviceClass, DeviceInterrupts, Settings};
 use virtio::devices::{blk, id};
 use virtio::dma::{DmaRegion, OwnedDma};
 use virtio::features::{Features, status};

@@ -11,6 +11,7 @@
 //! transmit buffer before the device sees them, and input is copied out of a receive buffer
 //! into the client's memory.
 
+use ioserver::DeviceInterrupts;
 use virtio::devices::console::{self, ControlMessage, event};
 use virtio::dma::DmaRegion;
 use virtio::features::Features;
@@ -19,7 +20,7 @@ use virtio::split::SplitQueue;
 use virtio::transport::{Transport, initialize, read_config};
 
 /// The host side of per-port consoles, as the engine sees it.
-pub trait Ports {
+pub trait Ports: DeviceInterrupts {
     /// Queues `bytes` for output on `port`; returns how many were taken (0 when that port's
     /// transmit buffers are all with the device, or the port is unknown).
     fn write(&mut self, port: u32, bytes: &[u8]) -> usize;
@@ -30,8 +31,6 @@ pub trait Ports {
     /// Does the device's work: completions, control messages, notifications. Whether anything
     /// happened.
     fn poll(&mut self) -> bool;
-    /// Acknowledges the device's interrupt (reads and clears its cause).
-    fn ack_interrupt(&mut self) {}
     /// What the device told us about `port`, if the server drives it.
     fn port_status(&self, port: u32) -> Option<PortStatus>;
 }
@@ -553,16 +552,18 @@ impl<T: Transport> Ports for VirtioPorts<'_, T> {
         busy
     }
 
-    fn ack_interrupt(&mut self) {
-        self.transport.ack_interrupt();
-    }
-
     fn port_status(&self, port: u32) -> Option<PortStatus> {
         self.ports
             .iter()
             .flatten()
             .find(|p| p.id == port)
             .map(|p| p.status)
+    }
+}
+
+impl<T: Transport> DeviceInterrupts for VirtioPorts<'_, T> {
+    fn ack_interrupt(&mut self) {
+        self.transport.ack_interrupt();
     }
 }
 

@@ -277,6 +277,7 @@ impl<P: Ports> DeviceClass for Consoles<P> {
     type Client = PortClient;
     type Stats = ConsoleStats;
     type Reason = ConsoleRule;
+    type Device = P;
     const DEVICE_TYPE: u32 = id::CONSOLE;
     const QUEUES: u16 = 2;
     /// Either queue: a client may only write, or only read.
@@ -379,8 +380,8 @@ impl<P: Ports> DeviceClass for Consoles<P> {
         client.waiting = false;
     }
 
-    fn ack_interrupt(&mut self) {
-        self.ports.ack_interrupt();
+    fn device(&mut self) -> &mut P {
+        &mut self.ports
     }
 
     /// Receive buffers are always with the device: without its interrupt, it is polled.

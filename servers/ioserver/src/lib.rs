@@ -41,5 +41,7 @@ pub use client::{
     Broken, Channel, ClientState, ClientStats, Clients, MAX_CLIENTS, MAX_QUEUES, Ready,
 };
 pub use queue::{ClientQueue, ring_features};
-pub use server::{AddError, DeviceClass, MAX_CONFIG, Progress, Server, Settings, Turn, Visit};
+pub use server::{
+    AddError, DeviceClass, DeviceInterrupts, MAX_CONFIG, Progress, Server, Settings, Turn, Visit,
+};
 pub use serving::{Kernel, LoopSettings, Serving};

@@ -85,6 +85,24 @@ pub enum Turn {
     Full,
 }
 
+/// The real device's interrupt, as the serving loop drives it: off while the server polls,
+/// asked for again (and the device re-checked) before it sleeps, acknowledged when it came.
+pub trait DeviceInterrupts {
+    /// Acknowledges the device's interrupt (reads and clears its cause).
+    fn ack_interrupt(&mut self) {}
+    /// Asks the device not to interrupt for completions: the server is polling.
+    fn suppress_interrupts(&mut self) {}
+    /// Asks the device to interrupt for the next completion, then re-checks: whether one is
+    /// already there, in which case the server polls again instead of sleeping (the enable,
+    /// then re-check idiom of §2.7.10).
+    fn request_interrupt(&mut self) -> bool {
+        false
+    }
+}
+
+/// A device with no interrupt of its own (a class served wholly by the server).
+impl DeviceInterrupts for () {}
+
 /// One client's turn in a pass: the whole client table (a class may deliver to other
 /// clients in it), whose turn it is, the time, and what the pass did so far.
 pub struct Visit<'t, 'a, N, C: DeviceClass> {
@@ -125,6 +143,8 @@ pub trait DeviceClass: Sized {
     type Stats: Copy + Default + PartialEq + fmt::Debug;
     /// The class's own reasons to stop serving a client.
     type Reason: Copy + Eq + fmt::Debug;
+    /// The real device the class drives.
+    type Device: DeviceInterrupts;
 
     /// What the description grants a client, from its channel's configuration; or why it is
     /// not served.
@@ -199,22 +219,13 @@ pub trait DeviceClass: Sized {
         }
     }
 
+    /// The class's real device, whose interrupt the serving loop drives.
+    fn device(&mut self) -> &mut Self::Device;
+
     /// The per-client counter report's line (after `NAME: `), when the counters changed.
     fn report(_stats: &ClientStats<Self::Stats>, _out: &mut dyn fmt::Write) -> fmt::Result {
         Ok(())
     }
-
-    /// The real device: no interrupts while the server polls it.
-    fn suppress_interrupts(&mut self) {}
-
-    /// The real device: interrupts on again before sleeping; true if work arrived in between
-    /// (then the server serves it instead of sleeping).
-    fn request_interrupt(&mut self) -> bool {
-        false
-    }
-
-    /// The real device interrupted: acknowledge it at the device.
-    fn ack_interrupt(&mut self) {}
 
     /// Requests on the real device that will complete without a client's doing (the server
     /// polls for them a while rather than sleep at once).

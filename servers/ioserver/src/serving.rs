@@ -15,7 +15,7 @@ use core::fmt::{self, Write};
 use virtio::transport::shmem::Notifier;
 
 use crate::client::{ClientState, MAX_CLIENTS};
-use crate::server::{DeviceClass, Progress, Server};
+use crate::server::{DeviceClass, DeviceInterrupts, Progress, Server};
 
 /// What the loop needs of the kernel.
 pub trait Kernel {
@@ -103,7 +103,7 @@ impl<'n, C: DeviceClass> Serving<'n, C> {
     ) {
         let progress = self.serve_until_idle(server, kernel, after_pass);
         self.report(server, kernel);
-        if self.settings.interrupts && server.class().request_interrupt() {
+        if self.settings.interrupts && server.class().device().request_interrupt() {
             // Work arrived between the last pass and the request: serve it now.
             return;
         }
@@ -122,7 +122,7 @@ impl<'n, C: DeviceClass> Serving<'n, C> {
             kernel.wait()
         };
         if bits & self.settings.irq_bits != 0 {
-            server.class().ack_interrupt();
+            server.class().device().ack_interrupt();
             kernel.ack_device(bits & self.settings.irq_bits);
         }
     }
@@ -135,7 +135,7 @@ impl<'n, C: DeviceClass> Serving<'n, C> {
         kernel: &mut K,
         after_pass: &mut impl FnMut(&mut Server<'s, N, C>, &mut K),
     ) -> Progress {
-        server.class().suppress_interrupts();
+        server.class().device().suppress_interrupts();
         let mut total = Progress::default();
         // Whether to sleep as soon as a pass does nothing: a client got a used buffer (it has
         // work now, and runs once we sleep), or we polled already since the last wake-up.

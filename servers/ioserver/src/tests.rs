@@ -25,6 +25,7 @@ const RING_LEN: usize = 0x4000;
 #[derive(Debug, Default)]
 struct Pattern {
     stops: usize,
+    device: (),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +48,7 @@ impl DeviceClass for Pattern {
     type Client = ();
     type Stats = PatternStats;
     type Reason = PatternRule;
+    type Device = ();
 
     fn spec(&self, _: &dyn Settings) -> Result<(), ()> {
         Ok(())
@@ -97,6 +99,9 @@ impl DeviceClass for Pattern {
             Err(e) => self.break_client(clients, index, Broken::Completion(e)),
         }
         Turn::Worked
+    }
+    fn device(&mut self) -> &mut () {
+        &mut self.device
     }
     fn report(stats: &ClientStats<PatternStats>, out: &mut dyn fmt::Write) -> fmt::Result {
         write!(out, "{} requests", stats.requests)

@@ -298,6 +298,7 @@ impl<U: Uplink> DeviceClass for Network<U> {
     type Client = VirtualNic;
     type Stats = NetStats;
     type Reason = NetRule;
+    type Device = U;
     /// Receive buffers are taken when a frame arrives: no kicks needed for them.
     const NO_KICKS: u32 = 1 << net::queue::RX;
     const REPORT_MS: u64 = 5000;
@@ -361,21 +362,13 @@ impl<U: Uplink> DeviceClass for Network<U> {
         progress
     }
 
-    fn ack_interrupt(&mut self) {
-        self.uplink.ack_interrupt();
-    }
-
-    fn suppress_interrupts(&mut self) {
-        self.uplink.disable_interrupts();
+    fn device(&mut self) -> &mut U {
+        &mut self.uplink
     }
 
     /// Receive buffers are always with the NIC: without its interrupt, it is polled.
     fn in_flight(&self) -> usize {
         1
-    }
-
-    fn request_interrupt(&mut self) -> bool {
-        self.uplink.enable_interrupts()
     }
 
     fn report(stats: &ClientStats, out: &mut dyn fmt::Write) -> fmt::Result {

@@ -8,6 +8,7 @@
 //! the NIC never sees client memory and a client cannot change a frame after the switch
 //! checked it.
 
+use ioserver::DeviceInterrupts;
 use virtio::devices::net;
 use virtio::dma::DmaRegion;
 use virtio::features::{Features, bits};
@@ -27,7 +28,7 @@ pub enum UplinkError {
 }
 
 /// The network side of the switch.
-pub trait Uplink {
+pub trait Uplink: DeviceInterrupts {
     /// The NIC's own MAC address (informational; clients use their own).
     fn mac(&self) -> Mac;
     /// Queues `frame` (a whole Ethernet frame, no virtio header) for sending.
@@ -36,15 +37,6 @@ pub trait Uplink {
     fn receive(&mut self, out: &mut [u8; MAX_FRAME]) -> Option<usize>;
     /// Tells the NIC about frames queued and buffers returned since the last call.
     fn flush(&mut self);
-    /// Acknowledges the NIC's interrupt.
-    fn ack_interrupt(&mut self) {}
-    /// No interrupt for received frames while the server polls.
-    fn disable_interrupts(&mut self) {}
-    /// Asks the NIC for an interrupt on the next received frame, then re-checks: `true` if a
-    /// frame is already there (poll again rather than sleep, §2.7.10).
-    fn enable_interrupts(&mut self) -> bool {
-        false
-    }
 }
 
 /// Bytes per packet buffer: header at +0, frame at +[`FRAME_AT`].
@@ -343,16 +335,19 @@ impl<T: Transport, const Q: usize> Uplink for VirtioUplink<'_, T, Q> {
             let _ = self.transport.notify(net::queue::TX);
         }
     }
+}
 
+/// Only the receive queue interrupts: transmit buffers are reaped on every pass.
+impl<T: Transport, const Q: usize> DeviceInterrupts for VirtioUplink<'_, T, Q> {
     fn ack_interrupt(&mut self) {
         self.transport.ack_interrupt();
     }
 
-    fn disable_interrupts(&mut self) {
+    fn suppress_interrupts(&mut self) {
         let _ = self.rx.disable_interrupts();
     }
 
-    fn enable_interrupts(&mut self) -> bool {
+    fn request_interrupt(&mut self) -> bool {
         self.rx.enable_interrupts().unwrap_or(true)
     }
 }

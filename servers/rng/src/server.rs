@@ -111,6 +111,7 @@ impl<S: Source> DeviceClass for Entropy<S> {
     type Client = Share;
     type Stats = EntropyStats;
     type Reason = RngRule;
+    type Device = S;
 
     /// `rate` (bytes per second; none: unlimited) and `burst` (bytes; none: a second's worth).
     fn spec(&self, config: &dyn Settings) -> Result<EntropySpec, Self::Refusal> {
@@ -245,8 +246,8 @@ impl<S: Source> DeviceClass for Entropy<S> {
         )
     }
 
-    fn ack_interrupt(&mut self) {
-        self.source.ack_interrupt();
+    fn device(&mut self) -> &mut S {
+        &mut self.source
     }
 
     /// Buffers are always with the device: without its interrupt, it is polled.

@@ -3,6 +3,7 @@
 //! DMA region posted on the device's requestq and hands out what the device wrote into them.
 //! Each byte is handed out once.
 
+use ioserver::DeviceInterrupts;
 use virtio::devices::entropy;
 use virtio::dma::DmaRegion;
 use virtio::features::Features;
@@ -11,15 +12,13 @@ use virtio::split::SplitQueue;
 use virtio::transport::{Transport, initialize};
 
 /// Random bytes, as the engine sees them.
-pub trait Source {
+pub trait Source: DeviceInterrupts {
     /// Bytes ready to be handed out now.
     fn available(&self) -> usize;
     /// Takes up to `out.len()` bytes; how many.
     fn take(&mut self, out: &mut [u8]) -> usize;
     /// Does the device's work (completions, re-posting buffers); whether anything happened.
     fn poll(&mut self) -> bool;
-    /// Acknowledges the device's interrupt.
-    fn ack_interrupt(&mut self) {}
 }
 
 /// Buffers kept with the device.
@@ -179,7 +178,9 @@ impl<T: Transport> Source for VirtioRng<'_, T> {
         }
         busy
     }
+}
 
+impl<T: Transport> DeviceInterrupts for VirtioRng<'_, T> {
     fn ack_interrupt(&mut self) {
         self.transport.ack_interrupt();
     }
