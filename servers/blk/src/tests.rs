@@ -4,12 +4,12 @@
 //! a client that waits runs the server and the disk until they are quiet, as a blocked
 //! partition lets the others run.
 
-use std::cell::RefCell;
+use std::cell::{Ref, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use blk_client::{BlkClient, BlkError, Op as ClientOp, Options};
-use ioserver::conformance::Driver;
+use ioserver::conformance::{Driver, Request};
 use ioserver::sim::Keys;
 use ioserver::{DeviceClass, DeviceInterrupts, Settings};
 use virtio::devices::{blk, id};
@@ -1161,53 +1161,38 @@ fn a_request_the_device_fails_completes_with_an_error_and_the_rest_go_on() {
     assert_eq!(server.client_state(index), Some(ClientState::Serving));
 }
 
-/// The framework's conformance suite on the block class: each client has its own range of the
-/// disk; a request is a one-sector read.
+/// The framework's conformance suite on the block class: client k has sectors
+/// 1024 k..1024 (k + 1) of the disk; a request is a one-sector read.
 struct Conformance<'a> {
     devices: &'a [OwnedDma; 2],
     world: World<'a>,
-    regions: Vec<DmaRegion<'a>>,
-}
-
-impl<'a> Conformance<'a> {
-    fn add(&mut self, region: DmaRegion<'a>) -> (usize, SimNotifier<'a>) {
-        let k = self.regions.len() as u64;
-        self.regions.push(region);
-        self.world.add(region, rw(k * 1024, 1024), "conformance")
-    }
 }
 
 impl<'a> ioserver::conformance::Harness<'a> for Conformance<'a> {
     type Class = Block<'a, Backend0<'a>>;
 
-    fn driver_features(&self) -> Features {
-        Features::from_bits(&[virtio::features::bits::VERSION_1])
+    fn server(&self) -> Ref<'_, Srv<'a>> {
+        self.world.server.borrow()
     }
-    fn add_client(&mut self, region: DmaRegion<'a>) -> (usize, SimNotifier<'a>) {
-        self.add(region)
+    fn add_client(&mut self, k: usize, region: DmaRegion<'a>) -> (usize, SimNotifier<'a>) {
+        let k = k as u64;
+        self.world.add(region, rw(k * 1024, 1024), "conformance")
     }
     fn run(&mut self) {
         self.world.run();
     }
-    fn state(&self, index: usize) -> Option<ClientState> {
-        self.world.server.borrow().client_state(index)
-    }
-    fn request(
-        &mut self,
-        _index: usize,
-        data: &DmaRegion<'a>,
-        at: usize,
-    ) -> ioserver::conformance::Request {
+    fn request(&mut self, _: usize, data: &DmaRegion<'a>, at: usize) -> Request {
         let header = blk::RequestHeader {
             request_type: blk::request_type::IN,
             sector: (at / 0x1000) as u64,
         };
         data.write_bytes(at, &header.to_bytes()).unwrap();
-        let data_at = (at + blk::RequestHeader::SIZE) as u64;
-        ioserver::conformance::Request {
+        let at = at as u64;
+        let data_at = at + blk::RequestHeader::SIZE as u64;
+        Request {
             queue: 0,
             readable: vec![Buffer {
-                addr: at as u64,
+                addr: at,
                 len: blk::RequestHeader::SIZE as u32,
             }],
             writable: vec![
@@ -1222,10 +1207,8 @@ impl<'a> ioserver::conformance::Harness<'a> for Conformance<'a> {
             ],
         }
     }
-    fn restart(&mut self) -> Vec<SimNotifier<'a>> {
+    fn restart(&mut self) {
         self.world = World::new(&self.devices[1], 4096);
-        let regions = core::mem::take(&mut self.regions);
-        regions.into_iter().map(|r| self.add(r).1).collect()
     }
 }
 
@@ -1234,7 +1217,6 @@ fn the_block_class_passes_the_conformance_suite() {
     ioserver::sim::conformance(REGION_LEN, |devices| Conformance {
         devices,
         world: World::new(&devices[0], 4096),
-        regions: Vec::new(),
     })
     .unwrap();
 }

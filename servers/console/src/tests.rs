@@ -5,7 +5,7 @@
 //! that waits runs the server and the console until they are quiet. Time is a test-controlled
 //! clock.
 
-use std::cell::RefCell;
+use std::cell::{Ref, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
@@ -561,57 +561,39 @@ fn ports_come_from_the_configuration_text() {
     );
 }
 
-/// The framework's conformance suite on the console class: each client's console is its own
-/// port, a request is one line of output.
+/// The framework's conformance suite on the console class: client k's console is port k + 1,
+/// a request is one line of output.
 struct Conformance<'a> {
     devices: &'a [OwnedDma; 2],
     world: World<'a>,
-    regions: Vec<DmaRegion<'a>>,
-}
-
-impl<'a> Conformance<'a> {
-    /// Adds the next client, on the next port.
-    fn attach(&mut self, region: DmaRegion<'a>) -> (usize, SimNotifier<'a>) {
-        let port = self.regions.len() as u32 % 2 + 1;
-        self.world.add(region, spec(port, None))
-    }
 }
 
 impl<'a> ioserver::conformance::Harness<'a> for Conformance<'a> {
     type Class = Class<'a>;
 
-    fn driver_features(&self) -> Features {
-        Features::from_bits(&[virtio::features::bits::VERSION_1])
+    fn server(&self) -> Ref<'_, ioserver::Server<'a, SimNotifier<'a>, Class<'a>>> {
+        self.world.server.borrow()
     }
-    fn add_client(&mut self, region: DmaRegion<'a>) -> (usize, SimNotifier<'a>) {
-        let added = self.attach(region);
-        self.regions.push(region);
-        added
+    fn add_client(&mut self, k: usize, region: DmaRegion<'a>) -> (usize, SimNotifier<'a>) {
+        self.world.add(region, spec(k as u32 + 1, None))
     }
     fn run(&mut self) {
         self.world.run();
     }
-    fn state(&self, index: usize) -> Option<ClientState> {
-        self.world.server.borrow().client_state(index)
-    }
     fn request(&mut self, _index: usize, data: &DmaRegion<'a>, at: usize) -> Request {
         data.write_bytes(at, b"conformance\n").unwrap();
+        let line = Buffer {
+            addr: at as u64,
+            len: 12,
+        };
         Request {
             queue: console::queue::TX0,
-            readable: vec![Buffer {
-                addr: at as u64,
-                len: 12,
-            }],
+            readable: vec![line],
             writable: vec![],
         }
     }
-    fn restart(&mut self) -> Vec<SimNotifier<'a>> {
+    fn restart(&mut self) {
         self.world = console_world(&self.devices[1], &[1, 2]);
-        let regions = core::mem::take(&mut self.regions);
-        regions
-            .into_iter()
-            .map(|region| self.add_client(region).1)
-            .collect()
     }
 }
 
@@ -620,7 +602,6 @@ fn the_console_class_passes_the_conformance_suite() {
     ioserver::sim::conformance(REGION_LEN, |devices| Conformance {
         devices,
         world: console_world(&devices[0], &[1, 2]),
-        regions: Vec::new(),
     })
     .unwrap();
 }

@@ -16,19 +16,20 @@
 //! library.
 extern crate std;
 
+use core::cell::Ref;
 use std::format;
 use std::string::String;
 use std::vec::Vec;
 
 use virtio::dma::DmaRegion;
-use virtio::features::{Features, status};
+use virtio::features::{Features, bits, status};
 use virtio::queue::{Buffer, Completion, DriverQueue, Token};
 use virtio::split::SplitQueue;
 use virtio::transport::shmem::sim::SimNotifier;
 use virtio::transport::shmem::{Notifier, SharedMemoryTransport};
 use virtio::transport::{Transport, initialize};
 
-use crate::{ClientState, DeviceClass};
+use crate::{ClientState, DeviceClass, Server};
 
 /// Entries in each of the test driver's queues.
 pub const DRIVER_QUEUE: usize = 16;
@@ -54,22 +55,23 @@ pub trait Harness<'a> {
 
     /// Features the test driver accepts (VERSION_1 and the class's own; ring features are
     /// declined).
-    fn driver_features(&self) -> Features;
-    /// Adds a client whose channel is `region`; its index and the client's end of its
-    /// notifications.
-    fn add_client(&mut self, region: DmaRegion<'a>) -> (usize, SimNotifier<'a>);
+    fn driver_features(&self) -> Features {
+        Features::from_bits(&[bits::VERSION_1])
+    }
+    /// The server, to look at.
+    fn server(&self) -> Ref<'_, Server<'a, SimNotifier<'a>, Self::Class>>;
+    /// Adds client `k` (0, 1, ...: each with its own grant) whose channel is `region`; its
+    /// index and the client's end of its notifications.
+    fn add_client(&mut self, k: usize, region: DmaRegion<'a>) -> (usize, SimNotifier<'a>);
     /// Runs the server and its simulated device until nothing moves.
     fn run(&mut self);
-    /// Client `index`'s state.
-    fn state(&self, index: usize) -> Option<ClientState<<Self::Class as DeviceClass>::Reason>>;
     /// A well-formed request of client `index` that the server completes by itself, its
     /// contents written into the client's data area `data` (at offset `at`, below
     /// `at + 0x1000`).
     fn request(&mut self, index: usize, data: &DmaRegion<'a>, at: usize) -> Request;
-    /// Replaces the server with a fresh one over the same client regions, added again in the
-    /// same order (a restart: every client's channel is laid out again); the clients' ends of
-    /// their notifications, in that order.
-    fn restart(&mut self) -> Vec<SimNotifier<'a>>;
+    /// Replaces the server and its simulated device with fresh ones with no clients yet (a
+    /// restart: the suite adds the clients again, and every channel is laid out afresh).
+    fn restart(&mut self);
 }
 
 /// A client driving its channel by hand.
@@ -207,9 +209,8 @@ fn attach_all<'a, H: Harness<'a>>(
     regions: &'a [DmaRegion<'a>],
 ) -> Result<Vec<(usize, Driver<'a>)>, String> {
     let mut added = Vec::new();
-    for region in regions {
-        let (index, notifier) = h.add_client(*region);
-        added.push((index, notifier));
+    for (k, region) in regions.iter().enumerate() {
+        added.push(h.add_client(k, *region));
     }
     h.run();
     let mut drivers = Vec::new();
@@ -230,7 +231,7 @@ fn expect_state<'a, H: Harness<'a>>(
     want: ClientState<<H::Class as DeviceClass>::Reason>,
     when: &str,
 ) -> Result<(), String> {
-    match h.state(index) {
+    match h.server().client_state(index) {
         Some(s) if s == want => Ok(()),
         other => Err(format!(
             "client {index} {when}: {other:?}, expected {want:?}"
@@ -276,7 +277,7 @@ pub fn malformed_chain_stops_only_that_client<'a, H: Harness<'a>>(
     }
     bad_driver.submit(&request)?;
     h.run();
-    match h.state(bad) {
+    match h.server().client_state(bad) {
         Some(ClientState::Broken(_)) => {}
         other => return Err(format!("malformed chain: client state {other:?}")),
     }
@@ -341,7 +342,10 @@ pub fn restart_is_reported_to_every_client<'a, H: Harness<'a>>(
     regions: &'a [DmaRegion<'a>],
 ) -> Result<(), String> {
     let clients = attach_all(h, regions)?;
-    let notifiers = h.restart();
+    h.restart();
+    let notifiers: Vec<_> = (0..regions.len())
+        .map(|k| h.add_client(k, regions[k]).1)
+        .collect();
     for (index, mut driver) in clients {
         if driver.status() & status::DRIVER_OK != 0 {
             return Err(format!(

@@ -1,14 +1,14 @@
 //! The framework on its own: a toy class that fills each request with a pattern, served by
 //! the framework's pass and main loop, and run through the conformance suite.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, Ref, RefCell};
 use std::fmt;
 use std::rc::Rc;
 use std::string::String;
 use std::vec::Vec;
 
 use virtio::dma::{DmaRegion, OwnedDma};
-use virtio::features::{Features, bits};
+use virtio::features::Features;
 use virtio::queue::Buffer;
 use virtio::transport::shmem::sim::{Pump, SimNotifier, no_pump, pair};
 
@@ -113,7 +113,6 @@ type PatternServer<'a> = Server<'a, SimNotifier<'a>, Pattern>;
 struct World<'a> {
     server: Rc<RefCell<PatternServer<'a>>>,
     pump: Pump<'a>,
-    regions: Vec<DmaRegion<'a>>,
 }
 
 impl<'a> World<'a> {
@@ -126,21 +125,16 @@ impl<'a> World<'a> {
                 server.borrow_mut().run(0);
             }));
         }
-        Self {
-            server,
-            pump,
-            regions: Vec::new(),
-        }
+        Self { server, pump }
     }
 }
 
 impl<'a> Harness<'a> for World<'a> {
     type Class = Pattern;
-    fn driver_features(&self) -> Features {
-        Features::from_bits(&[bits::VERSION_1])
+    fn server(&self) -> Ref<'_, PatternServer<'a>> {
+        self.server.borrow()
     }
-    fn add_client(&mut self, region: DmaRegion<'a>) -> (usize, SimNotifier<'a>) {
-        self.regions.push(region);
+    fn add_client(&mut self, _: usize, region: DmaRegion<'a>) -> (usize, SimNotifier<'a>) {
         let (server_side, client_side) = pair(no_pump(), self.pump.clone());
         let index = self
             .server
@@ -152,9 +146,6 @@ impl<'a> Harness<'a> for World<'a> {
     fn run(&mut self) {
         self.server.borrow_mut().run(0);
     }
-    fn state(&self, index: usize) -> Option<ClientState<PatternRule>> {
-        self.server.borrow().client_state(index)
-    }
     fn request(&mut self, _: usize, _: &DmaRegion<'a>, at: usize) -> Request {
         Request {
             queue: 0,
@@ -165,10 +156,8 @@ impl<'a> Harness<'a> for World<'a> {
             }],
         }
     }
-    fn restart(&mut self) -> Vec<SimNotifier<'a>> {
-        let regions = core::mem::take(&mut self.regions);
+    fn restart(&mut self) {
         *self.server.borrow_mut() = Server::new(Pattern::default());
-        regions.into_iter().map(|r| self.add_client(r).1).collect()
     }
 }
 
@@ -221,8 +210,8 @@ impl Kernel for FakeKernel {
 fn the_main_loop_reports_state_changes_and_counters_then_sleeps() {
     let memories: Vec<OwnedDma> = (0..2).map(|_| OwnedDma::new(REGION_LEN)).collect();
     let mut world = World::new();
-    let (a, na) = world.add_client(memories[0].region(0));
-    let (_, nb) = world.add_client(memories[1].region(0));
+    let (a, na) = world.add_client(0, memories[0].region(0));
+    let (_, nb) = world.add_client(1, memories[1].region(0));
     let mut da =
         conformance::Driver::attach::<Pattern>(memories[0].region(0), na, world.driver_features())
             .unwrap();

@@ -3,10 +3,11 @@
 //! simulated wire served by the library's device side. Notifications are simulated: a
 //! client's wait runs the wire and the server until they are quiet.
 
-use std::cell::RefCell;
+use std::cell::{Ref, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 
+use ioserver::conformance::Request;
 use net_client::NetClient;
 use virtio::devices::{id, net};
 use virtio::dma::{DmaRegion, OwnedDma};
@@ -776,9 +777,8 @@ fn smoltcp_udp_echo_through_the_switch() {
 /// The framework's conformance suite on the network class: client k has MAC …:6(1+k), and its
 /// well-formed request is one frame to the host (taken, its buffer returned, sent out).
 struct Conformance<'a> {
-    nics: &'a [OwnedDma],
+    nics: &'a [OwnedDma; 2],
     world: World<'a>,
-    regions: Vec<DmaRegion<'a>>,
 }
 
 fn conformance_mac(k: usize) -> Mac {
@@ -791,36 +791,28 @@ impl<'a> ioserver::conformance::Harness<'a> for Conformance<'a> {
     fn driver_features(&self) -> Features {
         Features::from_bits(&[bits::VERSION_1, net::features::MAC])
     }
-    fn add_client(&mut self, region: DmaRegion<'a>) -> (usize, SimNotifier<'a>) {
-        let mac = conformance_mac(self.regions.len());
-        self.regions.push(region);
-        self.world.add(region, mac)
+    fn server(&self) -> Ref<'_, Srv<'a>> {
+        self.world.server.borrow()
     }
-    fn request(
-        &mut self,
-        index: usize,
-        data: &DmaRegion<'a>,
-        at: usize,
-    ) -> ioserver::conformance::Request {
+    fn add_client(&mut self, k: usize, region: DmaRegion<'a>) -> (usize, SimNotifier<'a>) {
+        self.world.add(region, conformance_mac(k))
+    }
+    fn request(&mut self, index: usize, data: &DmaRegion<'a>, at: usize) -> Request {
         let mut bytes = header(0, 0).to_vec();
         bytes.extend(frame(HOST, conformance_mac(index), b"conformance"));
         data.write_bytes(at, &bytes).unwrap();
-        ioserver::conformance::Request {
+        let frame = Buffer {
+            addr: at as u64,
+            len: bytes.len() as u32,
+        };
+        Request {
             queue: net::queue::TX,
-            readable: vec![Buffer {
-                addr: at as u64,
-                len: bytes.len() as u32,
-            }],
+            readable: vec![frame],
             writable: vec![],
         }
     }
-    fn state(&self, index: usize) -> Option<ClientState> {
-        self.world.server.borrow().client_state(index)
-    }
-    fn restart(&mut self) -> Vec<SimNotifier<'a>> {
+    fn restart(&mut self) {
         self.world = World::new(&self.nics[1], &self.nics[1]);
-        let regions = std::mem::take(&mut self.regions);
-        regions.into_iter().map(|r| self.add_client(r).1).collect()
     }
     fn run(&mut self) {
         self.world.run();
@@ -829,21 +821,9 @@ impl<'a> ioserver::conformance::Harness<'a> for Conformance<'a> {
 
 #[test]
 fn the_network_class_passes_the_conformance_suite() {
-    // Per check a NIC before and one after the restart; then the clients' regions.
-    let nics: Vec<OwnedDma> = (0..8).map(|_| OwnedDma::new(REGION_LEN)).collect();
-    let clients: Vec<OwnedDma> = (0..ioserver::conformance::REGIONS)
-        .map(|_| OwnedDma::new(REGION_LEN))
-        .collect();
-    let regions: Vec<DmaRegion<'_>> = clients.iter().map(|m| m.region(0)).collect();
-    let mut pairs = nics.chunks(2);
-    let pairs = RefCell::new(&mut pairs);
-    let make = || {
-        let nics = pairs.borrow_mut().next().unwrap();
-        Conformance {
-            nics,
-            world: World::new(&nics[0], &nics[0]),
-            regions: Vec::new(),
-        }
-    };
-    ioserver::conformance::run_all(make, &regions).unwrap();
+    ioserver::sim::conformance(REGION_LEN, |nics| Conformance {
+        nics,
+        world: World::new(&nics[0], &nics[0]),
+    })
+    .unwrap();
 }

@@ -2,12 +2,12 @@
 //! [`Server`] → [`VirtioRng`] → inter-partition transport → a simulated entropy device served
 //! by the library's device side. Time is a test-controlled clock; the device can be made slow.
 
-use std::cell::RefCell;
+use std::cell::{Ref, RefCell};
 use std::rc::Rc;
 
 use entropy_client::{EntropyClient, EntropyError};
 use ioserver::DeviceClass;
-use ioserver::conformance::Driver;
+use ioserver::conformance::{Driver, Request};
 use ioserver::sim::{Keys, driver_end};
 use virtio::devices::id;
 use virtio::dma::{DmaRegion, OwnedDma};
@@ -17,7 +17,7 @@ use virtio::split::SplitDeviceQueue;
 use virtio::transport::shmem::sim::{SimNotifier, no_pump, pair};
 use virtio::transport::shmem::{DeviceDescription, SharedMemoryDevice, SharedMemoryTransport};
 
-use crate::server::{Broken, ClientState, Entropy, EntropySpec, RngRule};
+use crate::server::{Broken, ClientState, Entropy, EntropySpec, RngRule, Server};
 use crate::source::{RING_BYTES, VirtioRng};
 
 const REGION_LEN: usize = 0x2_0000;
@@ -342,46 +342,33 @@ fn rates_come_from_the_channel_configuration() {
 struct Conformance<'a> {
     devices: &'a [OwnedDma; 2],
     world: World<'a>,
-    regions: Vec<DmaRegion<'a>>,
 }
 
 impl<'a> ioserver::conformance::Harness<'a> for Conformance<'a> {
     type Class = Entropy<Source0<'a>>;
 
-    fn driver_features(&self) -> Features {
-        Features::from_bits(&[virtio::features::bits::VERSION_1])
+    fn server(&self) -> Ref<'_, Server<'a, Source0<'a>, SimNotifier<'a>>> {
+        self.world.server.borrow()
     }
-    fn add_client(&mut self, region: DmaRegion<'a>) -> (usize, SimNotifier<'a>) {
-        self.regions.push(region);
+    fn add_client(&mut self, _k: usize, region: DmaRegion<'a>) -> (usize, SimNotifier<'a>) {
         add(&self.world, region, None)
     }
     fn run(&mut self) {
         self.world.run();
     }
-    fn state(&self, index: usize) -> Option<ClientState> {
-        self.world.server.borrow().client_state(index)
-    }
-    fn request(
-        &mut self,
-        _index: usize,
-        _data: &DmaRegion<'a>,
-        at: usize,
-    ) -> ioserver::conformance::Request {
-        ioserver::conformance::Request {
+    fn request(&mut self, _: usize, _: &DmaRegion<'a>, at: usize) -> Request {
+        let buffer = Buffer {
+            addr: at as u64,
+            len: 64,
+        };
+        Request {
             queue: 0,
             readable: vec![],
-            writable: vec![Buffer {
-                addr: at as u64,
-                len: 64,
-            }],
+            writable: vec![buffer],
         }
     }
-    fn restart(&mut self) -> Vec<SimNotifier<'a>> {
+    fn restart(&mut self) {
         self.world = rng_world(&self.devices[1], None);
-        self.regions
-            .iter()
-            .map(|r| add(&self.world, *r, None).1)
-            .collect()
     }
 }
 
@@ -390,7 +377,6 @@ fn the_entropy_class_passes_the_conformance_suite() {
     ioserver::sim::conformance(REGION_LEN, |devices| Conformance {
         devices,
         world: rng_world(&devices[0], None),
-        regions: Vec::new(),
     })
     .unwrap();
 }
