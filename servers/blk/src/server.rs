@@ -28,7 +28,10 @@
 use core::fmt;
 
 use ioserver::chain::{copy_from_chain, copy_into_chain, walk, write_writable};
-use ioserver::{Channel, Clients, DeviceClass, MAX_CONFIG, Progress, Ready, Settings, Turn, Visit};
+use ioserver::{
+    Channel, Clients, DeviceClass, DeviceInterrupts, MAX_CONFIG, Progress, Ready, Settings, Turn,
+    Visit,
+};
 use virtio::devices::{blk, id};
 use virtio::features::Features;
 use virtio::queue::{Buffer, Chain};
@@ -835,7 +838,6 @@ impl<B: Backend> DeviceClass for Block<'_, B> {
     type Client = VirtualDisk;
     type Stats = BlockStats;
     type Reason = BlkRule;
-    type Device = B;
 
     /// `disk` (the real device's name: a channel for another device is not served),
     /// `lba-start`, `lba-count`, `access`; the device id is the channel's name.
@@ -974,7 +976,7 @@ impl<B: Backend> DeviceClass for Block<'_, B> {
         )
     }
 
-    fn device(&mut self) -> &mut B {
+    fn device(&mut self) -> &mut dyn DeviceInterrupts {
         &mut self.backend
     }
 

@@ -18,8 +18,8 @@ use core::fmt;
 use ioserver::chain::{read_readable, write_writable};
 use ioserver::rate::TokenBucket;
 use ioserver::{
-    Channel, Clients, DeviceClass, MAX_CONFIG, Progress, Ready, Settings, Turn, Visit,
-    ring_features,
+    Channel, Clients, DeviceClass, DeviceInterrupts, MAX_CONFIG, Progress, Ready, Settings, Turn,
+    Visit, ring_features,
 };
 use virtio::devices::{console, id};
 use virtio::features::Features;
@@ -277,7 +277,6 @@ impl<P: Ports> DeviceClass for Consoles<P> {
     type Client = PortClient;
     type Stats = ConsoleStats;
     type Reason = ConsoleRule;
-    type Device = P;
     const DEVICE_TYPE: u32 = id::CONSOLE;
     const QUEUES: u16 = 2;
     /// Either queue: a client may only write, or only read.
@@ -338,21 +337,15 @@ impl<P: Ports> DeviceClass for Consoles<P> {
     /// Forwards client `index`'s output, then delivers its port's input; a client that broke
     /// a rule is stopped until it resets.
     fn serve<N: Notifier>(&mut self, visit: Visit<'_, '_, N, Self>) -> Turn {
-        let Visit {
-            clients,
-            index,
-            now_ns,
-            progress,
-        } = visit;
-        let moved = clients.get_mut(index).map(|channel| {
-            let output = self.output(channel, now_ns, progress);
+        let moved = visit.clients.get_mut(visit.index).map(|channel| {
+            let output = self.output(channel, visit.now_ns, visit.progress);
             output.and_then(|out| Ok(self.input(channel)? || out))
         });
         match moved {
             None | Some(Ok(false)) => Turn::Idle,
             Some(Ok(true)) => Turn::Worked,
             Some(Err(why)) => {
-                self.break_client(clients, index, why);
+                self.break_client(visit.clients, visit.index, why);
                 Turn::Worked
             }
         }
@@ -380,7 +373,7 @@ impl<P: Ports> DeviceClass for Consoles<P> {
         client.waiting = false;
     }
 
-    fn device(&mut self) -> &mut P {
+    fn device(&mut self) -> &mut dyn DeviceInterrupts {
         &mut self.ports
     }
 

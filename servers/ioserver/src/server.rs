@@ -143,8 +143,6 @@ pub trait DeviceClass: Sized {
     type Stats: Copy + Default + PartialEq + fmt::Debug;
     /// The class's own reasons to stop serving a client.
     type Reason: Copy + Eq + fmt::Debug;
-    /// The real device the class drives.
-    type Device: DeviceInterrupts;
 
     /// What the description grants a client, from its channel's configuration; or why it is
     /// not served.
@@ -220,7 +218,7 @@ pub trait DeviceClass: Sized {
     }
 
     /// The class's real device, whose interrupt the serving loop drives.
-    fn device(&mut self) -> &mut Self::Device;
+    fn device(&mut self) -> &mut dyn DeviceInterrupts;
 
     /// The per-client counter report's line (after `NAME: `), when the counters changed.
     fn report(_stats: &ClientStats<Self::Stats>, _out: &mut dyn fmt::Write) -> fmt::Result {

@@ -15,7 +15,7 @@ use core::fmt::{self, Write};
 use virtio::transport::shmem::Notifier;
 
 use crate::client::{ClientState, MAX_CLIENTS};
-use crate::server::{DeviceClass, DeviceInterrupts, Progress, Server};
+use crate::server::{DeviceClass, Progress, Server};
 
 /// What the loop needs of the kernel.
 pub trait Kernel {

@@ -48,7 +48,6 @@ impl DeviceClass for Pattern {
     type Client = ();
     type Stats = PatternStats;
     type Reason = PatternRule;
-    type Device = ();
 
     fn spec(&self, _: &dyn Settings) -> Result<(), ()> {
         Ok(())
@@ -100,7 +99,7 @@ impl DeviceClass for Pattern {
         }
         Turn::Worked
     }
-    fn device(&mut self) -> &mut () {
+    fn device(&mut self) -> &mut dyn DeviceInterrupts {
         &mut self.device
     }
     fn report(stats: &ClientStats<PatternStats>, out: &mut dyn fmt::Write) -> fmt::Result {

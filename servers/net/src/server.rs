@@ -25,7 +25,8 @@ use core::fmt;
 
 use ioserver::chain::{read_readable, write_writable};
 use ioserver::{
-    Clients, DeviceClass, MAX_CONFIG, Progress, Ready, Settings, Turn, Visit, ring_features,
+    Clients, DeviceClass, DeviceInterrupts, MAX_CONFIG, Progress, Ready, Settings, Turn, Visit,
+    ring_features,
 };
 use virtio::devices::{id, net};
 use virtio::features::Features;
@@ -298,7 +299,6 @@ impl<U: Uplink> DeviceClass for Network<U> {
     type Client = VirtualNic;
     type Stats = NetStats;
     type Reason = NetRule;
-    type Device = U;
     /// Receive buffers are taken when a frame arrives: no kicks needed for them.
     const NO_KICKS: u32 = 1 << net::queue::RX;
     const REPORT_MS: u64 = 5000;
@@ -362,7 +362,7 @@ impl<U: Uplink> DeviceClass for Network<U> {
         progress
     }
 
-    fn device(&mut self) -> &mut U {
+    fn device(&mut self) -> &mut dyn DeviceInterrupts {
         &mut self.uplink
     }
 

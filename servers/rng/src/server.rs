@@ -18,7 +18,8 @@ use core::fmt;
 use ioserver::chain::write_writable;
 use ioserver::rate::TokenBucket;
 use ioserver::{
-    Clients, DeviceClass, MAX_CONFIG, Progress, Ready, Settings, Turn, Visit, ring_features,
+    Clients, DeviceClass, DeviceInterrupts, MAX_CONFIG, Progress, Ready, Settings, Turn, Visit,
+    ring_features,
 };
 use virtio::devices::{entropy, id};
 use virtio::features::Features;
@@ -111,7 +112,6 @@ impl<S: Source> DeviceClass for Entropy<S> {
     type Client = Share;
     type Stats = EntropyStats;
     type Reason = RngRule;
-    type Device = S;
 
     /// `rate` (bytes per second; none: unlimited) and `burst` (bytes; none: a second's worth).
     fn spec(&self, config: &dyn Settings) -> Result<EntropySpec, Self::Refusal> {
@@ -164,12 +164,7 @@ impl<S: Source> DeviceClass for Entropy<S> {
 
     /// Answers at most one request of client `index`.
     fn serve<N: Notifier>(&mut self, visit: Visit<'_, '_, N, Self>) -> Turn {
-        let Visit {
-            clients,
-            index,
-            now_ns,
-            progress,
-        } = visit;
+        let Visit { clients, index, .. } = visit;
         let Some(channel) = clients.get_mut(index) else {
             return Turn::Idle;
         };
@@ -190,19 +185,19 @@ impl<S: Source> DeviceClass for Entropy<S> {
                     return Turn::Worked;
                 }
             }
-            progress.busy = true;
+            visit.progress.busy = true;
         }
         let Some(chain) = share.held.as_ref() else {
             return Turn::Idle;
         };
         let want = (chain.writable_len() as usize).min(CHUNK);
-        let credit = share.bucket.available(now_ns);
+        let credit = share.bucket.available(visit.now_ns);
         if credit == 0 {
             let first = !core::mem::replace(&mut share.waiting, true);
             // Wake for a fiftieth of a second's worth: few wake-ups, short waits.
             let step = share.bucket.rate().map_or(1, |r| (r / 50).max(1));
             if let Some(at) = share.bucket.ready_at((want as u64).min(step)) {
-                progress.wake_by(at);
+                visit.progress.wake_by(at);
             }
             if first {
                 channel.stats_mut().throttled += 1;
@@ -246,7 +241,7 @@ impl<S: Source> DeviceClass for Entropy<S> {
         )
     }
 
-    fn device(&mut self) -> &mut S {
+    fn device(&mut self) -> &mut dyn DeviceInterrupts {
         &mut self.source
     }
 
