@@ -35,15 +35,28 @@ fn every_program_that_reads_configuration_has_a_schema() {
             .iter()
             .any(|s| s.contains("config::read("));
         let has = dir.join(schema::SCHEMA_FILE).exists();
-        assert_eq!(
-            reads, has,
-            "{name}: reads its configuration: {reads}, has a schema: {has}"
+        // Servers may read theirs through iokit, so their own source need not say so.
+        assert!(
+            has || !reads,
+            "{name} reads its configuration but has no {}",
+            schema::SCHEMA_FILE
         );
         let schema = programs.schema(&name).unwrap();
         with_schema += usize::from(has);
         for key in schema.config.values().chain(schema.channel.values()) {
             assert!(!key.doc.is_empty(), "{name}");
         }
+    }
+    for server in [
+        "virtio-blk-server",
+        "virtio-net-server",
+        "virtio-console-server",
+        "virtio-rng-server",
+    ] {
+        assert!(
+            !programs.schema(server).unwrap().config.is_empty(),
+            "{server}"
+        );
     }
     assert!(with_schema >= 10, "{with_schema}");
 }
