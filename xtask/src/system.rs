@@ -14,33 +14,25 @@ use sysdesc::{Programs, System};
 
 use crate::{Arch, build as cargo_build};
 
-/// Crates under these folders whose manifest has a binary are programs a description may name.
-const PROGRAM_DIRS: [&str; 2] = ["partitions", "servers"];
-
-/// Names of the programs that can be built: the packages of crates with a `src/main.rs` (a
-/// server's folder is named for its device class, `servers/blk`, its package for what it is,
-/// `virtio-blk-server`).
+/// Names of the programs that can be built: the packages of crates with a `src/main.rs` under
+/// partitions/ and servers/ (a server's folder is named for its device class, `servers/blk`,
+/// its package for what it is, `virtio-blk-server`).
 pub fn available_programs() -> Vec<String> {
-    let mut names = Vec::new();
-    for dir in PROGRAM_DIRS {
-        let Ok(entries) = fs::read_dir(cargo_build::root().join(dir)) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            if !entry.path().join("src/main.rs").exists() {
-                continue;
-            }
-            let manifest = fs::read_to_string(entry.path().join("Cargo.toml")).unwrap_or_default();
-            let name = manifest
-                .parse::<sysdesc::toml::Table>()
-                .ok()
-                .and_then(|t| t.get("package")?.get("name")?.as_str().map(str::to_owned))
-                .unwrap_or_else(|| entry.file_name().to_string_lossy().into_owned());
-            names.push(name);
+    sysdesc::schema::program_dirs(&cargo_build::root())
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect()
+}
+
+/// The programs with their configuration schemas (`config-schema.toml` next to each
+/// program's `Cargo.toml`); a broken schema file is printed with file, line and column.
+pub fn programs() -> Result<Programs> {
+    Programs::discover(&cargo_build::root()).map_err(|reports| {
+        for report in &reports {
+            report.eprint();
         }
-    }
-    names.sort();
-    names
+        anyhow::anyhow!("{} configuration schema(s) are invalid", reports.len())
+    })
 }
 
 /// Resolves `name` (a file, or a name in systems/) to a description path.
@@ -56,7 +48,7 @@ pub fn description_path(name: &str) -> PathBuf {
 
 /// Loads and validates a description; errors are printed with file, line and column.
 pub fn load(path: &Path) -> Result<System> {
-    match sysdesc::load(path, &Programs::known(available_programs())) {
+    match sysdesc::load(path, &programs()?) {
         Ok(system) => Ok(system),
         Err(report) => {
             report.eprint();
@@ -151,7 +143,7 @@ pub fn image(system: &System, arch: Arch, cmdline: &str) -> Result<Vec<u8>> {
                     .background
                     .iter()
                     .any(|b| system.partitions[b.0].name == p.name),
-            config: config_text(system, index),
+            config: config_records(system, index),
         });
     }
     let windows: Vec<WindowRecord> = system
@@ -243,24 +235,43 @@ fn cache(c: sysdesc::CacheAttr) -> Cache {
     }
 }
 
-/// The configuration text partition `index` reads with `partition_config`: its own
-/// `[partitions.NAME.config]` as `key = value` lines (nested tables as dotted keys, values in
-/// TOML syntax), then, for each channel it serves, `channels.CHANNEL.key = value`.
-pub fn config_text(system: &System, index: usize) -> String {
-    fn flatten(out: &mut String, prefix: &str, table: &sysdesc::toml::Table) {
+/// The configuration partition `index` reads with `partition_config`, in the typed encoding
+/// of `bulkhead_rt::config`: its own settings, then for each channel it serves a channel
+/// record and that channel's settings. The description was checked against the program's
+/// schema, so every setting is there with its default filled in; a nested table (only possible
+/// for a program without a schema) becomes dotted keys.
+pub fn config_records(system: &System, index: usize) -> Vec<u8> {
+    const CHANNEL: u8 = 0;
+    const INT: u8 = 1;
+    const BOOL: u8 = 2;
+    const STR: u8 = 3;
+    fn record(out: &mut Vec<u8>, tag: u8, key: &str, value: &[u8]) {
+        let key_len = u8::try_from(key.len()).expect("setting names are short");
+        let value_len = u16::try_from(value.len()).expect("setting values are short");
+        out.extend_from_slice(&[tag, key_len]);
+        out.extend_from_slice(&value_len.to_le_bytes());
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(value);
+    }
+    fn settings(out: &mut Vec<u8>, prefix: &str, table: &sysdesc::toml::Table) {
+        use sysdesc::toml::Value;
         for (key, value) in table {
+            let key = format!("{prefix}{key}");
             match value {
-                sysdesc::toml::Value::Table(inner) => {
-                    flatten(out, &format!("{prefix}{key}."), inner)
-                }
-                other => out.push_str(&format!("{prefix}{key} = {other}\n")),
+                Value::Integer(i) => record(out, INT, &key, &i.to_le_bytes()),
+                Value::Boolean(b) => record(out, BOOL, &key, &[u8::from(*b)]),
+                Value::String(s) => record(out, STR, &key, s.as_bytes()),
+                Value::Table(inner) => settings(out, &format!("{key}."), inner),
+                // Only settings of programs without a schema can be floats, dates or arrays.
+                other => record(out, STR, &key, other.to_string().as_bytes()),
             }
         }
     }
-    let mut out = String::new();
-    flatten(&mut out, "", &system.partitions[index].config);
+    let mut out = b"BHC\x01".to_vec();
+    settings(&mut out, "", &system.partitions[index].config);
     for c in system.channels.iter().filter(|c| c.server.0 == index) {
-        flatten(&mut out, &format!("channels.{}.", c.name), &c.config);
+        record(&mut out, CHANNEL, &c.name, &[]);
+        settings(&mut out, "", &c.config);
     }
     out
 }
@@ -369,4 +380,82 @@ fn device_records(system: &System, arch: Arch) -> Result<Vec<DeviceRecord<'_>>> 
 /// A system image with no partitions, only a command line (the kernel's self-tests).
 pub fn empty_image(cmdline: &str) -> Vec<u8> {
     build(cmdline, 1, &[], &[])
+}
+
+#[cfg(test)]
+#[path = "../../partitions/runtime/src/config.rs"]
+#[allow(dead_code)]
+mod rt_config;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rt_config::{Config, Value};
+    use sysdesc::toml;
+
+    /// Every shipped system's configurations decode, with the runtime's reader, to exactly
+    /// the settings sysdesc resolved (defaults included), and fit the smallest buffer a
+    /// program reads them into (1 KiB).
+    #[test]
+    fn every_system_configuration_round_trips_through_the_runtime_reader() {
+        let programs = programs().unwrap();
+        let dir = cargo_build::root().join("systems");
+        let mut checked = 0;
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let system = sysdesc::load(&path, &programs).unwrap();
+            for (index, p) in system.partitions.iter().enumerate() {
+                let bytes = config_records(&system, index);
+                assert!(bytes.len() <= 1024, "{}: {}", path.display(), p.name);
+                let config = Config::from_bytes(&bytes).unwrap();
+                let same = |value: Option<Value<'_>>, expected: &toml::Value| match expected {
+                    toml::Value::Integer(i) => value == Some(Value::Int(*i)),
+                    toml::Value::Boolean(b) => value == Some(Value::Bool(*b)),
+                    toml::Value::String(s) => value == Some(Value::Str(s)),
+                    _ => false,
+                };
+                for (key, expected) in &p.config {
+                    assert!(same(config.value(key), expected), "{}: {key}", p.name);
+                    checked += 1;
+                }
+                assert_eq!(
+                    config.entries().count(),
+                    p.config.len()
+                        + system
+                            .channels
+                            .iter()
+                            .filter(|c| c.server.0 == index)
+                            .map(|c| c.config.len())
+                            .sum::<usize>()
+                );
+                let served: Vec<&str> = system
+                    .channels
+                    .iter()
+                    .filter(|c| c.server.0 == index)
+                    .map(|c| c.name.as_str())
+                    .collect();
+                assert_eq!(config.channels().collect::<Vec<_>>(), served);
+                for c in system.channels.iter().filter(|c| c.server.0 == index) {
+                    for (key, expected) in &c.config {
+                        assert!(
+                            same(config.channel_value(&c.name, key), expected),
+                            "{}",
+                            c.name
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 100, "{checked}");
+    }
+
+    #[test]
+    fn a_partition_without_settings_gets_an_empty_configuration() {
+        let system = sysdesc::load(&description_path("hello"), &programs().unwrap()).unwrap();
+        let bytes = config_records(&system, 0);
+        assert_eq!(bytes, b"BHC\x01");
+        assert_eq!(bytes[..4], rt_config::MAGIC);
+        assert_eq!(Config::from_bytes(&bytes).unwrap().entries().count(), 0);
+    }
 }

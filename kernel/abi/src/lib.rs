@@ -151,9 +151,10 @@ pub enum Sysno {
     /// `irq_ack(device, bits)`: the caller has handled the interrupts whose notification bits
     /// are in `bits`; the kernel unmasks those lines again.
     IrqAck = 19,
-    /// `partition_config(ptr, len) -> bytes`: copies the caller's configuration text (its own
-    /// `[partitions.NAME.config]` and, for a server, each channel's `config`), as
-    /// `key = value` lines, into the buffer; returns its full length.
+    /// `partition_config(ptr, len) -> bytes`: copies the caller's settings (its own
+    /// `[partitions.NAME.config]` and, for a server, each channel's `config`, checked and
+    /// defaulted when the image was built, as the typed records `bulkhead_rt::config` reads)
+    /// into the buffer; returns their full length.
     PartitionConfig = 20,
 }
 

@@ -29,7 +29,7 @@
 //! Partition record: name (32 bytes, UTF-8, NUL-padded), ELF offset (4), ELF length (4),
 //! memory budget (8), main-thread stack bytes (4), main-thread priority (1), health policy (1:
 //! 0 stop, 1 restart, 2 halt), flags (1: bit 0 background set), pad (1), max restarts (4),
-//! pad (4), restart period ns (8), configuration text offset (4) and length (4), reserved (16). Window record: partition index (4), pad (4),
+//! pad (4), restart period ns (8), configuration bytes offset (4) and length (4), reserved (16). Window record: partition index (4), pad (4),
 //! offset ns (8), length ns (8). Channel record: name (32), client partition (2), server
 //! partition (2), message size (4), reserved (8). Notification record: name (32), receiver
 //! partition (2), bit (1), pad (5), senders as a partition bit mask (8). Shared-region record:
@@ -258,7 +258,7 @@ pub struct PartitionRecord<'a> {
     pub priority: u8,
     pub policy: HealthPolicy,
     pub background: bool,
-    /// Configuration text for the partition (`key = value` lines).
+    /// The partition's configuration bytes (typed records, see `bulkhead_rt::config`).
     pub config: &'a [u8],
 }
 
@@ -882,8 +882,9 @@ pub mod builder {
         pub priority: u8,
         pub policy: HealthPolicy,
         pub background: bool,
-        /// Configuration text (`key = value` lines) the partition reads with `partition_config`.
-        pub config: alloc::string::String,
+        /// Configuration the partition reads with `partition_config`: the typed records of
+        /// `bulkhead_rt::config`, which the kernel passes on without looking at them.
+        pub config: Vec<u8>,
     }
 
     /// Lays out an image with the given command line, schedule and partitions.
@@ -930,7 +931,7 @@ pub mod builder {
         let mut config_at = Vec::new();
         for p in partitions {
             config_at.push(out.len());
-            out.extend_from_slice(p.config.as_bytes());
+            out.extend_from_slice(&p.config);
             out.resize(out.len().next_multiple_of(8), 0);
         }
         let mut elf_at = Vec::new();
@@ -1111,7 +1112,7 @@ mod tests {
                     period_ns: 1_000_000_000,
                 },
                 background: false,
-                config: "queue-depth = 64\n".into(),
+                config: b"queue-depth = 64\n".to_vec(),
             },
             PartitionSpec {
                 name: "beta".into(),
@@ -1121,7 +1122,7 @@ mod tests {
                 priority: 3,
                 policy: HealthPolicy::Halt,
                 background: true,
-                config: std::string::String::new(),
+                config: Vec::new(),
             },
         ];
         let windows = [WindowRecord {

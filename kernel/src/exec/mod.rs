@@ -65,7 +65,7 @@ struct Partition {
     blocked: Blocked,
     /// Its notification word: bits raised and not yet taken by `wait` or `poll`.
     notifications: u64,
-    /// Its configuration text, as `partition_config` returns it.
+    /// Its configuration bytes (typed settings records), as `partition_config` returns them.
     config: &'static [u8],
 }
 

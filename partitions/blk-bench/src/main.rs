@@ -99,25 +99,26 @@ impl Engine for Client<'_> {
     }
 }
 
-/// `name` + `suffix` in `buf`.
-fn join<'b>(buf: &'b mut [u8; 64], name: &str, suffix: &str) -> &'b str {
-    let name = &name.as_bytes()[..name.len().min(buf.len() - suffix.len())];
-    let n = name.len() + suffix.len();
-    buf[..name.len()].copy_from_slice(name);
-    buf[name.len()..n].copy_from_slice(suffix.as_bytes());
-    core::str::from_utf8(&buf[..n]).unwrap_or("")
-}
-
 fn main() {
     let mut text = [0u8; 1024];
-    let config = rt::config::read(&mut text).unwrap_or(rt::config::Config::new(""));
-    let channel = config.get("channel").unwrap_or("bench-disk");
+    // The settings were checked against config-schema.toml and every default filled in when
+    // the image was built: a missing one means a broken image.
+    let config = match rt::config::read(&mut text) {
+        Ok(config) => config,
+        Err(e) => {
+            println!("blkbench: unreadable configuration ({e:?}); stopping");
+            return;
+        }
+    };
+    let setting = |key: &str| {
+        println!("blkbench: setting {key} missing from the image; stopping");
+    };
+    // `kick` and `region` default to names derived from `channel` (config-schema.toml).
+    let (Some(kick_name), Some(region_name)) = (config.get("kick"), config.get("region")) else {
+        return setting("kick or region");
+    };
+    // Absent `irq-mask`: wait on every bit.
     let mask = config.get_u64("irq-mask").unwrap_or(u64::MAX);
-    let mut b = [0u8; 64];
-    let kick_name = config
-        .get("kick")
-        .unwrap_or_else(|| join(&mut b, channel, "-kick"));
-    let region_name = config.get("region").unwrap_or(channel);
     let region = lookup(ObjectKind::SharedRegion, region_name).and_then(region_info);
     let kick = lookup(ObjectKind::Notification, kick_name);
     let (Ok(region), Ok(kick)) = (region, kick) else {

@@ -5,9 +5,10 @@
 //! true` it writes as fast as its console takes bytes, reporting the count every second: a
 //! client the description rate-limits is slowed down by the server, never its neighbours.
 //!
-//! Configuration (`[partitions.NAME.config]`, all optional): `channel` (default `console`;
-//! the shared region and notifications are named after it as in docs/io-servers.md),
-//! `period-ms` (default 500), `flood` (default false), `irq-mask` (default all bits).
+//! Configuration (`[partitions.NAME.config]`, declared in config-schema.toml): `channel`
+//! (required; the shared region and notifications are named after it as in
+//! docs/io-servers.md), `period-ms` (default 500), `flood` (default false), `irq-mask`
+//! (absent: all bits).
 #![no_std]
 #![no_main]
 
@@ -87,10 +88,26 @@ fn printable(input: &[u8], out: &mut [u8; 128]) -> usize {
 
 fn main() {
     let mut text = [0u8; 1024];
-    let config = rt::config::read(&mut text).unwrap_or(rt::config::Config::new(""));
-    let channel = config.get("channel").unwrap_or("console");
-    let period_ns = config.get_u64("period-ms").unwrap_or(500) * 1_000_000;
-    let flood = config.get_bool("flood").unwrap_or(false);
+    // The settings were checked against config-schema.toml and every default filled in when
+    // the image was built: a missing one means a broken image.
+    let config = match rt::config::read(&mut text) {
+        Ok(config) => config,
+        Err(e) => {
+            println!("demo-console: unreadable configuration ({e:?}); stopping");
+            return;
+        }
+    };
+    let setting = |key: &str| {
+        println!("demo-console: setting {key} missing from the image; stopping");
+    };
+    let (Some(channel), Some(period_ms), Some(flood)) = (
+        config.get("channel"),
+        config.get_u64("period-ms"),
+        config.get_bool("flood"),
+    ) else {
+        return setting("channel, period-ms or flood");
+    };
+    let period_ns = period_ms * 1_000_000;
     let Some((_, memory, notifier)) = iokit::client_attach(&config, channel) else {
         return;
     };

@@ -4,8 +4,9 @@
 //! (127.5 expected) and how many of the 256 byte values it has seen. The server limits each
 //! client to the rate in the description, so the rate printed is that rate at most.
 //!
-//! Configuration (`[partitions.NAME.config]`, all optional): `channel` (default `entropy`),
-//! `chunk` (bytes asked per request, default 256), `report-ms` (default 1000), `irq-mask`.
+//! Configuration (`[partitions.NAME.config]`, declared in config-schema.toml): `channel`
+//! (required), `chunk` (bytes asked per request, default 256), `report-ms` (default 1000),
+//! `irq-mask`.
 #![no_std]
 #![no_main]
 
@@ -40,10 +41,28 @@ fn connect<'a>(
 
 fn main() {
     let mut text = [0u8; 1024];
-    let config = rt::config::read(&mut text).unwrap_or(rt::config::Config::new(""));
-    let channel = config.get("channel").unwrap_or("entropy");
-    let chunk = config.get_u64("chunk").unwrap_or(256).clamp(1, 4096) as usize;
-    let report_ns = config.get_u64("report-ms").unwrap_or(1000).max(1) * 1_000_000;
+    // The settings were checked against config-schema.toml and every default filled in when
+    // the image was built: a missing one means a broken image.
+    let config = match rt::config::read(&mut text) {
+        Ok(config) => config,
+        Err(e) => {
+            println!("demo-entropy: unreadable configuration ({e:?}); stopping");
+            return;
+        }
+    };
+    let setting = |key: &str| {
+        println!("demo-entropy: setting {key} missing from the image; stopping");
+    };
+    let (Some(channel), Some(chunk), Some(report_ms)) = (
+        config.get("channel"),
+        config.get_u64("chunk"),
+        config.get_u64("report-ms"),
+    ) else {
+        return setting("channel, chunk or report-ms");
+    };
+    // The schema bounds `chunk` to 1..=4096 and `report-ms` to at least 1.
+    let chunk = chunk.clamp(1, 4096) as usize;
+    let report_ns = report_ms.max(1) * 1_000_000;
     let Some((_, memory, notifier)) = iokit::client_attach(&config, channel) else {
         return;
     };

@@ -7,12 +7,12 @@
 //!   N bytes of a known pattern (the throughput benchmark reads them), `quit` closes, and any
 //!   other line is echoed back.
 //!
-//! It prints what it does. Configuration (`[partitions.NAME.config]`, all optional):
-//! `channel` (default `net-nic`; the shared region and notifications are named after it as in
-//! docs/io-servers.md), `ip` (default `10.0.2.15/24`), `gateway` (default `10.0.2.2`),
-//! `udp-port` (default 7), `tcp-port` (default 23), `irq-mask` (notification bits to wait on,
-//! default all), `halt-command` (default false: whether a `halt` line ends the partition, for
-//! tests that power the system off when it has ended).
+//! It prints what it does. Configuration (`[partitions.NAME.config]`, declared with types and
+//! defaults in config-schema.toml): `channel` (required; the shared region and notifications
+//! are named after it as in docs/io-servers.md), `ip` (default `10.0.2.15/24`), `gateway`
+//! (default `10.0.2.2`), `udp-port` (default 7), `tcp-port` (default 23), `irq-mask`
+//! (notification bits to wait on, absent: all), `halt-command` (default false: whether a
+//! `halt` line ends the partition, for tests that power the system off when it has ended).
 #![no_std]
 #![no_main]
 
@@ -131,13 +131,37 @@ struct Counters {
 fn main() {
     let generation = partition_info().map_or(0, |i| i.generation);
     let mut text = [0u8; 1024];
-    let config = rt::config::read(&mut text).unwrap_or(rt::config::Config::new(""));
-    let channel = config.get("channel").unwrap_or("net-nic");
-    let cidr = config.get("ip").unwrap_or("10.0.2.15/24");
-    let gateway = config.get("gateway").unwrap_or("10.0.2.2");
-    let udp_port = config.get_u64("udp-port").unwrap_or(7) as u16;
-    let tcp_port = config.get_u64("tcp-port").unwrap_or(23) as u16;
-    let halt_command = config.get_bool("halt-command").unwrap_or(false);
+    // The settings were checked against config-schema.toml and every default filled in when
+    // the image was built: a missing one means a broken image.
+    let config = match rt::config::read(&mut text) {
+        Ok(config) => config,
+        Err(e) => {
+            println!("demo-net: unreadable configuration ({e:?}); stopping");
+            return;
+        }
+    };
+    let setting = |key: &str| {
+        println!("demo-net: setting {key} missing from the image; stopping");
+    };
+    let (Some(channel), Some(cidr), Some(gateway)) = (
+        config.get("channel"),
+        config.get("ip"),
+        config.get("gateway"),
+    ) else {
+        return setting("channel, ip or gateway");
+    };
+    // The schema bounds both ports to 1..=65535.
+    let (Some(udp_port), Some(tcp_port), Some(halt_command)) = (
+        config
+            .get_u64("udp-port")
+            .and_then(|p| u16::try_from(p).ok()),
+        config
+            .get_u64("tcp-port")
+            .and_then(|p| u16::try_from(p).ok()),
+        config.get_bool("halt-command"),
+    ) else {
+        return setting("udp-port, tcp-port or halt-command");
+    };
     let (Some(cidr), Some(gateway)) = (parse_cidr(cidr), parse_ipv4(gateway)) else {
         println!("{channel}: bad `ip` ({cidr}) or `gateway` ({gateway}); stopping");
         return;

@@ -8,10 +8,10 @@
 //! that the last flushed round is intact (no acknowledged write may be lost), and redoes the
 //! round. When this partition itself restarts it looks for the newest intact round first.
 //!
-//! Configuration (`[partitions.storage.config]`, all optional): `channel` (default
-//! `storage-disk`; the shared region and notifications are named after it as in
-//! docs/io-servers.md), `blocks` per round (default 16), `sleep-ms` between rounds (default
-//! 100), `irq-mask` (notification bits to wait on, default all).
+//! Configuration (`[partitions.NAME.config]`, declared with types, ranges and defaults in
+//! config-schema.toml): `channel` (required; the shared region and notifications are named
+//! after it as in docs/io-servers.md), `blocks` per round, `sleep-ms` between rounds, `mode`
+//! and `irq-mask` (notification bits to wait on, absent: all).
 #![no_std]
 #![no_main]
 
@@ -234,13 +234,27 @@ fn read_only_rounds(
 fn main() {
     let generation = partition_info().map_or(0, |i| i.generation);
     let mut text = [0u8; 1024];
-    let config = rt::config::read(&mut text).unwrap_or(rt::config::Config::new(""));
-    let channel = config.get("channel").unwrap_or("storage-disk");
-    let blocks = config
-        .get_u64("blocks")
-        .unwrap_or(16)
-        .clamp(1, MAX_BLOCKS as u64) as usize;
-    let pause = config.get_u64("sleep-ms").unwrap_or(100);
+    // The settings were checked against config-schema.toml and every default filled in when
+    // the image was built: a missing one means a broken image.
+    let config = match rt::config::read(&mut text) {
+        Ok(config) => config,
+        Err(e) => {
+            println!("demo-storage: unreadable configuration ({e:?}); stopping");
+            return;
+        }
+    };
+    let setting = |key: &str| {
+        println!("demo-storage: setting {key} missing from the image; stopping");
+    };
+    let (Some(channel), Some(blocks), Some(pause)) = (
+        config.get("channel"),
+        config.get_u64("blocks"),
+        config.get_u64("sleep-ms"),
+    ) else {
+        return setting("channel, blocks or sleep-ms");
+    };
+    // The schema bounds `blocks` to 1..=MAX_BLOCKS.
+    let blocks = blocks.clamp(1, MAX_BLOCKS as u64) as usize;
     let Some((_, memory, notifier)) = iokit::client_attach(&config, channel) else {
         return;
     };

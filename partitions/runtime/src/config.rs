@@ -1,110 +1,347 @@
-//! The partition's configuration text, as `partition_config` returns it: one `key = value`
-//! line per setting. The partition's own `[partitions.NAME.config]` keys appear plain; for a
-//! server, every channel it serves contributes `channels.CHANNEL.KEY = value` lines. Values are
-//! TOML values: strings are quoted, integers may be hex (`0x…`), octal (`0o…`), binary (`0b…`)
-//! and use `_` separators.
+//! The partition's configuration, as `partition_config` returns it.
+//!
+//! The image builder validates every `[partitions.NAME.config]` and `[channels.NAME.config]`
+//! table against the program's schema (`config-schema.toml` next to its `Cargo.toml`, see
+//! docs/system-description.md) and fills in every default, so what arrives here is complete
+//! and typed: a program needs no defaults of its own. The encoding is a sequence of records
+//! after the four bytes [`MAGIC`]:
+//!
+//! ```text
+//! tag (1) | key length (1) | value length (2, little-endian) | key | value
+//! ```
+//!
+//! with tags [`tag::INT`] (value: 8-byte little-endian `i64`), [`tag::BOOL`] (1 byte, 0 or 1),
+//! [`tag::STR`] (UTF-8) and [`tag::CHANNEL`] (key: a channel's name, no value). The
+//! partition's own settings come first; for a server, each channel it serves follows as a
+//! `CHANNEL` record and that channel's settings.
+//!
+//! For host tests (and older images) [`Config::new`] also reads the text form, one
+//! `key = value` line per setting with channel settings as `channels.CHANNEL.KEY = value`
+//! and values in TOML syntax.
 //!
 //! ```ignore
 //! let mut buf = [0u8; 1024];
 //! let config = bulkhead_rt::config::read(&mut buf)?;
-//! let depth = config.get_u64("queue-depth").unwrap_or(64);
+//! let depth = config.get_u64("queue-depth");
 //! for channel in config.channels() {
 //!     let start = config.channel_u64(channel, "lba-start");
 //! }
 //! ```
 //!
-//! Nothing here allocates; strings are not unescaped (a value is the text between its quotes).
+//! Nothing here allocates.
 
-/// A parsed view of configuration text.
-#[derive(Clone, Copy, Debug)]
-pub struct Config<'t> {
-    text: &'t str,
+/// First bytes of the typed encoding.
+pub const MAGIC: [u8; 4] = *b"BHC\x01";
+
+/// Record tags of the typed encoding.
+pub mod tag {
+    /// Starts the settings of the channel named by the key.
+    pub const CHANNEL: u8 = 0;
+    /// A signed integer: 8 bytes, little-endian.
+    pub const INT: u8 = 1;
+    /// A boolean: one byte, 0 or 1.
+    pub const BOOL: u8 = 2;
+    /// A string: UTF-8 bytes.
+    pub const STR: u8 = 3;
 }
 
-/// Reads this partition's configuration into `buf`. Fails with `BadArgument` if the text does
-/// not fit (its full length is larger than `buf`) or is not UTF-8.
-#[cfg(target_os = "none")]
-pub fn read(buf: &mut [u8]) -> Result<Config<'_>, abi::SysError> {
-    let len = crate::syscall::partition_config(buf)?;
-    let text = buf.get(..len).ok_or(abi::SysError::BadArgument)?;
-    let text = core::str::from_utf8(text).map_err(|_| abi::SysError::BadArgument)?;
-    Ok(Config::new(text))
+/// A setting's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Value<'t> {
+    Int(i64),
+    Bool(bool),
+    Str(&'t str),
+    /// A value of the text form, as written (strings keep their quotes).
+    Text(&'t str),
 }
 
-impl<'t> Config<'t> {
-    /// Wraps configuration text.
-    pub fn new(text: &'t str) -> Self {
-        Self { text }
-    }
-
-    /// Every `(key, raw value)` pair in order; blank lines, `#` comments and lines without
-    /// `=` are skipped. Keys and raw values are trimmed; raw string values keep their quotes.
-    pub fn entries(&self) -> impl Iterator<Item = (&'t str, &'t str)> + 't {
-        self.text.lines().filter_map(|line| {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                return None;
-            }
-            let (key, value) = line.split_once('=')?;
-            Some((key.trim(), value.trim()))
-        })
-    }
-
-    /// The raw value of `key` (quotes kept); the last occurrence wins, as a later line
-    /// overrides an earlier one.
-    pub fn raw(&self, key: &str) -> Option<&'t str> {
-        self.entries()
-            .filter(|(k, _)| *k == key)
-            .map(|(_, v)| v)
-            .last()
-    }
-
-    /// The value of `key` as text, quotes stripped.
-    pub fn get(&self, key: &str) -> Option<&'t str> {
-        self.raw(key).map(unquote)
-    }
-
-    /// The value of `key` as an unsigned integer; `None` if absent or not an integer.
-    pub fn get_u64(&self, key: &str) -> Option<u64> {
-        self.raw(key).and_then(parse_u64)
-    }
-
-    /// The value of `key` as a boolean (`true`/`false`).
-    pub fn get_bool(&self, key: &str) -> Option<bool> {
-        match self.raw(key)? {
-            "true" => Some(true),
-            "false" => Some(false),
-            _ => None,
+impl<'t> Value<'t> {
+    /// The value as text: a string (quotes stripped in the text form), or `None`.
+    pub fn as_str(self) -> Option<&'t str> {
+        match self {
+            Value::Str(s) => Some(s),
+            Value::Text(raw) => Some(unquote(raw)),
+            Value::Int(_) | Value::Bool(_) => None,
         }
     }
 
-    /// The raw value of `channels.CHANNEL.KEY`.
-    pub fn channel_raw(&self, channel: &str, key: &str) -> Option<&'t str> {
+    /// The value as a non-negative integer.
+    pub fn as_u64(self) -> Option<u64> {
+        match self {
+            Value::Int(i) => u64::try_from(i).ok(),
+            Value::Text(raw) => parse_u64(raw),
+            Value::Str(_) | Value::Bool(_) => None,
+        }
+    }
+
+    /// The value as an integer.
+    pub fn as_i64(self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(i),
+            Value::Text(raw) => match raw.trim().strip_prefix('-') {
+                Some(digits) => parse_u64(digits).and_then(|v| 0i64.checked_sub_unsigned(v)),
+                None => parse_u64(raw).and_then(|v| i64::try_from(v).ok()),
+            },
+            Value::Str(_) | Value::Bool(_) => None,
+        }
+    }
+
+    /// The value as a boolean.
+    pub fn as_bool(self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(b),
+            Value::Text("true") => Some(true),
+            Value::Text("false") => Some(false),
+            _ => None,
+        }
+    }
+}
+
+/// The configuration bytes are not a well-formed encoding (or the text is not UTF-8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Malformed;
+
+#[derive(Clone, Copy, Debug)]
+enum Source<'t> {
+    Text(&'t str),
+    /// Checked records, without the magic.
+    Records(&'t [u8]),
+}
+
+/// A parsed view of a partition's configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct Config<'t> {
+    source: Source<'t>,
+}
+
+/// Reads this partition's configuration into `buf`. Fails with `BadArgument` if it does not
+/// fit (its full length is larger than `buf`) or is malformed.
+#[cfg(target_os = "none")]
+pub fn read(buf: &mut [u8]) -> Result<Config<'_>, abi::SysError> {
+    let len = crate::syscall::partition_config(buf)?;
+    let bytes = buf.get(..len).ok_or(abi::SysError::BadArgument)?;
+    Config::from_bytes(bytes).map_err(|Malformed| abi::SysError::BadArgument)
+}
+
+/// One item of a configuration, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Item<'t> {
+    /// The settings of this channel follow (typed encoding only).
+    Channel(&'t str),
+    Setting {
+        channel: Option<&'t str>,
+        key: &'t str,
+        value: Value<'t>,
+    },
+}
+
+struct Items<'t> {
+    source: Source<'t>,
+    /// Byte offset into the text or records.
+    at: usize,
+    /// The channel whose settings the records are in.
+    channel: Option<&'t str>,
+}
+
+impl<'t> Iterator for Items<'t> {
+    type Item = Item<'t>;
+
+    fn next(&mut self) -> Option<Item<'t>> {
+        match self.source {
+            Source::Text(text) => loop {
+                let rest = text.get(self.at..).filter(|r| !r.is_empty())?;
+                let line_len = rest.find('\n').map_or(rest.len(), |i| i + 1);
+                self.at += line_len;
+                let line = rest[..line_len].trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let Some((key, value)) = line.split_once('=') else {
+                    continue;
+                };
+                let (key, value) = (key.trim(), Value::Text(value.trim()));
+                return Some(match split_channel_key(key) {
+                    Some((channel, key)) => Item::Setting {
+                        channel: Some(channel),
+                        key,
+                        value,
+                    },
+                    None => Item::Setting {
+                        channel: None,
+                        key,
+                        value,
+                    },
+                });
+            },
+            Source::Records(bytes) => {
+                let (record, len) = record(bytes.get(self.at..)?).ok()??;
+                self.at += len;
+                Some(match record {
+                    (tag::CHANNEL, name, _) => {
+                        self.channel = Some(name);
+                        Item::Channel(name)
+                    }
+                    (_, key, value) => Item::Setting {
+                        channel: self.channel,
+                        key,
+                        value,
+                    },
+                })
+            }
+        }
+    }
+}
+
+/// Decodes the record at the start of `bytes`: `Ok(None)` at the end, else the record (tag,
+/// key, value; the value of a `CHANNEL` record is unused) and its length.
+#[allow(clippy::type_complexity)]
+fn record(bytes: &[u8]) -> Result<Option<((u8, &str, Value<'_>), usize)>, Malformed> {
+    let Some(header) = bytes.get(..4) else {
+        return if bytes.is_empty() {
+            Ok(None)
+        } else {
+            Err(Malformed)
+        };
+    };
+    let (tag, key_len) = (header[0], usize::from(header[1]));
+    let value_len = usize::from(u16::from_le_bytes([header[2], header[3]]));
+    let key = bytes.get(4..4 + key_len).ok_or(Malformed)?;
+    let key = core::str::from_utf8(key).map_err(|_| Malformed)?;
+    let end = 4 + key_len + value_len;
+    let value = bytes.get(4 + key_len..end).ok_or(Malformed)?;
+    let value = match (tag, value) {
+        (tag::CHANNEL, []) => Value::Str(""),
+        (tag::INT, v) => Value::Int(i64::from_le_bytes(v.try_into().map_err(|_| Malformed)?)),
+        (tag::BOOL, [0]) => Value::Bool(false),
+        (tag::BOOL, [1]) => Value::Bool(true),
+        (tag::STR, v) => Value::Str(core::str::from_utf8(v).map_err(|_| Malformed)?),
+        _ => return Err(Malformed),
+    };
+    if key.is_empty() {
+        return Err(Malformed);
+    }
+    Ok(Some(((tag, key, value), end)))
+}
+
+impl<'t> Config<'t> {
+    /// Wraps configuration text (`key = value` lines).
+    pub fn new(text: &'t str) -> Self {
+        Self {
+            source: Source::Text(text),
+        }
+    }
+
+    /// An empty configuration.
+    pub const EMPTY: Config<'static> = Config {
+        source: Source::Records(&[]),
+    };
+
+    /// Reads what `partition_config` returned: the typed encoding if it starts with
+    /// [`MAGIC`] (every record is checked here), else text. Empty bytes are an empty
+    /// configuration.
+    pub fn from_bytes(bytes: &'t [u8]) -> Result<Self, Malformed> {
+        match bytes.strip_prefix(&MAGIC) {
+            Some(records) => {
+                let mut at = 0;
+                while let Some((_, len)) = record(&records[at..])? {
+                    at += len;
+                }
+                Ok(Self {
+                    source: Source::Records(records),
+                })
+            }
+            None => core::str::from_utf8(bytes)
+                .map(Self::new)
+                .map_err(|_| Malformed),
+        }
+    }
+
+    fn items(&self) -> Items<'t> {
+        Items {
+            source: self.source,
+            at: 0,
+            channel: None,
+        }
+    }
+
+    /// Every setting in order as `(channel, key, value)`: `channel` is `None` for the
+    /// partition's own settings.
+    pub fn entries(&self) -> impl Iterator<Item = (Option<&'t str>, &'t str, Value<'t>)> + 't {
+        self.items().filter_map(|item| match item {
+            Item::Setting {
+                channel,
+                key,
+                value,
+            } => Some((channel, key, value)),
+            Item::Channel(_) => None,
+        })
+    }
+
+    /// The value of the partition's own setting `key`; the last occurrence wins.
+    pub fn value(&self, key: &str) -> Option<Value<'t>> {
         self.entries()
-            .filter(|(k, _)| split_channel_key(k) == Some((channel, key)))
-            .map(|(_, v)| v)
+            .filter(|(c, k, _)| c.is_none() && *k == key)
+            .map(|(_, _, v)| v)
             .last()
     }
 
-    /// `channels.CHANNEL.KEY` as text, quotes stripped.
+    /// The value of setting `key` of `channel`; the last occurrence wins.
+    pub fn channel_value(&self, channel: &str, key: &str) -> Option<Value<'t>> {
+        self.entries()
+            .filter(|(c, k, _)| *c == Some(channel) && *k == key)
+            .map(|(_, _, v)| v)
+            .last()
+    }
+
+    /// The value of `key` as text (a string setting; quotes stripped in the text form).
+    pub fn get(&self, key: &str) -> Option<&'t str> {
+        self.value(key)?.as_str()
+    }
+
+    /// The value of `key` as an unsigned integer; `None` if absent or not one.
+    pub fn get_u64(&self, key: &str) -> Option<u64> {
+        self.value(key)?.as_u64()
+    }
+
+    /// The value of `key` as a signed integer.
+    pub fn get_i64(&self, key: &str) -> Option<i64> {
+        self.value(key)?.as_i64()
+    }
+
+    /// The value of `key` as a boolean.
+    pub fn get_bool(&self, key: &str) -> Option<bool> {
+        self.value(key)?.as_bool()
+    }
+
+    /// Setting `key` of `channel` as text.
     pub fn channel_get(&self, channel: &str, key: &str) -> Option<&'t str> {
-        self.channel_raw(channel, key).map(unquote)
+        self.channel_value(channel, key)?.as_str()
     }
 
-    /// `channels.CHANNEL.KEY` as an unsigned integer.
+    /// Setting `key` of `channel` as an unsigned integer.
     pub fn channel_u64(&self, channel: &str, key: &str) -> Option<u64> {
-        self.channel_raw(channel, key).and_then(parse_u64)
+        self.channel_value(channel, key)?.as_u64()
     }
 
-    /// The channels that have configuration lines, each once, in order of first appearance.
+    /// Setting `key` of `channel` as a boolean.
+    pub fn channel_bool(&self, channel: &str, key: &str) -> Option<bool> {
+        self.channel_value(channel, key)?.as_bool()
+    }
+
+    /// The channels this partition serves (typed encoding: every one, with or without
+    /// settings; text form: those with settings), each once, in order of first appearance.
     pub fn channels(&self) -> impl Iterator<Item = &'t str> + 't {
         let this = *self;
-        self.entries().enumerate().filter_map(move |(i, (key, _))| {
-            let (channel, _) = split_channel_key(key)?;
+        let channel_of = |item: Item<'t>| match item {
+            Item::Channel(c) => Some(c),
+            Item::Setting { channel, .. } => channel,
+        };
+        self.items().enumerate().filter_map(move |(i, item)| {
+            let channel = channel_of(item)?;
             let seen_before = this
-                .entries()
+                .items()
                 .take(i)
-                .any(|(k, _)| split_channel_key(k).is_some_and(|(c, _)| c == channel));
+                .any(|earlier| channel_of(earlier) == Some(channel));
             (!seen_before).then_some(channel)
         })
     }
@@ -179,12 +416,42 @@ mod tests {
         verbose = true\n\
         garbage line\n";
 
+    /// Appends one record of the typed encoding.
+    fn push(out: &mut [u8], at: &mut usize, tag: u8, key: &str, value: &[u8]) {
+        let mut put = |bytes: &[u8]| {
+            out[*at..*at + bytes.len()].copy_from_slice(bytes);
+            *at += bytes.len();
+        };
+        put(&[tag, key.len() as u8]);
+        put(&(value.len() as u16).to_le_bytes());
+        put(key.as_bytes());
+        put(value);
+    }
+
+    fn records(out: &mut [u8]) -> usize {
+        let mut at = 0;
+        let mut push = |tag, key: &str, value: &[u8]| push(out, &mut at, tag, key, value);
+        push(tag::INT, "queue-depth", &64i64.to_le_bytes());
+        push(tag::STR, "name", b"blk");
+        push(tag::BOOL, "verbose", &[1]);
+        push(tag::INT, "offset", &(-3i64).to_le_bytes());
+        push(tag::CHANNEL, "storage-disk", &[]);
+        push(tag::STR, "disk", b"disk0");
+        push(tag::INT, "lba-count", &65536i64.to_le_bytes());
+        push(tag::CHANNEL, "quiet", &[]);
+        push(tag::CHANNEL, "control-disk", &[]);
+        push(tag::STR, "access", b"read-only");
+        push(tag::BOOL, "verbose", &[0]);
+        drop(push);
+        at
+    }
+
     #[test]
     fn plain_keys() {
         let c = Config::new(TEXT);
         assert_eq!(c.get_u64("queue-depth"), Some(64));
         assert_eq!(c.get("name"), Some("blk"));
-        assert_eq!(c.raw("name"), Some("\"blk\""));
+        assert_eq!(c.value("name"), Some(Value::Text("\"blk\"")));
         assert_eq!(c.get_bool("verbose"), Some(true));
         assert_eq!(c.get("missing"), None);
         assert_eq!(c.get_u64("name"), None);
@@ -204,6 +471,68 @@ mod tests {
         assert_eq!(c.channel_get("control-disk", "access"), Some("read-only"));
         assert_eq!(c.channel_get("control-disk", "disk"), None);
         assert_eq!(c.channel_get("storage", "disk"), None);
+        // A channel's settings are not the partition's.
+        assert_eq!(c.get("access"), None);
+    }
+
+    #[test]
+    fn typed_records() {
+        let mut buf = [0u8; 512];
+        buf[..4].copy_from_slice(&MAGIC);
+        let len = 4 + records(&mut buf[4..]);
+        let c = Config::from_bytes(&buf[..len]).unwrap();
+        assert_eq!(c.get_u64("queue-depth"), Some(64));
+        assert_eq!(c.get("queue-depth"), None);
+        assert_eq!(c.get("name"), Some("blk"));
+        assert_eq!(c.get_u64("name"), None);
+        assert_eq!(c.get_bool("verbose"), Some(true));
+        assert_eq!(c.get_i64("offset"), Some(-3));
+        assert_eq!(c.get_u64("offset"), None);
+        assert_eq!(c.get("disk"), None);
+        let channels: [Option<&str>; 4] = {
+            let mut it = c.channels();
+            [it.next(), it.next(), it.next(), it.next()]
+        };
+        assert_eq!(
+            channels,
+            [
+                Some("storage-disk"),
+                Some("quiet"),
+                Some("control-disk"),
+                None
+            ]
+        );
+        assert_eq!(c.channel_get("storage-disk", "disk"), Some("disk0"));
+        assert_eq!(c.channel_u64("storage-disk", "lba-count"), Some(65536));
+        assert_eq!(c.channel_get("control-disk", "access"), Some("read-only"));
+        assert_eq!(c.channel_bool("control-disk", "verbose"), Some(false));
+        assert_eq!(c.channel_get("quiet", "disk"), None);
+        assert_eq!(c.channel_get("control-disk", "disk"), None);
+    }
+
+    #[test]
+    fn malformed_records_are_refused_whole() {
+        let mut buf = [0u8; 512];
+        buf[..4].copy_from_slice(&MAGIC);
+        let len = 4 + records(&mut buf[4..]);
+        for cut in 5..len {
+            let c = Config::from_bytes(&buf[..cut]);
+            // Only a cut at a record boundary leaves a well-formed encoding.
+            if let Ok(c) = c {
+                assert!(c.entries().count() < 9, "{cut}");
+            }
+        }
+        assert_eq!(Config::from_bytes(&buf[..6]).err(), Some(Malformed));
+        let mut bad = buf;
+        bad[4] = 9; // unknown tag
+        assert_eq!(Config::from_bytes(&bad[..len]).err(), Some(Malformed));
+        let mut bad = buf;
+        bad[6] = 7; // an integer of the wrong width
+        assert!(Config::from_bytes(&bad[..len]).is_err());
+        assert_eq!(Config::from_bytes(&MAGIC).unwrap().channels().count(), 0);
+        assert_eq!(Config::from_bytes(b"").unwrap().get("x"), None);
+        assert_eq!(Config::from_bytes(&[0xff, 0xfe]).err(), Some(Malformed));
+        assert_eq!(Config::EMPTY.get("x"), None);
     }
 
     #[test]
@@ -230,6 +559,9 @@ mod tests {
         ] {
             assert_eq!(parse_u64(bad), None, "{bad:?}");
         }
+        assert_eq!(Value::Text("-5").as_i64(), Some(-5));
+        assert_eq!(Value::Text("-9223372036854775808").as_i64(), Some(i64::MIN));
+        assert_eq!(Value::Text("9223372036854775808").as_i64(), None);
     }
 
     #[test]

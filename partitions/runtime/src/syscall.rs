@@ -227,8 +227,8 @@ pub fn irq_ack(device: usize, bits: u64) -> Result<(), SysError> {
     SysError::decode(raw(Sysno::IrqAck as usize, device, bits as usize)).map(|_| ())
 }
 
-/// Copies this partition's configuration text (`key = value` lines) into `buf`; returns its
-/// full length, which may exceed `buf.len()` (then only a prefix was copied).
+/// Copies this partition's settings (typed records, see [`crate::config`]) into `buf`; returns
+/// their full length, which may exceed `buf.len()` (then only a prefix was copied).
 pub fn partition_config(buf: &mut [u8]) -> Result<usize, SysError> {
     SysError::decode(raw(
         Sysno::PartitionConfig as usize,

@@ -28,18 +28,20 @@
 
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 mod diag;
 pub mod model;
 mod raw;
+pub mod schema;
+mod settings;
 pub mod units;
 mod validate;
 
 pub use diag::{Diagnostic, Note, Report, Severity, stderr_wants_color};
 pub use model::*;
-/// The TOML crate the model's free-form `config` tables come from.
+pub use schema::{ConfigSchema, KeySchema, KeyType, Programs};
+/// The TOML crate the model's `config` tables come from.
 pub use toml;
 pub use validate::{DEFAULT_STACK, NOTIFICATION_BITS};
 
@@ -51,27 +53,6 @@ pub const MAX_PRIORITY: u8 = 63;
 pub const MAX_MESSAGE_SIZE: u64 = 4096;
 /// Longest name of a partition, device, channel, region, thread or notification.
 pub const MAX_NAME_LEN: usize = 32;
-
-/// The programs a description may name.
-#[derive(Clone, Debug, Default)]
-pub enum Programs {
-    /// Do not check program names (e.g. `bulkhead-sysdesc check` without `--programs`).
-    #[default]
-    Unchecked,
-    /// Only these program names exist (the crates found under `partitions/` and `servers/`).
-    Known(BTreeSet<String>),
-}
-
-impl Programs {
-    /// A known set of program names.
-    pub fn known<I, S>(names: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        Programs::Known(names.into_iter().map(Into::into).collect())
-    }
-}
 
 /// The result of checking one description.
 #[derive(Clone, Debug)]

@@ -14,9 +14,15 @@ struct Cli {
     /// When to colour diagnostics.
     #[arg(long, value_enum, default_value_t = Color::Auto, global = true)]
     color: Color,
-    /// Known program names (comma-separated); without it, program names are not checked.
+    /// Known program names (comma-separated), without configuration schemas. Without it and
+    /// without `--root`, the programs and their `config-schema.toml` files are read from the
+    /// repository around the current directory, if there is one; outside a repository neither
+    /// program names nor settings are checked.
     #[arg(long, value_delimiter = ',', global = true)]
     programs: Option<Vec<String>>,
+    /// The repository whose `partitions/` and `servers/` hold the programs and their schemas.
+    #[arg(long, global = true, conflicts_with = "programs")]
+    root: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,7 +52,25 @@ fn main() -> ExitCode {
         Color::Always => true,
         Color::Never => false,
     };
-    let programs = cli.programs.map_or(Programs::Unchecked, Programs::known);
+    let root = cli.root.or_else(|| {
+        let cwd = std::env::current_dir().ok()?;
+        cwd.ancestors()
+            .find(|d| d.join("partitions").is_dir() && d.join("servers").is_dir())
+            .map(PathBuf::from)
+    });
+    let programs = match (cli.programs, root) {
+        (Some(names), _) => Programs::known(names),
+        (None, Some(root)) => match Programs::discover(&root) {
+            Ok(programs) => programs,
+            Err(reports) => {
+                for report in reports {
+                    eprint!("{}", report.render(color));
+                }
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, None) => Programs::unchecked(),
+    };
     let (files, dump) = match cli.command {
         Command::Check { files } => (files, false),
         Command::Dump { file } => (vec![file], true),

@@ -11,7 +11,8 @@ pub type Name = Spanned<String>;
 /// A size or duration: a string with a unit or an integer, parsed during validation.
 pub type Quantity = Spanned<toml::Value>;
 pub type Table<T> = IndexMap<Name, Spanned<T>>;
-/// A free-form configuration table; values keep their spans for light validation.
+/// A `config` table; keys and values keep their spans for checking against the program's
+/// schema.
 pub type Config = IndexMap<Name, Spanned<toml::Value>>;
 
 #[derive(Debug, Deserialize)]
@@ -83,8 +84,7 @@ pub struct RawPartition {
     pub devices: Vec<Name>,
     #[serde(default)]
     pub dma: Vec<Spanned<RawDma>>,
-    #[serde(default)]
-    pub config: Config,
+    pub config: Option<Spanned<Config>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,8 +171,7 @@ pub struct RawChannel {
     pub client: Name,
     pub server: Name,
     pub message_size: Quantity,
-    #[serde(default)]
-    pub config: Config,
+    pub config: Option<Spanned<Config>>,
 }
 
 #[derive(Debug, Deserialize)]

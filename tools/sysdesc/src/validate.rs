@@ -19,16 +19,23 @@ pub const DEFAULT_STACK: u64 = 16 * 1024;
 /// Notification bits per receiving partition.
 pub const NOTIFICATION_BITS: usize = 64;
 
-struct Ctx {
-    out: Vec<Pending>,
+pub(crate) struct Ctx {
+    pub(crate) out: Vec<Pending>,
+}
+
+/// Resolved parts of the system the settings check needs.
+pub(crate) struct Resolved<'a> {
+    pub devices: &'a [Device],
+    pub notifications: &'a [Notification],
+    pub shared: &'a [SharedRegion],
 }
 
 impl Ctx {
-    fn error(&mut self, span: Span, message: impl Into<String>) {
+    pub(crate) fn error(&mut self, span: Span, message: impl Into<String>) {
         self.out.push(Pending::error(span, message));
     }
 
-    fn push(&mut self, pending: Pending) {
+    pub(crate) fn push(&mut self, pending: Pending) {
         self.out.push(pending);
     }
 
@@ -381,6 +388,21 @@ fn build(ctx: &mut Ctx, raw: &RawSystem, programs: &Programs) -> Option<System> 
     // [schedule]
     let schedule = schedule(ctx, raw, &names, &mut partitions);
 
+    // `config` tables against the programs' schemas.
+    let mut channels = channels;
+    crate::settings::check(
+        ctx,
+        raw,
+        programs,
+        &mut partitions,
+        &mut channels,
+        &Resolved {
+            devices: &devices,
+            notifications: &notifications,
+            shared: &shared_regions,
+        },
+    );
+
     Some(System {
         name,
         arches,
@@ -394,8 +416,11 @@ fn build(ctx: &mut Ctx, raw: &RawSystem, programs: &Programs) -> Option<System> 
     })
 }
 
-fn config(raw: &Config) -> toml::Table {
-    raw.iter()
+/// A `config` table as written (for a program whose settings are not checked).
+fn config(raw: Option<&Spanned<Config>>) -> toml::Table {
+    raw.map(|t| t.get_ref().iter())
+        .into_iter()
+        .flatten()
         .map(|(k, v)| (k.get_ref().clone(), v.get_ref().clone()))
         .collect()
 }
@@ -403,7 +428,7 @@ fn config(raw: &Config) -> toml::Table {
 fn partition(ctx: &mut Ctx, name: &Name, p: &RawPartition, programs: &Programs) -> Partition {
     ctx.name(name, "partition");
     let program_name = p.program.as_ref().unwrap_or(name);
-    if let Programs::Known(known) = programs
+    if let Some(known) = programs.names()
         && !known.contains(program_name.get_ref())
     {
         ctx.error(
@@ -513,7 +538,7 @@ fn partition(ctx: &mut Ctx, name: &Name, p: &RawPartition, programs: &Programs) 
         devices: Vec::new(),
         dma,
         background: false,
-        config: config(&p.config),
+        config: config(p.config.as_ref()),
     }
 }
 
@@ -1172,7 +1197,6 @@ fn memory(ctx: &mut Ctx, raw: &RawSystem, arches: &[Arch]) -> Vec<(MemoryPool, S
 
 fn channels(ctx: &mut Ctx, raw: &RawSystem, names: &Names<'_>) -> Vec<Channel> {
     let mut out = Vec::new();
-    let mut macs: HashMap<String, Span> = HashMap::new();
     for (name, c) in &raw.channels {
         ctx.name(name, "channel");
         let c = c.get_ref();
@@ -1215,73 +1239,17 @@ fn channels(ctx: &mut Ctx, raw: &RawSystem, names: &Names<'_>) -> Vec<Channel> {
             Some(s) => s as u32,
             None => 0,
         };
-        check_server_config(ctx, &c.config, &mut macs);
         if let (Some(client), Some(server)) = (client, server) {
             out.push(Channel {
                 name: name.get_ref().clone(),
                 client,
                 server,
                 message_size,
-                config: config(&c.config),
+                config: config(c.config.as_ref()),
             });
         }
     }
     out
-}
-
-/// Light checks of well-known per-client server parameters.
-fn check_server_config(ctx: &mut Ctx, cfg: &Config, macs: &mut HashMap<String, Span>) {
-    for (key, value) in cfg {
-        let as_str = value.get_ref().as_str();
-        match (key.get_ref().as_str(), as_str) {
-            ("access", Some(a)) if a != "read-only" && a != "read-write" => ctx.error(
-                value.span(),
-                format!("unknown access \"{a}\" (expected \"read-only\" or \"read-write\")"),
-            ),
-            ("mac", Some(m)) => {
-                let octets: Vec<Option<u8>> = m
-                    .split(':')
-                    .map(|o| {
-                        (o.len() == 2)
-                            .then(|| u8::from_str_radix(o, 16).ok())
-                            .flatten()
-                    })
-                    .collect();
-                if octets.len() != 6 || octets.iter().any(Option::is_none) {
-                    ctx.error(
-                        value.span(),
-                        format!(
-                            "invalid MAC address \"{m}\": expected six hex octets, e.g. \
-                             \"52:54:00:12:34:56\""
-                        ),
-                    );
-                } else if octets[0].is_some_and(|o| o & 1 == 1) {
-                    ctx.error(
-                        value.span(),
-                        format!("MAC address \"{m}\" is a multicast address"),
-                    );
-                } else if let Some(first) = macs.get(&m.to_ascii_lowercase()) {
-                    ctx.push(
-                        Pending::error(
-                            value.span(),
-                            format!("MAC address \"{m}\" is given to two clients"),
-                        )
-                        .note(first.clone(), "first given here"),
-                    );
-                } else {
-                    macs.insert(m.to_ascii_lowercase(), value.span());
-                }
-            }
-            ("rate" | "lba-start" | "lba-count", _) if !matches!(value.get_ref(), toml::Value::Integer(i) if *i >= 0) =>
-            {
-                ctx.error(
-                    value.span(),
-                    format!("{} must be a non-negative integer", key.get_ref()),
-                );
-            }
-            _ => {}
-        }
-    }
 }
 
 fn notifications(ctx: &mut Ctx, raw: &RawSystem, names: &Names<'_>) -> Vec<Notification> {

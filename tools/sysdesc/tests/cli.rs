@@ -29,6 +29,8 @@ fn check_accepts_valid_and_rejects_invalid_descriptions() {
             "check",
             "--color",
             "never",
+            "--programs",
+            "a,b,hello",
             &repo("../../systems/hello.toml"),
             &bad_file,
         ])
@@ -59,6 +61,45 @@ fn check_uses_the_program_list() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("error: unknown program \"hello\""));
+}
+
+#[test]
+fn check_finds_the_schemas_of_the_repository_it_runs_in() {
+    let text = std::fs::read_to_string(repo("../../systems/demo.toml"))
+        .unwrap()
+        .replace("queue-depth = 64", "queue-dept = 64");
+    let dir = std::env::temp_dir().join(format!("sysdesc-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("demo.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = bin()
+        .current_dir(repo("../.."))
+        .args(["check", "--color", "never"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "error: unknown setting \"queue-dept\" of program \"virtio-blk-server\" \
+             (did you mean \"queue-depth\"?)"
+        ),
+        "{stderr}"
+    );
+    // Outside any repository, with `--root` pointing at one, the same.
+    let out = bin()
+        .current_dir(std::env::temp_dir())
+        .args([
+            "check",
+            "--root",
+            &repo("../.."),
+            &repo("../../systems/demo.toml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
 }
 
 #[test]

@@ -3,11 +3,20 @@
 
 use std::path::{Path, PathBuf};
 
-use bulkhead_sysdesc::{Programs, check_str};
+use bulkhead_sysdesc::{ConfigSchema, Programs, check_str};
 
-/// The programs the corpus may name; `unknown program` cases name something else.
+/// The programs the corpus may name; `unknown program` cases name something else. `blk`,
+/// `net`, `c` and `client` have the configuration schemas in `tests/schemas/`; `a` and `b`
+/// have none (their settings are not checked).
 fn corpus_programs() -> Programs {
-    Programs::known(["a", "b", "c", "net", "blk"])
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemas");
+    let mut programs = Programs::known(["a", "b"]);
+    for name in ["blk", "net", "c", "client"] {
+        let schema = ConfigSchema::load(&dir.join(format!("{name}.toml")))
+            .unwrap_or_else(|report| panic!("{report}"));
+        programs = programs.with_schema(name, schema);
+    }
+    programs
 }
 
 fn corpus_files() -> Vec<PathBuf> {

@@ -11,13 +11,15 @@ fn the_reference_example_is_the_demo_system() {
     let start = doc.find("```toml\n").expect("a toml example") + "```toml\n".len();
     let end = start + doc[start..].find("```").unwrap();
     let example = &doc[start..end];
-    let outcome = check_str("example.toml", example, &Programs::Unchecked);
+    // Checked like `cargo xtask image` checks it: program names and settings included.
+    let programs = Programs::discover(&root).unwrap();
+    let outcome = check_str("example.toml", example, &programs);
     assert!(
         outcome.report.diagnostics.is_empty(),
         "{}",
         outcome.report.render(false)
     );
-    let demo = check_file(&root.join("systems/demo.toml"), &Programs::Unchecked).unwrap();
+    let demo = check_file(&root.join("systems/demo.toml"), &programs).unwrap();
     assert_eq!(
         outcome.system, demo.system,
         "docs example and systems/demo.toml differ"

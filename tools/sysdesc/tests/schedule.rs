@@ -14,7 +14,7 @@ fn with_schedule(schedule: &str) -> Outcome {
     }
     text.push_str("\n[schedule]\n");
     text.push_str(schedule);
-    check_str("s.toml", &text, &Programs::Unchecked)
+    check_str("s.toml", &text, &Programs::unchecked())
 }
 
 fn errors(outcome: &Outcome) -> Vec<String> {
@@ -170,7 +170,7 @@ background = ["a"]
 [devices.spare]
 io-ports = [{ base = 0x2f8, count = 8 }]
 "#;
-    let o = check_str("w.toml", text, &Programs::Unchecked);
+    let o = check_str("w.toml", text, &Programs::unchecked());
     assert!(!o.report.has_errors());
     let d = &o.report.diagnostics[0];
     assert_eq!(d.severity, Severity::Warning);
@@ -208,7 +208,7 @@ map = [
     { partition = "b", access = "read-only" },
 ]
 "#;
-    let o = check_str("w.toml", text, &Programs::Unchecked);
+    let o = check_str("w.toml", text, &Programs::unchecked());
     let warnings: Vec<String> = o
         .report
         .diagnostics

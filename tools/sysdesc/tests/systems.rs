@@ -8,23 +8,57 @@ fn systems_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../systems")
 }
 
-/// The programs that exist: the package of every crate under partitions/ and servers/ with a
-/// `src/main.rs` (what the image builder offers, read the same way).
+/// The programs that exist, with their configuration schemas, read the way the image builder
+/// reads them.
 fn programs() -> Programs {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut names = Vec::new();
-    for dir in ["partitions", "servers"] {
-        for entry in std::fs::read_dir(root.join(dir)).unwrap().flatten() {
-            if !entry.path().join("src/main.rs").exists() {
-                continue;
-            }
-            let manifest = std::fs::read_to_string(entry.path().join("Cargo.toml")).unwrap();
-            let table: toml::Table = manifest.parse().unwrap();
-            names.push(table["package"]["name"].as_str().unwrap().to_owned());
+    let programs = Programs::discover(&root).unwrap_or_else(|reports| {
+        panic!(
+            "{}",
+            reports.iter().map(|r| r.render(false)).collect::<String>()
+        )
+    });
+    assert!(programs.names().unwrap().len() > 20);
+    programs
+}
+
+/// Every program that reads its configuration declares a schema for it.
+#[test]
+fn every_program_that_reads_configuration_has_a_schema() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let programs = programs();
+    let mut with_schema = 0;
+    for (name, dir) in schema::program_dirs(&root) {
+        let main = std::fs::read_to_string(dir.join("src/main.rs")).unwrap();
+        let partition = std::fs::read_to_string(dir.join("src/partition.rs")).unwrap_or_default();
+        let reads = [main, partition]
+            .iter()
+            .any(|s| s.contains("config::read("));
+        let has = dir.join(schema::SCHEMA_FILE).exists();
+        // Servers may read theirs through iokit, so their own source need not say so.
+        assert!(
+            has || !reads,
+            "{name} reads its configuration but has no {}",
+            schema::SCHEMA_FILE
+        );
+        let schema = programs.schema(&name).unwrap();
+        with_schema += usize::from(has);
+        for key in schema.config.values().chain(schema.channel.values()) {
+            assert!(!key.doc.is_empty(), "{name}");
         }
     }
-    assert!(names.len() > 20, "{names:?}");
-    Programs::known(names)
+    for server in [
+        "virtio-blk-server",
+        "virtio-net-server",
+        "virtio-console-server",
+        "virtio-rng-server",
+    ] {
+        assert!(
+            !programs.schema(server).unwrap().config.is_empty(),
+            "{server}"
+        );
+    }
+    assert!(with_schema >= 10, "{with_schema}");
 }
 
 #[test]
@@ -130,6 +164,11 @@ fn demo_resolves_as_documented() {
     );
     assert_eq!(blk.dma[0].size, 256 * 1024);
     assert_eq!(blk.config["queue-depth"].as_integer(), Some(64));
+    // Settings the description leaves out arrive with the schema's default.
+    assert_eq!(blk.config["slot-kib"].as_integer(), Some(64));
+    let storage = &system.partitions[id("storage").0];
+    assert_eq!(storage.config["kick"].as_str(), Some("storage-disk-kick"));
+    assert_eq!(storage.config["mode"].as_str(), Some("normal"));
 
     let chan = system
         .channels
@@ -139,6 +178,7 @@ fn demo_resolves_as_documented() {
     assert_eq!((chan.client, chan.server), (id("archive"), id("blk")));
     assert_eq!(chan.message_size, 64);
     assert_eq!(chan.config["access"].as_str(), Some("read-only"));
+    assert_eq!(chan.config["irq"].as_str(), Some("archive-disk-irq"));
 
     // Each client's kick reaches its server, each server's interrupt its client: bits are
     // given per receiver in declaration order.
@@ -205,7 +245,7 @@ fn unknown_programs_are_checked_only_against_a_known_set() {
     );
     assert!(outcome.system.is_none());
     assert!(
-        check_file(&file, &Programs::Unchecked)
+        check_file(&file, &Programs::unchecked())
             .unwrap()
             .system
             .is_some()
@@ -214,7 +254,11 @@ fn unknown_programs_are_checked_only_against_a_known_set() {
 
 #[test]
 fn an_unreadable_file_is_a_report() {
-    let err = load(Path::new("/nonexistent/system.toml"), &Programs::Unchecked).unwrap_err();
+    let err = load(
+        Path::new("/nonexistent/system.toml"),
+        &Programs::unchecked(),
+    )
+    .unwrap_err();
     assert!(err.has_errors());
     assert!(
         err.diagnostics[0]
