@@ -108,7 +108,7 @@ fn main() {
         return setting("channel, period-ms or flood");
     };
     let period_ns = period_ms * 1_000_000;
-    let Some((_, memory, notifier)) = iokit::client_attach(&config, channel) else {
+    let Some((_, memory, notifier)) = iokit::client_attach(&config) else {
         return;
     };
     let mut console = connect(memory, &notifier, channel);

@@ -63,7 +63,7 @@ fn main() {
     // The schema bounds `chunk` to 1..=4096 and `report-ms` to at least 1.
     let chunk = chunk.clamp(1, 4096) as usize;
     let report_ns = report_ms.max(1) * 1_000_000;
-    let Some((_, memory, notifier)) = iokit::client_attach(&config, channel) else {
+    let Some((_, memory, notifier)) = iokit::client_attach(&config) else {
         return;
     };
     let mut rng = connect(memory, &notifier, channel);

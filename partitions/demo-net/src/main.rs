@@ -166,7 +166,7 @@ fn main() {
         println!("{channel}: bad `ip` ({cidr}) or `gateway` ({gateway}); stopping");
         return;
     };
-    let Some((_, memory, notifier)) = iokit::client_attach(&config, channel) else {
+    let Some((_, memory, notifier)) = iokit::client_attach(&config) else {
         return;
     };
     let mut reported = false;

@@ -255,7 +255,7 @@ fn main() {
     };
     // The schema bounds `blocks` to 1..=MAX_BLOCKS.
     let blocks = blocks.clamp(1, MAX_BLOCKS as u64) as usize;
-    let Some((_, memory, notifier)) = iokit::client_attach(&config, channel) else {
+    let Some((_, memory, notifier)) = iokit::client_attach(&config) else {
         return;
     };
     let mut disk = connect(memory, &notifier, channel);

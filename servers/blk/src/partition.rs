@@ -1,14 +1,14 @@
 //! The partition: the block class on the framework's server partition (`iokit::serve`). Its
-//! disk is a granted virtio-blk device (`disk`, default `disk0`) with its ring and bounce
-//! slots in the DMA region (`dma`, default `queues`); each channel's `lba-start`,
-//! `lba-count` and `access` are its virtual disk (a channel whose `disk` names another device
-//! is not served).
+//! disk is a granted virtio-blk device (`disk`) with its ring and bounce slots in the DMA
+//! region (`dma`); each channel's `lba-start`, `lba-count` and `access` are its virtual disk
+//! (a channel whose `disk` names another device is not served).
 //!
-//! Server-wide keys besides: `queue-depth` (largest client queue, default 64), `slot-kib`
-//! (largest bounce slot, default 64), `poll-us` (how long to poll the device for a completion
-//! before sleeping while requests are in flight, default [`POLL_BEFORE_SLEEP_NS`]; 0: sleep at
-//! once), `bench = "direct"` (run the benchmark on the backend instead of serving) and
-//! `crash-after-requests` (fault injection). See docs/io-servers.md.
+//! Server-wide settings besides: `queue-depth` (largest client queue), `slot-kib` (largest
+//! bounce slot), `poll-us` (how long to poll the device for a completion before sleeping while
+//! requests are in flight: a completion found by polling costs no interrupt, no wake-up and no
+//! switch to the idle loop and back), `bench = "direct"` (run the benchmark on the backend
+//! instead of serving) and `crash-after-requests` (fault injection). Their defaults and ranges
+//! are in config-schema.toml. See docs/io-servers.md.
 
 use core::cell::Cell;
 
@@ -31,18 +31,11 @@ const DEVICE_QUEUE: usize = 256;
 /// How long to sleep between polls of the device while requests are in flight and its
 /// interrupt is not routed to us.
 const POLL_NS: u64 = 200_000;
-/// How long the server keeps polling while requests are on the device and no client got a
-/// completion, before it sleeps in `wait` (`poll-us`): a completion found by polling costs no
-/// interrupt, no wake-up and no switch to the idle loop and back.
-const POLL_BEFORE_SLEEP_NS: u64 = 50_000;
 
 const PROGRAM: ServerProgram = ServerProgram {
     device_key: "disk",
-    device: "disk0",
-    dma: "queues",
     // Enough for a split or packed queue of 256 entries.
     client_ring_len: 0x4000,
-    poll_ns: POLL_BEFORE_SLEEP_NS,
     poll_period_ns: POLL_NS,
 };
 
@@ -88,15 +81,16 @@ fn open_disk<'t>(o: &mut Opening<'_>, tables: &'t mut Tables) -> Option<Block<'t
         dma.subregion(0, DEVICE_RING_LEN),
         dma.subregion(DEVICE_RING_LEN, dma.len().saturating_sub(DEVICE_RING_LEN)),
     ) else {
-        let name = o.config.get("dma").unwrap_or(PROGRAM.dma);
-        println!("DMA region {name} ({} bytes) is too small", dma.len());
+        println!(
+            "DMA region {} ({} bytes) is too small",
+            o.dma_name,
+            dma.len()
+        );
         return None;
     };
-    // The largest bounce slot (up to `slot-kib`, default 64 KiB) that still leaves at least 8
-    // of them.
-    let mut slot_len = o.config.get_u64("slot-kib").map_or(64 * 1024, |k| {
-        (k.clamp(4, 4096) as usize * 1024).next_power_of_two()
-    });
+    // The largest bounce slot (up to `slot-kib`, 4..=4096 by the schema) that still leaves at
+    // least 8 of them.
+    let mut slot_len = (o.number("slot-kib")? as usize * 1024).next_power_of_two();
     while slot_len > 4096 && memory.len().saturating_sub(4096) / slot_len < 8 {
         slot_len /= 2;
     }
@@ -125,14 +119,12 @@ fn open_disk<'t>(o: &mut Opening<'_>, tables: &'t mut Tables) -> Option<Block<'t
         o.generation,
     );
     if o.config.get("bench") == Some("direct") {
-        let poll_ns = o
-            .config
-            .get_u64("poll-us")
-            .map_or(POLL_BEFORE_SLEEP_NS, |us| us.min(10_000) * 1000);
+        let poll_ns = o.number("poll-us")? * 1000;
         bench_direct(&mut backend, o, poll_ns);
         return None;
     }
-    let queue_depth = o.config.get_u64("queue-depth").unwrap_or(64).clamp(1, 256) as u16;
+    // 1..=256 by the schema.
+    let queue_depth = o.number("queue-depth")? as u16;
     Some(Block::new(backend, tables, o.name, queue_depth))
 }
 

@@ -15,11 +15,8 @@ rt::entry!(main);
 
 const PROGRAM: ServerProgram = ServerProgram {
     device_key: "device",
-    device: "console0",
-    dma: "queues",
     // Two queues of up to 64 entries, split or packed: 8 KiB of ring each.
     client_ring_len: 2 * 0x2000,
-    poll_ns: 0,
     poll_period_ns: 1_000_000,
 };
 
@@ -64,7 +61,7 @@ fn open(o: &mut Opening<'_>) -> Option<Consoles<VirtioPorts<'static, DeviceTrans
     ) else {
         println!(
             "DMA region {} ({} bytes) is too small for {count} ports",
-            o.config.get("dma").unwrap_or(PROGRAM.dma),
+            o.dma_name,
             o.dma.len()
         );
         return None;

@@ -281,8 +281,6 @@ impl<P: Ports> DeviceClass for Consoles<P> {
     const QUEUES: u16 = 2;
     /// Either queue: a client may only write, or only read.
     const READY: Ready = Ready::Any(1 << console::queue::RX0 | 1 << console::queue::TX0);
-    /// The counters in the log every second (unless `report-ms` says otherwise).
-    const REPORT_MS: u64 = 1000;
 
     /// `port` (required: one the backend drives and no other client has), `rate` (output
     /// bytes per second; none: unlimited) and `burst` (bytes; none: a second's worth).

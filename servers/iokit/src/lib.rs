@@ -207,6 +207,18 @@ pub fn open_device(
     Ok((EitherTransport::First(transport), route, kind))
 }
 
+/// A setting the image always carries (its program's schema gives it a default or requires
+/// it, and the image builder checked it); `None` only in an image built from an unchecked
+/// description, which is said, and the caller stops.
+pub fn required<T>(value: Option<T>, key: &str) -> Option<T> {
+    if value.is_none() {
+        rt::println!(
+            "setting `{key}` is missing: the image was not built from a checked description; stopping"
+        );
+    }
+    value
+}
+
 /// `name` followed by `suffix`, in `buf`.
 pub fn join<'b>(buf: &'b mut [u8; 64], name: &str, suffix: &str) -> &'b str {
     let name = &name.as_bytes()[..name.len().min(buf.len() - suffix.len())];
@@ -227,11 +239,8 @@ pub fn client_channel(
     use abi::ObjectKind;
     use rt::println;
     use rt::syscall::{lookup, region_info};
-    let mut b = [0u8; 64];
-    let region_name = config.channel_get(channel, "region").unwrap_or(channel);
-    let irq_name = config
-        .channel_get(channel, "irq")
-        .unwrap_or_else(|| join(&mut b, channel, "-irq"));
+    let region_name = required(config.channel_get(channel, "region"), "region")?;
+    let irq_name = required(config.channel_get(channel, "irq"), "irq")?;
     let region = lookup(ObjectKind::SharedRegion, region_name).and_then(region_info);
     let irq = lookup(ObjectKind::Notification, irq_name);
     let (Ok(region), Ok(irq)) = (region, irq) else {
@@ -290,24 +299,21 @@ impl Notifier for KernelNotifier {
     }
 }
 
-/// A client's channel from its own configuration: `channel` (default `default_channel`), its
-/// shared region (`region`, default the channel's name) and kick notification (`kick`, default
-/// `C-kick`), waiting on `irq-mask` (default every bit). Returns the channel's name, its
+/// A client's channel from its own configuration: `channel`, its shared region (`region`)
+/// and kick notification (`kick`), whose defaults (the channel's name, `C-kick`) its schema
+/// gives, waiting on `irq-mask` (absent: every bit). Returns the channel's name, its
 /// memory and its notifier; `None` (said in the log) when the region or the kick is not
 /// granted.
 pub fn client_attach<'c>(
     config: &rt::config::Config<'c>,
-    default_channel: &'c str,
 ) -> Option<(&'c str, virtio::dma::DmaRegion<'static>, KernelNotifier)> {
     use abi::ObjectKind;
     use rt::syscall::{lookup, region_info};
-    let channel = config.get("channel").unwrap_or(default_channel);
+    let channel = required(config.get("channel"), "channel")?;
+    // Absent: every bit (the schema's word for it).
     let mask = config.get_u64("irq-mask").unwrap_or(u64::MAX);
-    let mut b = [0u8; 64];
-    let kick_name = config
-        .get("kick")
-        .unwrap_or_else(|| join(&mut b, channel, "-kick"));
-    let region_name = config.get("region").unwrap_or(channel);
+    let kick_name = required(config.get("kick"), "kick")?;
+    let region_name = required(config.get("region"), "region")?;
     let region = lookup(ObjectKind::SharedRegion, region_name).and_then(region_info);
     let kick = lookup(ObjectKind::Notification, kick_name);
     let (Ok(region), Ok(kick)) = (region, kick) else {

@@ -10,7 +10,7 @@ use rt::config::Config;
 use rt::println;
 use rt::syscall::{irq_ack, partition_info, poll, sleep_until, time_now_ns, wait};
 
-use crate::{ClientNotifier, DeviceTransport, VectorRoute, client_channel, open_device};
+use crate::{ClientNotifier, DeviceTransport, VectorRoute, client_channel, open_device, required};
 
 /// A server on this partition's kernel.
 pub type KernelServer<'a, C> = Server<'a, ClientNotifier, C>;
@@ -75,6 +75,8 @@ pub struct Opening<'c> {
     pub config: Config<'c>,
     /// The device's name in the description.
     pub name: &'c str,
+    /// The DMA region's name in the description.
+    pub dma_name: &'c str,
     transport: Option<DeviceTransport>,
     /// Which interface it is (for the log).
     pub kind: &'static str,
@@ -89,6 +91,12 @@ pub struct Opening<'c> {
 }
 
 impl Opening<'_> {
+    /// Integer setting `key` of the server (checked when the image was built); `None`, said,
+    /// only in an image built from an unchecked description.
+    pub fn number(&self, key: &str) -> Option<u64> {
+        required(self.config.get_u64(key), key)
+    }
+
     /// The transport to the device (once).
     pub fn take_transport(&mut self) -> Option<DeviceTransport> {
         self.transport.take()
@@ -99,7 +107,7 @@ impl Opening<'_> {
     pub fn interrupts(&self) -> bool {
         self.info.irq_bits != 0
             && ((self.routed && self.route.is_some()) || self.info.msix_vectors == 0)
-            && self.config.get_bool("poll") != Some(true)
+            && self.config.get_bool("poll") == Some(false)
     }
 
     /// The granted device's handle (for acknowledging its interrupt at the kernel).
@@ -139,18 +147,12 @@ impl fmt::Debug for Opening<'_> {
 /// What a server partition is, before it runs.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerProgram {
-    /// The configuration key that names the device (`device`; the block server's `disk`, the
-    /// network server's `nic`).
+    /// The setting that names the device (`device`; the block server's `disk`, the network
+    /// server's `nic`). Its default, and those of `dma`, `poll`, `poll-us` and `report-ms`,
+    /// are in the program's schema (servers/iokit/server-schema.toml and the server's own).
     pub device_key: &'static str,
-    /// The device's name when the configuration does not name it.
-    pub device: &'static str,
-    /// The DMA region's name when the configuration has no `dma` key.
-    pub dma: &'static str,
     /// Bytes of ring area in each client channel.
     pub client_ring_len: usize,
-    /// How long to poll the device for completions before sleeping (overridable with
-    /// `poll-us`).
-    pub poll_ns: u64,
     /// Sleep between polls when the device's interrupt does not reach the server.
     pub poll_period_ns: u64,
 }
@@ -169,8 +171,14 @@ pub fn run<C: DeviceClass>(
         println!("no configuration ({e:?}): serving no clients");
         Config::new("")
     });
-    let device_name = config.get(program.device_key).unwrap_or(program.device);
-    let dma_name = config.get("dma").unwrap_or(program.dma);
+    let (Some(device_name), Some(dma_name), Some(poll_us), Some(report_ms)) = (
+        required(config.get(program.device_key), program.device_key),
+        required(config.get("dma"), "dma"),
+        required(config.get_u64("poll-us"), "poll-us"),
+        required(config.get_u64("report-ms"), "report-ms"),
+    ) else {
+        return;
+    };
     let Some((device, info)) = crate::granted_device(device_name) else {
         return;
     };
@@ -187,6 +195,7 @@ pub fn run<C: DeviceClass>(
     let mut opening = Opening {
         config,
         name: device_name,
+        dma_name,
         transport: Some(transport),
         kind,
         dma,
@@ -237,16 +246,12 @@ pub fn run<C: DeviceClass>(
             Err(e) => println!("{channel}: cannot lay out the channel: {e:?}"),
         }
     }
-    let poll_ns = config
-        .get_u64("poll-us")
-        .map_or(program.poll_ns, |us| us.min(10_000) * 1000);
-    let report_ns = config.get_u64("report-ms").unwrap_or(C::REPORT_MS) * 1_000_000;
     let settings = LoopSettings {
         interrupts,
         irq_bits: info.irq_bits,
-        poll_ns,
+        poll_ns: poll_us * 1000,
         poll_period_ns: program.poll_period_ns,
-        report_ns,
+        report_ns: report_ms * 1_000_000,
     };
     let mut kernel = RtKernel { device };
     Serving::new(names, settings, time_now_ns()).run(&mut server, &mut kernel, &mut after_pass)

@@ -130,8 +130,6 @@ pub trait DeviceClass: Sized {
     const NO_KICKS: u32 = 0;
     /// Most passes' rounds of turns (1: one turn per client per pass).
     const ROUNDS: usize = 1;
-    /// Default period of the per-client counter report, in milliseconds (0: never).
-    const REPORT_MS: u64 = 0;
 
     /// What the description grants one client (from its channel's configuration).
     type Spec;

@@ -42,7 +42,6 @@ impl DeviceClass for Pattern {
     const DEVICE_TYPE: u32 = 4;
     const QUEUES: u16 = 1;
     const READY: Ready = Ready::All(1);
-    const REPORT_MS: u64 = 1;
     type Spec = ();
     type Refusal = ();
     type Client = ();

@@ -15,11 +15,8 @@ rt::entry!(main);
 
 const PROGRAM: ServerProgram = ServerProgram {
     device_key: "nic",
-    device: "net0",
-    dma: "packets",
     // Two split or packed queues of up to 256 entries, as much ring memory as the NIC's.
     client_ring_len: 2 * DEVICE_RING_LEN,
-    poll_ns: 0,
     // Without the NIC's interrupt, it is polled every 200 us.
     poll_period_ns: 200_000,
 };
@@ -65,6 +62,7 @@ fn open(o: &mut Opening<'_>) -> Option<Network<Nic>> {
         o.interrupts_word(),
         o.generation
     );
-    let queue_depth = o.config.get_u64("queue-depth").unwrap_or(64).clamp(1, 256);
-    Some(Network::new(uplink, queue_depth as u16))
+    // 1..=256 by the schema.
+    let queue_depth = o.number("queue-depth")? as u16;
+    Some(Network::new(uplink, queue_depth))
 }

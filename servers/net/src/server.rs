@@ -301,7 +301,6 @@ impl<U: Uplink> DeviceClass for Network<U> {
     type Reason = NetRule;
     /// Receive buffers are taken when a frame arrives: no kicks needed for them.
     const NO_KICKS: u32 = 1 << net::queue::RX;
-    const REPORT_MS: u64 = 5000;
 
     /// `mac`: the client's address (required).
     fn spec(&self, config: &dyn Settings) -> Result<Mac, Refusal> {

@@ -13,11 +13,8 @@ rt::entry!(main);
 
 const PROGRAM: ServerProgram = ServerProgram {
     device_key: "device",
-    device: "rng0",
-    dma: "queues",
     // One queue of up to 64 entries, split or packed.
     client_ring_len: 0x4000,
-    poll_ns: 0,
     poll_period_ns: 1_000_000,
 };
 

@@ -106,7 +106,6 @@ impl<S: Source> DeviceClass for Entropy<S> {
     const DEVICE_TYPE: u32 = id::ENTROPY;
     const QUEUES: u16 = 1;
     const READY: Ready = Ready::All(1 << entropy::REQUEST_QUEUE);
-    const REPORT_MS: u64 = 1000;
     type Spec = EntropySpec;
     type Refusal = core::convert::Infallible;
     type Client = Share;

@@ -85,6 +85,9 @@ impl KeyType {
     }
 }
 
+/// How deep schemas may extend each other.
+pub const MAX_EXTENDS: usize = 4;
+
 /// One setting a program accepts.
 #[derive(Clone, Debug, PartialEq)]
 pub struct KeySchema {
@@ -114,11 +117,23 @@ pub struct ConfigSchema {
     pub config: IndexMap<String, KeySchema>,
     /// Settings of `[channels.NAME.config]` of the channels the program serves.
     pub channel: IndexMap<String, KeySchema>,
+    /// The schema this one extends (`extends = "PATH"`, relative to this file): its settings
+    /// come first, and a setting declared here again replaces its declaration there (a
+    /// program's own default for a setting the I/O-server framework reads, say).
+    pub extends: Option<PathBuf>,
+    /// This file's `[defaults]`: new defaults for settings it inherits (key, value, where),
+    /// applied when the schemas are merged.
+    defaults: Vec<(String, toml::Value, Range<usize>)>,
+    /// This file's text, kept only while `defaults` wait to be checked.
+    text: String,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSchema {
+    extends: Option<String>,
+    #[serde(default)]
+    defaults: IndexMap<Spanned<String>, Spanned<toml::Value>>,
     #[serde(default)]
     config: IndexMap<Spanned<String>, Spanned<RawKey>>,
     #[serde(default)]
@@ -148,10 +163,26 @@ impl ConfigSchema {
             Ok(raw) => {
                 let config = section(&raw.config, false, &mut pending);
                 let channel = section(&raw.channel, true, &mut pending);
+                let extends = raw
+                    .extends
+                    .map(|base| path.parent().unwrap_or_else(|| Path::new(".")).join(base));
+                let defaults: Vec<_> = raw
+                    .defaults
+                    .iter()
+                    .map(|(k, v)| (k.get_ref().clone(), v.get_ref().clone(), v.span()))
+                    .collect();
+                let text = if defaults.is_empty() {
+                    String::new()
+                } else {
+                    text.to_owned()
+                };
                 Some(ConfigSchema {
                     path: Some(path.to_path_buf()),
                     config,
                     channel,
+                    extends,
+                    defaults,
+                    text,
                 })
             }
             Err(e) => {
@@ -177,8 +208,65 @@ impl ConfigSchema {
         }
     }
 
-    /// Reads and checks a schema file.
+    /// Reads and checks a schema file, with the schemas it extends (at most
+    /// [`MAX_EXTENDS`] deep).
     pub fn load(path: &Path) -> Result<ConfigSchema, Report> {
+        Self::load_within(path, MAX_EXTENDS)
+    }
+
+    fn load_within(path: &Path, depth: usize) -> Result<ConfigSchema, Report> {
+        let own = Self::load_one(path)?;
+        let Some(base_path) = own.extends.clone() else {
+            return Ok(own);
+        };
+        if depth == 0 {
+            return Err(Report {
+                file: path.to_path_buf(),
+                source: String::new(),
+                diagnostics: vec![LineIndex::new("").finish(
+                    path,
+                    Pending::error(
+                        0..0,
+                        format!("schemas extend each other more than {MAX_EXTENDS} deep"),
+                    ),
+                )],
+            });
+        }
+        let mut merged = Self::load_within(&base_path, depth - 1)?;
+        merged.path = own.path;
+        merged.extends = own.extends;
+        merged.config.extend(own.config);
+        merged.channel.extend(own.channel);
+        let mut pending = Vec::new();
+        for (key, value, span) in own.defaults {
+            let Some(setting) = merged.config.get_mut(&key) else {
+                pending.push(Pending::error(
+                    span,
+                    format!("`{key}` is not a setting of the schema this one extends"),
+                ));
+                continue;
+            };
+            match check_value(setting, &value) {
+                Ok(_) if !setting.required => setting.default = Some(value),
+                Ok(_) => pending.push(Pending::error(
+                    span,
+                    format!("`{key}` is required: it has no default"),
+                )),
+                Err(e) => pending.push(Pending::error(span, format!("bad default: {e}"))),
+            }
+        }
+        if pending.is_empty() {
+            return Ok(merged);
+        }
+        let index = LineIndex::new(&own.text);
+        Err(Report {
+            file: path.to_path_buf(),
+            source: own.text.clone(),
+            diagnostics: pending.into_iter().map(|p| index.finish(path, p)).collect(),
+        })
+    }
+
+    fn load_one(path: &Path) -> Result<ConfigSchema, Report> {
         match std::fs::read_to_string(path) {
             Ok(text) => ConfigSchema::parse(path, &text),
             Err(e) => Err(Report {
@@ -593,6 +681,55 @@ pub fn program_dirs(root: &Path) -> Vec<(String, PathBuf)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Writes `files` into a fresh folder under the target directory; its path.
+    fn folder(name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sysdesc-schema-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, text) in files {
+            std::fs::write(dir.join(file), text).unwrap();
+        }
+        dir
+    }
+
+    const BASE: &str = "[config.dma]\ntype = \"dma-region\"\ndoc = \"d\"\ndefault = \"queues\"\n\n\
+        [config.report-ms]\ntype = \"integer\"\ndoc = \"r\"\nmin = 0\nmax = 100\ndefault = 0\n\n\
+        [channel.irq]\ntype = \"notification\"\ndoc = \"i\"\ndefault = \"{channel}-irq\"\n";
+
+    #[test]
+    fn a_schema_extends_another_and_gives_its_own_defaults() {
+        let child = "extends = \"base.toml\"\n\n[defaults]\nreport-ms = 50\n\n\
+            [config.nic]\ntype = \"device\"\ndoc = \"n\"\ndefault = \"net0\"\n";
+        let dir = folder("ok", &[("base.toml", BASE), ("child.toml", child)]);
+        let schema = ConfigSchema::load(&dir.join("child.toml")).unwrap();
+        let keys: Vec<_> = schema.config.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["dma", "report-ms", "nic"]);
+        assert_eq!(schema.config["report-ms"].default, Some(toml::Value::Integer(50)));
+        assert_eq!(schema.config["dma"].default, Some(toml::Value::String("queues".into())));
+        assert!(schema.channel.contains_key("irq"));
+    }
+
+    #[test]
+    fn a_default_for_no_inherited_setting_or_out_of_range_is_refused_with_its_line() {
+        let child = "extends = \"base.toml\"\n\n[defaults]\nreport-ms = 500\nreprot-ms = 5\n";
+        let dir = folder("bad", &[("base.toml", BASE), ("child.toml", child)]);
+        let report = ConfigSchema::load(&dir.join("child.toml")).unwrap_err();
+        let text = format!("{report:?}");
+        assert_eq!(report.diagnostics.len(), 2, "{text}");
+        assert!(text.contains("bad default"), "{text}");
+        assert!(text.contains("`reprot-ms` is not a setting of the schema this one extends"), "{text}");
+    }
+
+    #[test]
+    fn schemas_that_extend_each_other_in_a_loop_are_refused() {
+        let dir = folder(
+            "loop",
+            &[("a.toml", "extends = \"b.toml\"\n"), ("b.toml", "extends = \"a.toml\"\n")],
+        );
+        let report = ConfigSchema::load(&dir.join("a.toml")).unwrap_err();
+        assert!(format!("{report:?}").contains("more than"), "{report:?}");
+    }
 
     #[test]
     fn suggestions_and_distance() {
