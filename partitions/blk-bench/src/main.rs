@@ -102,20 +102,13 @@ impl Engine for Client<'_> {
 fn main() {
     let mut text = [0u8; 1024];
     // The settings were checked against config-schema.toml and every default filled in when
-    // the image was built: a missing one means a broken image.
-    let config = match rt::config::read(&mut text) {
-        Ok(config) => config,
-        Err(e) => {
-            println!("blkbench: unreadable configuration ({e:?}); stopping");
-            return;
-        }
-    };
-    let setting = |key: &str| {
-        println!("blkbench: setting {key} missing from the image; stopping");
+    // the image was built: a missing one means a broken image (said, and we stop).
+    let Some(config) = rt::config::load(&mut text) else {
+        return;
     };
     // `kick` and `region` default to names derived from `channel` (config-schema.toml).
-    let (Some(kick_name), Some(region_name)) = (config.get("kick"), config.get("region")) else {
-        return setting("kick or region");
+    let (Some(kick_name), Some(region_name)) = (config.need("kick"), config.need("region")) else {
+        return;
     };
     // Absent `irq-mask`: wait on every bit.
     let mask = config.get_u64("irq-mask").unwrap_or(u64::MAX);

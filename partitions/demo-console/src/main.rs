@@ -89,23 +89,16 @@ fn printable(input: &[u8], out: &mut [u8; 128]) -> usize {
 fn main() {
     let mut text = [0u8; 1024];
     // The settings were checked against config-schema.toml and every default filled in when
-    // the image was built: a missing one means a broken image.
-    let config = match rt::config::read(&mut text) {
-        Ok(config) => config,
-        Err(e) => {
-            println!("demo-console: unreadable configuration ({e:?}); stopping");
-            return;
-        }
-    };
-    let setting = |key: &str| {
-        println!("demo-console: setting {key} missing from the image; stopping");
+    // the image was built: a missing one means a broken image (said, and we stop).
+    let Some(config) = rt::config::load(&mut text) else {
+        return;
     };
     let (Some(channel), Some(period_ms), Some(flood)) = (
-        config.get("channel"),
-        config.get_u64("period-ms"),
-        config.get_bool("flood"),
+        config.need("channel"),
+        config.need_u64("period-ms"),
+        config.need_bool("flood"),
     ) else {
-        return setting("channel, period-ms or flood");
+        return;
     };
     let period_ns = period_ms * 1_000_000;
     let Some((_, memory, notifier)) = iokit::client_attach(&config) else {

@@ -42,23 +42,16 @@ fn connect<'a>(
 fn main() {
     let mut text = [0u8; 1024];
     // The settings were checked against config-schema.toml and every default filled in when
-    // the image was built: a missing one means a broken image.
-    let config = match rt::config::read(&mut text) {
-        Ok(config) => config,
-        Err(e) => {
-            println!("demo-entropy: unreadable configuration ({e:?}); stopping");
-            return;
-        }
-    };
-    let setting = |key: &str| {
-        println!("demo-entropy: setting {key} missing from the image; stopping");
+    // the image was built: a missing one means a broken image (said, and we stop).
+    let Some(config) = rt::config::load(&mut text) else {
+        return;
     };
     let (Some(channel), Some(chunk), Some(report_ms)) = (
-        config.get("channel"),
-        config.get_u64("chunk"),
-        config.get_u64("report-ms"),
+        config.need("channel"),
+        config.need_u64("chunk"),
+        config.need_u64("report-ms"),
     ) else {
-        return setting("channel, chunk or report-ms");
+        return;
     };
     // The schema bounds `chunk` to 1..=4096 and `report-ms` to at least 1.
     let chunk = chunk.clamp(1, 4096) as usize;

@@ -132,23 +132,16 @@ fn main() {
     let generation = partition_info().map_or(0, |i| i.generation);
     let mut text = [0u8; 1024];
     // The settings were checked against config-schema.toml and every default filled in when
-    // the image was built: a missing one means a broken image.
-    let config = match rt::config::read(&mut text) {
-        Ok(config) => config,
-        Err(e) => {
-            println!("demo-net: unreadable configuration ({e:?}); stopping");
-            return;
-        }
-    };
-    let setting = |key: &str| {
-        println!("demo-net: setting {key} missing from the image; stopping");
+    // the image was built: a missing one means a broken image (said, and we stop).
+    let Some(config) = rt::config::load(&mut text) else {
+        return;
     };
     let (Some(channel), Some(cidr), Some(gateway)) = (
-        config.get("channel"),
-        config.get("ip"),
-        config.get("gateway"),
+        config.need("channel"),
+        config.need("ip"),
+        config.need("gateway"),
     ) else {
-        return setting("channel, ip or gateway");
+        return;
     };
     // The schema bounds both ports to 1..=65535.
     let (Some(udp_port), Some(tcp_port), Some(halt_command)) = (
@@ -158,9 +151,9 @@ fn main() {
         config
             .get_u64("tcp-port")
             .and_then(|p| u16::try_from(p).ok()),
-        config.get_bool("halt-command"),
+        config.need_bool("halt-command"),
     ) else {
-        return setting("udp-port, tcp-port or halt-command");
+        return;
     };
     let (Some(cidr), Some(gateway)) = (parse_cidr(cidr), parse_ipv4(gateway)) else {
         println!("{channel}: bad `ip` ({cidr}) or `gateway` ({gateway}); stopping");

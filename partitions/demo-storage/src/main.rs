@@ -235,23 +235,16 @@ fn main() {
     let generation = partition_info().map_or(0, |i| i.generation);
     let mut text = [0u8; 1024];
     // The settings were checked against config-schema.toml and every default filled in when
-    // the image was built: a missing one means a broken image.
-    let config = match rt::config::read(&mut text) {
-        Ok(config) => config,
-        Err(e) => {
-            println!("demo-storage: unreadable configuration ({e:?}); stopping");
-            return;
-        }
-    };
-    let setting = |key: &str| {
-        println!("demo-storage: setting {key} missing from the image; stopping");
+    // the image was built: a missing one means a broken image (said, and we stop).
+    let Some(config) = rt::config::load(&mut text) else {
+        return;
     };
     let (Some(channel), Some(blocks), Some(pause)) = (
-        config.get("channel"),
-        config.get_u64("blocks"),
-        config.get_u64("sleep-ms"),
+        config.need("channel"),
+        config.need_u64("blocks"),
+        config.need_u64("sleep-ms"),
     ) else {
-        return setting("channel, blocks or sleep-ms");
+        return;
     };
     // The schema bounds `blocks` to 1..=MAX_BLOCKS.
     let blocks = blocks.clamp(1, MAX_BLOCKS as u64) as usize;

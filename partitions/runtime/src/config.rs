@@ -123,6 +123,27 @@ pub fn read(buf: &mut [u8]) -> Result<Config<'_>, abi::SysError> {
     Config::from_bytes(bytes).map_err(|Malformed| abi::SysError::BadArgument)
 }
 
+/// Reads this partition's configuration as [`read`] does; `None`, said in the log, if it
+/// cannot be read.
+#[cfg(target_os = "none")]
+pub fn load(buf: &mut [u8]) -> Option<Config<'_>> {
+    read(buf)
+        .inspect_err(|e| crate::println!("unreadable configuration ({e:?}); stopping"))
+        .ok()
+}
+
+/// A setting the image always carries: its program's schema gives it a default or requires
+/// it, and the image builder checked it. `None` only in an image built from an unchecked
+/// description, which is said in the log (the caller then stops).
+pub fn needed<T>(value: Option<T>, key: &str) -> Option<T> {
+    if value.is_none() {
+        crate::println!(
+            "setting `{key}` is missing from the image (its description was not checked); stopping"
+        );
+    }
+    value
+}
+
 /// One item of a configuration, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Item<'t> {
@@ -311,6 +332,26 @@ impl<'t> Config<'t> {
     /// The value of `key` as a boolean.
     pub fn get_bool(&self, key: &str) -> Option<bool> {
         self.value(key)?.as_bool()
+    }
+
+    /// Setting `key` as text, which the image always carries ([`needed`]).
+    pub fn need(&self, key: &str) -> Option<&'t str> {
+        needed(self.get(key), key)
+    }
+
+    /// Setting `key` as an unsigned integer, which the image always carries ([`needed`]).
+    pub fn need_u64(&self, key: &str) -> Option<u64> {
+        needed(self.get_u64(key), key)
+    }
+
+    /// Setting `key` as a boolean, which the image always carries ([`needed`]).
+    pub fn need_bool(&self, key: &str) -> Option<bool> {
+        needed(self.get_bool(key), key)
+    }
+
+    /// Setting `key` of `channel` as text, which the image always carries ([`needed`]).
+    pub fn channel_need(&self, channel: &str, key: &str) -> Option<&'t str> {
+        needed(self.channel_get(channel, key), key)
     }
 
     /// Setting `key` of `channel` as text.

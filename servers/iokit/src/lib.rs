@@ -207,18 +207,6 @@ pub fn open_device(
     Ok((EitherTransport::First(transport), route, kind))
 }
 
-/// A setting the image always carries (its program's schema gives it a default or requires
-/// it, and the image builder checked it); `None` only in an image built from an unchecked
-/// description, which is said, and the caller stops.
-pub fn required<T>(value: Option<T>, key: &str) -> Option<T> {
-    if value.is_none() {
-        rt::println!(
-            "setting `{key}` is missing: the image was not built from a checked description; stopping"
-        );
-    }
-    value
-}
-
 /// `name` followed by `suffix`, in `buf`.
 pub fn join<'b>(buf: &'b mut [u8; 64], name: &str, suffix: &str) -> &'b str {
     let name = &name.as_bytes()[..name.len().min(buf.len() - suffix.len())];
@@ -239,8 +227,8 @@ pub fn client_channel(
     use abi::ObjectKind;
     use rt::println;
     use rt::syscall::{lookup, region_info};
-    let region_name = required(config.channel_get(channel, "region"), "region")?;
-    let irq_name = required(config.channel_get(channel, "irq"), "irq")?;
+    let region_name = config.channel_need(channel, "region")?;
+    let irq_name = config.channel_need(channel, "irq")?;
     let region = lookup(ObjectKind::SharedRegion, region_name).and_then(region_info);
     let irq = lookup(ObjectKind::Notification, irq_name);
     let (Ok(region), Ok(irq)) = (region, irq) else {
@@ -309,11 +297,11 @@ pub fn client_attach<'c>(
 ) -> Option<(&'c str, virtio::dma::DmaRegion<'static>, KernelNotifier)> {
     use abi::ObjectKind;
     use rt::syscall::{lookup, region_info};
-    let channel = required(config.get("channel"), "channel")?;
+    let channel = config.need("channel")?;
     // Absent: every bit (the schema's word for it).
     let mask = config.get_u64("irq-mask").unwrap_or(u64::MAX);
-    let kick_name = required(config.get("kick"), "kick")?;
-    let region_name = required(config.get("region"), "region")?;
+    let kick_name = config.need("kick")?;
+    let region_name = config.need("region")?;
     let region = lookup(ObjectKind::SharedRegion, region_name).and_then(region_info);
     let kick = lookup(ObjectKind::Notification, kick_name);
     let (Ok(region), Ok(kick)) = (region, kick) else {

@@ -10,7 +10,7 @@ use rt::config::Config;
 use rt::println;
 use rt::syscall::{irq_ack, partition_info, poll, sleep_until, time_now_ns, wait};
 
-use crate::{ClientNotifier, DeviceTransport, VectorRoute, client_channel, open_device, required};
+use crate::{ClientNotifier, DeviceTransport, VectorRoute, client_channel, open_device};
 
 /// A server on this partition's kernel.
 pub type KernelServer<'a, C> = Server<'a, ClientNotifier, C>;
@@ -94,7 +94,7 @@ impl Opening<'_> {
     /// Integer setting `key` of the server (checked when the image was built); `None`, said,
     /// only in an image built from an unchecked description.
     pub fn number(&self, key: &str) -> Option<u64> {
-        required(self.config.get_u64(key), key)
+        self.config.need_u64(key)
     }
 
     /// The transport to the device (once).
@@ -167,15 +167,14 @@ pub fn run<C: DeviceClass>(
 ) {
     let generation = partition_info().map_or(0, |i| i.generation);
     let mut text = [0u8; 4096];
-    let config = rt::config::read(&mut text).unwrap_or_else(|e| {
-        println!("no configuration ({e:?}): serving no clients");
-        Config::new("")
-    });
+    let Some(config) = rt::config::load(&mut text) else {
+        return;
+    };
     let (Some(device_name), Some(dma_name), Some(poll_us), Some(report_ms)) = (
-        required(config.get(program.device_key), program.device_key),
-        required(config.get("dma"), "dma"),
-        required(config.get_u64("poll-us"), "poll-us"),
-        required(config.get_u64("report-ms"), "report-ms"),
+        config.need(program.device_key),
+        config.need("dma"),
+        config.need_u64("poll-us"),
+        config.need_u64("report-ms"),
     ) else {
         return;
     };

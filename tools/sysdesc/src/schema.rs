@@ -684,7 +684,8 @@ mod tests {
 
     /// Writes `files` into a fresh folder under the target directory; its path.
     fn folder(name: &str, files: &[(&str, &str)]) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("sysdesc-schema-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("sysdesc-schema-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         for (file, text) in files {
@@ -705,8 +706,14 @@ mod tests {
         let schema = ConfigSchema::load(&dir.join("child.toml")).unwrap();
         let keys: Vec<_> = schema.config.keys().map(String::as_str).collect();
         assert_eq!(keys, ["dma", "report-ms", "nic"]);
-        assert_eq!(schema.config["report-ms"].default, Some(toml::Value::Integer(50)));
-        assert_eq!(schema.config["dma"].default, Some(toml::Value::String("queues".into())));
+        assert_eq!(
+            schema.config["report-ms"].default,
+            Some(toml::Value::Integer(50))
+        );
+        assert_eq!(
+            schema.config["dma"].default,
+            Some(toml::Value::String("queues".into()))
+        );
         assert!(schema.channel.contains_key("irq"));
     }
 
@@ -718,14 +725,20 @@ mod tests {
         let text = format!("{report:?}");
         assert_eq!(report.diagnostics.len(), 2, "{text}");
         assert!(text.contains("bad default"), "{text}");
-        assert!(text.contains("`reprot-ms` is not a setting of the schema this one extends"), "{text}");
+        assert!(
+            text.contains("`reprot-ms` is not a setting of the schema this one extends"),
+            "{text}"
+        );
     }
 
     #[test]
     fn schemas_that_extend_each_other_in_a_loop_are_refused() {
         let dir = folder(
             "loop",
-            &[("a.toml", "extends = \"b.toml\"\n"), ("b.toml", "extends = \"a.toml\"\n")],
+            &[
+                ("a.toml", "extends = \"b.toml\"\n"),
+                ("b.toml", "extends = \"a.toml\"\n"),
+            ],
         );
         let report = ConfigSchema::load(&dir.join("a.toml")).unwrap_err();
         assert!(format!("{report:?}").contains("more than"), "{report:?}");
