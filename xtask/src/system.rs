@@ -383,14 +383,9 @@ pub fn empty_image(cmdline: &str) -> Vec<u8> {
 }
 
 #[cfg(test)]
-#[path = "../../partitions/runtime/src/config.rs"]
-#[allow(dead_code)]
-mod rt_config;
-
-#[cfg(test)]
 mod tests {
     use super::*;
-    use rt_config::{Config, Value};
+    use bulkhead_rt::config::{self as rt_config, Config, Value};
     use sysdesc::toml;
 
     /// Every shipped system's configurations decode, with the runtime's reader, to exactly

@@ -7,9 +7,10 @@
 //! bulkhead_rt::entry!(main);
 //! fn main() { bulkhead_rt::println!("hello"); }
 //! ```
-// The host build (`cargo test -p bulkhead-rt`) tests the portable parts (the configuration
-// reader); the entry point and the panic handler exist only in a partition.
-#![cfg_attr(not(test), no_std)]
+// On the host (its tests, and the image builder's check of what partitions read) only the
+// portable parts are used (the settings reader); the entry point and the panic handler exist
+// only in a partition.
+#![cfg_attr(target_os = "none", no_std)]
 
 pub mod config;
 #[cfg(target_arch = "x86_64")]
@@ -32,20 +33,20 @@ macro_rules! entry {
     };
 }
 
-#[cfg(not(test))]
+#[cfg(target_os = "none")]
 unsafe extern "Rust" {
     safe fn __bulkhead_main();
 }
 
 /// Called by `_start` with an aligned stack.
-#[cfg(not(test))]
+#[cfg(target_os = "none")]
 #[unsafe(no_mangle)]
 extern "C" fn __bulkhead_start() -> ! {
     __bulkhead_main();
     syscall::exit(0)
 }
 
-#[cfg(all(target_arch = "x86_64", not(test)))]
+#[cfg(all(target_arch = "x86_64", target_os = "none"))]
 core::arch::global_asm!(
     ".section .text._start, \"ax\"",
     ".global _start",
@@ -55,7 +56,7 @@ core::arch::global_asm!(
     "    ud2",
 );
 
-#[cfg(all(target_arch = "aarch64", not(test)))]
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 core::arch::global_asm!(
     ".section .text._start, \"ax\"",
     ".global _start",
@@ -115,7 +116,7 @@ macro_rules! println {
     ($($arg:tt)*) => { $crate::print(format_args!($($arg)*)) };
 }
 
-#[cfg(not(test))]
+#[cfg(target_os = "none")]
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     print(format_args!("panic: {info}"));
