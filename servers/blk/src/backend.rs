@@ -14,7 +14,7 @@ use ioserver::DeviceInterrupts;
 use virtio::devices::blk;
 use virtio::dma::DmaRegion;
 use virtio::features::{Features, bits};
-use virtio::queue::{Buffer, DriverQueue, Token};
+use virtio::queue::{Buffer, DriverQueue, Outstanding};
 use virtio::split::SplitQueue;
 use virtio::transport::{Transport, initialize, read_config};
 
@@ -89,7 +89,6 @@ pub trait Backend: DeviceInterrupts {
 const HEADER_AREA: usize = 4096;
 /// Header at +0, status byte at +16, per slot.
 const HEADER_STRIDE: usize = 32;
-const NO_SLOT: u16 = u16::MAX;
 
 /// A virtio-blk device as the backend, with a split queue of `Q` entries.
 #[derive(Debug)]
@@ -99,12 +98,12 @@ pub struct VirtioBackend<'a, T, const Q: usize> {
     memory: DmaRegion<'a>,
     slots: usize,
     slot_len: usize,
-    token_slot: [u16; Q],
+    /// Which tag each chain on the device is (and whether the device broke its ring).
+    outstanding: Outstanding<Q>,
     capacity: u64,
     features: Features,
     /// Slots whose request finished without the device (a flush on a write-through disk).
     done_early: u64,
-    broken: bool,
     /// Most data segments per request (the device's `seg_max` if it has one) and the longest
     /// segment (`size_max`), for requests on client memory.
     seg_max: usize,
@@ -169,11 +168,10 @@ impl<'a, T: Transport, const Q: usize> VirtioBackend<'a, T, Q> {
             memory,
             slots,
             slot_len,
-            token_slot: [NO_SLOT; Q],
+            outstanding: Outstanding::new(),
             capacity: u64::from_le_bytes(capacity),
             features,
             done_early: 0,
-            broken: false,
             seg_max,
             size_max,
         })
@@ -228,25 +226,21 @@ impl<'a, T: Transport, const Q: usize> VirtioBackend<'a, T, Q> {
         ))
     }
 
-    /// Records the chain's token as tag `tag`'s request.
-    fn submitted(
+    /// Submits tag `tag`'s chain: `readable`, then `writable`.
+    fn submit_chain(
         &mut self,
         tag: usize,
-        submitted: virtio::Result<Token>,
+        readable: &[Buffer],
+        writable: &[Buffer],
     ) -> Result<(), BackendError> {
-        let Token(token) = match submitted {
-            Ok(token) => token,
-            Err(virtio::Error::QueueFull) => return Err(BackendError::Busy),
-            Err(_) => {
-                self.broken = true;
-                return Err(BackendError::Failed);
-            }
-        };
-        match self.token_slot.get_mut(usize::from(token)) {
-            Some(entry) => *entry = tag as u16,
-            None => return Err(BackendError::Failed),
+        match self
+            .outstanding
+            .submit(&mut self.queue, tag, readable, writable)
+        {
+            Ok(_) => Ok(()),
+            Err(virtio::Error::QueueFull) => Err(BackendError::Busy),
+            Err(_) => Err(BackendError::Failed),
         }
-        Ok(())
     }
 }
 
@@ -273,7 +267,7 @@ impl<T: Transport, const Q: usize> Backend for VirtioBackend<'_, T, Q> {
     }
 
     fn submit(&mut self, slot: usize, op: Op, sector: u64, len: usize) -> Result<(), BackendError> {
-        if self.broken || slot >= self.slots || len > self.slot_len {
+        if self.outstanding.is_broken() || slot >= self.slots || len > self.slot_len {
             return Err(BackendError::Failed);
         }
         if op == Op::Flush && !self.features.has(blk::features::FLUSH) {
@@ -290,12 +284,11 @@ impl<T: Transport, const Q: usize> Backend for VirtioBackend<'_, T, Q> {
             addr: self.memory.bus_address(self.data_offset(slot)),
             len: len as u32,
         };
-        let submitted = match op {
-            Op::Write if len > 0 => self.queue.submit(&[header, data], &[status]),
-            Op::Read if len > 0 => self.queue.submit(&[header], &[data, status]),
-            _ => self.queue.submit(&[header], &[status]),
-        };
-        self.submitted(slot, submitted)
+        match op {
+            Op::Write if len > 0 => self.submit_chain(slot, &[header, data], &[status]),
+            Op::Read if len > 0 => self.submit_chain(slot, &[header], &[data, status]),
+            _ => self.submit_chain(slot, &[header], &[status]),
+        }
     }
 
     fn tags(&self) -> usize {
@@ -314,7 +307,7 @@ impl<T: Transport, const Q: usize> Backend for VirtioBackend<'_, T, Q> {
         sector: u64,
         data: &[Buffer],
     ) -> Result<(), BackendError> {
-        if self.broken
+        if self.outstanding.is_broken()
             || tag >= self.tags()
             || op == Op::Flush
             || data.is_empty()
@@ -329,15 +322,14 @@ impl<T: Transport, const Q: usize> Backend for VirtioBackend<'_, T, Q> {
         let (header, status) = self.header(tag, op, sector)?;
         let mut chain = [header; MAX_DIRECT_SEGMENTS + 2];
         let n = data.len();
-        let submitted = if op == Op::Write {
+        if op == Op::Write {
             chain[1..=n].copy_from_slice(data);
-            self.queue.submit(&chain[..=n], &[status])
+            self.submit_chain(tag, &chain[..=n], &[status])
         } else {
             chain[..n].copy_from_slice(data);
             chain[n] = status;
-            self.queue.submit(&[header], &chain[..=n])
-        };
-        self.submitted(tag, submitted)
+            self.submit_chain(tag, &[header], &chain[..=n])
+        }
     }
 
     fn kick(&mut self) {
@@ -354,23 +346,7 @@ impl<T: Transport, const Q: usize> Backend for VirtioBackend<'_, T, Q> {
         }
         // A device that breaks the ring protocol is not trusted further: nothing completes,
         // and every later submit fails.
-        if self.broken {
-            return None;
-        }
-        let completion = match self.queue.poll_used() {
-            Ok(Some(c)) => c,
-            Ok(None) => return None,
-            Err(_) => {
-                self.broken = true;
-                return None;
-            }
-        };
-        let entry = self.token_slot.get_mut(usize::from(completion.token.0))?;
-        let slot = core::mem::replace(entry, NO_SLOT);
-        if slot == NO_SLOT {
-            return None;
-        }
-        let slot = usize::from(slot);
+        let (slot, _) = self.outstanding.next(&mut self.queue)?;
         let status = self
             .memory
             .read_u8(slot * HEADER_STRIDE + 16)
@@ -392,6 +368,6 @@ impl<T: Transport, const Q: usize> DeviceInterrupts for VirtioBackend<'_, T, Q> 
     fn request_interrupt(&mut self) -> bool {
         // A device that broke the ring protocol completes nothing more: reporting its used
         // ring as "not empty" would keep the caller polling forever instead of sleeping.
-        !self.broken && self.queue.enable_interrupts().unwrap_or(false)
+        !self.outstanding.is_broken() && self.queue.enable_interrupts().unwrap_or(false)
     }
 }

@@ -12,7 +12,7 @@ use ioserver::DeviceInterrupts;
 use virtio::devices::net;
 use virtio::dma::DmaRegion;
 use virtio::features::{Features, bits};
-use virtio::queue::{Buffer, DriverQueue, Token};
+use virtio::queue::{Buffer, DriverQueue, Outstanding};
 use virtio::split::SplitQueue;
 use virtio::transport::{Transport, initialize, read_config};
 
@@ -44,7 +44,6 @@ const BUFFER: usize = 2048;
 const FRAME_AT: usize = 16;
 /// Most receive (and transmit) buffers.
 pub const MAX_BUFFERS: usize = 128;
-const NO_SLOT: u16 = u16::MAX;
 
 /// Counters of the uplink.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -72,14 +71,15 @@ pub struct VirtioUplink<'a, T, const Q: usize> {
     memory: DmaRegion<'a>,
     buffers: usize,
     header_len: usize,
-    rx_slot: [u16; Q],
-    tx_slot: [u16; Q],
+    /// Which packet buffer each chain on the receive queue is.
+    rx_posted: Outstanding<Q>,
+    /// Which packet buffer each chain on the transmit queue is.
+    tx_posted: Outstanding<Q>,
     tx_free: u128,
     rx_pending_kick: bool,
     tx_pending_kick: bool,
     mac: Mac,
     features: Features,
-    broken: bool,
     stats: UplinkStats,
 }
 
@@ -130,8 +130,8 @@ impl<'a, T: Transport, const Q: usize> VirtioUplink<'a, T, Q> {
             memory,
             buffers,
             header_len,
-            rx_slot: [NO_SLOT; Q],
-            tx_slot: [NO_SLOT; Q],
+            rx_posted: Outstanding::new(),
+            tx_posted: Outstanding::new(),
             tx_free: if buffers >= 128 {
                 u128::MAX
             } else {
@@ -141,7 +141,6 @@ impl<'a, T: Transport, const Q: usize> VirtioUplink<'a, T, Q> {
             tx_pending_kick: false,
             mac,
             features,
-            broken: false,
             stats: UplinkStats::default(),
         };
         for slot in 0..buffers {
@@ -201,34 +200,23 @@ impl<'a, T: Transport, const Q: usize> VirtioUplink<'a, T, Q> {
             addr: self.memory.bus_address(at + FRAME_AT),
             len: MAX_FRAME as u32,
         };
-        let Token(token) = self.rx.submit(&[], &[header, frame])?;
-        *self
-            .rx_slot
-            .get_mut(usize::from(token))
-            .ok_or(virtio::Error::BadUsedId)? = slot as u16;
+        self.rx_posted
+            .submit(&mut self.rx, slot, &[], &[header, frame])?;
         self.rx_pending_kick = true;
         Ok(())
     }
 
     /// Takes back transmit buffers the NIC is done with.
     fn reap_tx(&mut self) {
-        loop {
-            match self.tx.poll_used() {
-                Ok(Some(c)) => {
-                    if let Some(entry) = self.tx_slot.get_mut(usize::from(c.token.0)) {
-                        let slot = core::mem::replace(entry, NO_SLOT);
-                        if slot != NO_SLOT {
-                            self.tx_free |= 1u128 << slot;
-                        }
-                    }
-                }
-                Ok(None) => return,
-                Err(_) => {
-                    self.broken = true;
-                    return;
-                }
-            }
+        while let Some((slot, _)) = self.tx_posted.next(&mut self.tx) {
+            self.tx_free |= 1u128 << slot;
         }
+    }
+
+    /// Whether the NIC broke the ring protocol on either queue: then it is not trusted with
+    /// anything more.
+    fn broken(&self) -> bool {
+        self.rx_posted.is_broken() || self.tx_posted.is_broken()
     }
 }
 
@@ -238,7 +226,7 @@ impl<T: Transport, const Q: usize> Uplink for VirtioUplink<'_, T, Q> {
     }
 
     fn transmit(&mut self, frame: &[u8]) -> Result<(), UplinkError> {
-        if self.broken || frame.len() > MAX_FRAME {
+        if self.broken() || frame.len() > MAX_FRAME {
             return Err(UplinkError::Failed);
         }
         if self.tx_free == 0 {
@@ -265,18 +253,11 @@ impl<T: Transport, const Q: usize> Uplink for VirtioUplink<'_, T, Q> {
                 len: frame.len() as u32,
             },
         ];
-        let Token(token) = match self.tx.submit(&readable, &[]) {
-            Ok(token) => token,
+        match self.tx_posted.submit(&mut self.tx, slot, &readable, &[]) {
+            Ok(_) => {}
             Err(virtio::Error::QueueFull) => return Err(UplinkError::Busy),
-            Err(_) => {
-                self.broken = true;
-                return Err(UplinkError::Failed);
-            }
-        };
-        let Some(entry) = self.tx_slot.get_mut(usize::from(token)) else {
-            return Err(UplinkError::Failed);
-        };
-        *entry = slot as u16;
+            Err(_) => return Err(UplinkError::Failed),
+        }
         self.tx_free &= !(1u128 << slot);
         self.tx_pending_kick = true;
         self.stats.tx_frames += 1;
@@ -285,23 +266,11 @@ impl<T: Transport, const Q: usize> Uplink for VirtioUplink<'_, T, Q> {
 
     fn receive(&mut self, out: &mut [u8; MAX_FRAME]) -> Option<usize> {
         loop {
-            if self.broken {
+            // A NIC that broke either ring is not trusted with anything more.
+            if self.broken() {
                 return None;
             }
-            let completion = match self.rx.poll_used() {
-                Ok(Some(c)) => c,
-                Ok(None) => return None,
-                Err(_) => {
-                    self.broken = true;
-                    return None;
-                }
-            };
-            let entry = self.rx_slot.get_mut(usize::from(completion.token.0))?;
-            let slot = core::mem::replace(entry, NO_SLOT);
-            if slot == NO_SLOT {
-                continue;
-            }
-            let slot = usize::from(slot);
+            let (slot, completion) = self.rx_posted.next(&mut self.rx)?;
             let len = (completion.written as usize).checked_sub(self.header_len);
             let copied = match len {
                 Some(len) if len <= MAX_FRAME => self
@@ -312,7 +281,7 @@ impl<T: Transport, const Q: usize> Uplink for VirtioUplink<'_, T, Q> {
                 _ => None,
             };
             if self.post_rx(slot).is_err() {
-                self.broken = true;
+                self.rx_posted.set_broken();
             }
             match copied {
                 Some(len) => {

@@ -7,7 +7,7 @@ use ioserver::DeviceInterrupts;
 use virtio::devices::entropy;
 use virtio::dma::DmaRegion;
 use virtio::features::Features;
-use virtio::queue::{Buffer, DriverQueue, Token};
+use virtio::queue::{Buffer, DriverQueue, Outstanding};
 use virtio::split::SplitQueue;
 use virtio::transport::{Transport, initialize};
 
@@ -36,11 +36,11 @@ pub struct VirtioRng<'a, T> {
     transport: T,
     queue: SplitQueue<'a, QUEUE_SIZE>,
     memory: DmaRegion<'a>,
-    token: [Option<Token>; BUFFERS],
+    /// Which buffer each chain on the device is (and whether the device broke its ring).
+    posted: Outstanding<QUEUE_SIZE>,
     /// Filled buffers, oldest first: (buffer, bytes, bytes taken).
     filled: [(usize, usize, usize); BUFFERS],
     filled_count: usize,
-    broken: bool,
     /// Bytes the device delivered so far.
     pub delivered: u64,
 }
@@ -77,10 +77,9 @@ impl<'a, T: Transport> VirtioRng<'a, T> {
             transport,
             queue,
             memory,
-            token: [None; BUFFERS],
+            posted: Outstanding::new(),
             filled: [(0, 0, 0); BUFFERS],
             filled_count: 0,
-            broken: false,
             delivered: 0,
         };
         for b in 0..BUFFERS {
@@ -95,7 +94,7 @@ impl<'a, T: Transport> VirtioRng<'a, T> {
             addr: self.memory.bus_address(b * BUFFER_LEN),
             len: BUFFER_LEN as u32,
         };
-        self.token[b] = Some(self.queue.submit(&[], &[buffer])?);
+        self.posted.submit(&mut self.queue, b, &[], &[buffer])?;
         Ok(())
     }
 
@@ -137,7 +136,7 @@ impl<T: Transport> Source for VirtioRng<'_, T> {
             // Used up: scrub it (no byte is handed out twice) and give it back to the device.
             let _ = self.memory.fill(b * BUFFER_LEN, BUFFER_LEN, 0);
             if self.post(b).is_err() {
-                self.broken = true;
+                self.posted.set_broken();
             }
             reposted = true;
         }
@@ -149,25 +148,13 @@ impl<T: Transport> Source for VirtioRng<'_, T> {
 
     fn poll(&mut self) -> bool {
         let mut busy = false;
-        loop {
-            let c = match self.queue.poll_used() {
-                Ok(Some(c)) => c,
-                Ok(None) => break,
-                Err(_) => {
-                    // A device that breaks the ring protocol is not trusted further.
-                    self.broken = true;
-                    break;
-                }
-            };
+        // A device that breaks the ring protocol is not trusted further.
+        while let Some((b, c)) = self.posted.next(&mut self.queue) {
             busy = true;
-            let Some(b) = self.token.iter().position(|t| *t == Some(c.token)) else {
-                continue;
-            };
-            self.token[b] = None;
             let len = (c.written as usize).min(BUFFER_LEN);
-            if len == 0 || self.broken {
+            if len == 0 {
                 // §5.4.6 has the device write at least one byte; re-post an empty buffer.
-                if !self.broken && self.post(b).is_ok() {
+                if self.post(b).is_ok() {
                     self.kick();
                 }
                 continue;

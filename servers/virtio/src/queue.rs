@@ -64,6 +64,103 @@ pub trait DriverQueue {
     fn size(&self) -> u16;
 }
 
+/// A driver's record of its chains on one queue: which of its own slots (a buffer, a request)
+/// each outstanding token stands for. The device is not trusted (§2.7.8): a completion counts
+/// only for a token the driver handed out and has not had back, and a queue whose device broke
+/// the ring protocol once is not read again, nor given more work.
+#[derive(Debug, Clone)]
+pub struct Outstanding<const Q: usize> {
+    slot_of: [u16; Q],
+    broken: bool,
+}
+
+impl<const Q: usize> Default for Outstanding<Q> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const Q: usize> Outstanding<Q> {
+    const NONE: u16 = u16::MAX;
+
+    /// Nothing outstanding.
+    pub const fn new() -> Self {
+        Self {
+            slot_of: [Self::NONE; Q],
+            broken: false,
+        }
+    }
+
+    /// Whether the device broke the ring protocol (or the driver found it unusable).
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// The device is not to be trusted any more: nothing more is read or submitted.
+    pub fn set_broken(&mut self) {
+        self.broken = true;
+    }
+
+    /// Makes `readable` then `writable` available on `queue` as slot `slot`'s chain. A full
+    /// queue is `QueueFull` and nothing changes; any other failure marks the queue broken.
+    pub fn submit(
+        &mut self,
+        queue: &mut dyn DriverQueue,
+        slot: usize,
+        readable: &[Buffer],
+        writable: &[Buffer],
+    ) -> Result<Token> {
+        if self.broken {
+            return Err(Error::DeviceNeedsReset);
+        }
+        let slot = u16::try_from(slot)
+            .ok()
+            .filter(|&s| s != Self::NONE)
+            .ok_or(Error::OutOfBounds)?;
+        let token = match queue.submit(readable, writable) {
+            Ok(token) => token,
+            Err(Error::QueueFull) => return Err(Error::QueueFull),
+            Err(e) => {
+                self.broken = true;
+                return Err(e);
+            }
+        };
+        match self.slot_of.get_mut(usize::from(token.0)) {
+            Some(entry) => *entry = slot,
+            None => {
+                // A queue larger than this record: a driver's mistake, never the device's.
+                self.broken = true;
+                return Err(Error::BadUsedId);
+            }
+        }
+        Ok(token)
+    }
+
+    /// The next chain the device finished on `queue`, with its slot; `None` when there is none
+    /// or the queue is broken (from the first ring violation on, always `None`). A completion
+    /// for a token that is not outstanding is skipped.
+    pub fn next(&mut self, queue: &mut dyn DriverQueue) -> Option<(usize, Completion)> {
+        while !self.broken {
+            let completion = match queue.poll_used() {
+                Ok(Some(completion)) => completion,
+                Ok(None) => return None,
+                Err(_) => {
+                    self.broken = true;
+                    return None;
+                }
+            };
+            let Some(entry) = self.slot_of.get_mut(usize::from(completion.token.0)) else {
+                continue;
+            };
+            let slot = core::mem::replace(entry, Self::NONE);
+            if slot != Self::NONE {
+                return Some((usize::from(slot), completion));
+            }
+        }
+        None
+    }
+}
+
 /// The device side of a virtqueue, whichever its format.
 pub trait DeviceQueue {
     /// Takes and validates the next available chain into `chain`, replacing what it held;
@@ -384,5 +481,107 @@ impl ChainWriter<'_, '_> {
     /// Bytes written so far: the `written` to report when pushing the chain.
     pub fn written(&self) -> u32 {
         self.written
+    }
+}
+
+#[cfg(test)]
+mod outstanding_tests {
+    use alloc::collections::VecDeque;
+
+    use super::*;
+
+    /// A queue whose device says whatever the test wants.
+    #[derive(Default)]
+    struct Scripted {
+        next_token: u16,
+        submit_error: Option<Error>,
+        used: VecDeque<Result<Option<Completion>>>,
+    }
+
+    impl DriverQueue for Scripted {
+        fn submit(&mut self, _: &[Buffer], _: &[Buffer]) -> Result<Token> {
+            if let Some(e) = self.submit_error {
+                return Err(e);
+            }
+            self.next_token += 1;
+            Ok(Token(self.next_token - 1))
+        }
+        fn should_notify(&mut self) -> Result<bool> {
+            Ok(true)
+        }
+        fn poll_used(&mut self) -> Result<Option<Completion>> {
+            self.used.pop_front().unwrap_or(Ok(None))
+        }
+        fn disable_interrupts(&mut self) -> Result<()> {
+            Ok(())
+        }
+        fn enable_interrupts(&mut self) -> Result<bool> {
+            Ok(false)
+        }
+        fn free_descriptors(&self) -> usize {
+            4
+        }
+        fn addresses(&self) -> QueueAddresses {
+            QueueAddresses {
+                desc: 0,
+                driver: 0,
+                device: 0,
+            }
+        }
+        fn size(&self) -> u16 {
+            4
+        }
+    }
+
+    fn done(token: u16) -> Result<Option<Completion>> {
+        Ok(Some(Completion {
+            token: Token(token),
+            written: 0,
+        }))
+    }
+
+    #[test]
+    fn completions_count_only_for_outstanding_tokens_once() {
+        let mut queue = Scripted::default();
+        let mut out = Outstanding::<4>::new();
+        assert_eq!(out.submit(&mut queue, 7, &[], &[]), Ok(Token(0)));
+        assert_eq!(out.submit(&mut queue, 2, &[], &[]), Ok(Token(1)));
+        // A token never handed out, one beyond the queue, the second twice.
+        queue
+            .used
+            .extend([done(3), done(9), done(1), done(1), done(0)]);
+        assert_eq!(out.next(&mut queue).map(|(s, _)| s), Some(2));
+        assert_eq!(out.next(&mut queue).map(|(s, _)| s), Some(7));
+        assert_eq!(out.next(&mut queue), None);
+        assert!(!out.is_broken());
+    }
+
+    #[test]
+    fn a_ring_violation_breaks_the_queue_for_good() {
+        let mut queue = Scripted::default();
+        let mut out = Outstanding::<4>::new();
+        out.submit(&mut queue, 0, &[], &[]).unwrap();
+        queue.used.extend([Err(Error::BadUsedId), done(0)]);
+        assert_eq!(out.next(&mut queue), None);
+        assert!(out.is_broken());
+        assert_eq!(out.next(&mut queue), None, "not read again");
+        assert_eq!(
+            out.submit(&mut queue, 1, &[], &[]),
+            Err(Error::DeviceNeedsReset)
+        );
+    }
+
+    #[test]
+    fn a_full_queue_is_not_a_broken_one() {
+        let mut queue = Scripted {
+            submit_error: Some(Error::QueueFull),
+            ..Scripted::default()
+        };
+        let mut out = Outstanding::<4>::new();
+        assert_eq!(out.submit(&mut queue, 0, &[], &[]), Err(Error::QueueFull));
+        assert!(!out.is_broken());
+        queue.submit_error = Some(Error::OutOfBounds);
+        assert_eq!(out.submit(&mut queue, 0, &[], &[]), Err(Error::OutOfBounds));
+        assert!(out.is_broken());
     }
 }
