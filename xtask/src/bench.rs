@@ -54,6 +54,20 @@ pub fn run(block: &crate::blkbench::Opts, block_only: bool, net_only: bool) -> R
     Ok(())
 }
 
+/// Only the kernel paths, on `arch` or on both architectures: the figures the IPC work is
+/// measured by, without the block and network boots of the full run.
+pub fn kernel_only(arch: Option<Arch>) -> Result<()> {
+    let arches = match arch {
+        Some(arch) => vec![arch],
+        None => vec![Arch::X86_64, Arch::Aarch64],
+    };
+    for arch in arches {
+        kernel_paths(arch)?;
+        println!();
+    }
+    Ok(())
+}
+
 /// Boots the `bench` system and returns what its client printed. Under `-icount shift=0`
 /// (`icount`) its figures are guest instructions; without, nanoseconds of wall time.
 fn boot_kernel_bench(arch: Arch, icount: bool) -> Result<Vec<String>> {

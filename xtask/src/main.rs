@@ -146,8 +146,14 @@ enum Command {
         #[arg(long, conflicts_with = "net_only")]
         block_only: bool,
         /// Only the network benchmark.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "kernel_only")]
         net_only: bool,
+        /// Only the kernel paths (system calls, IPC round trips, device interrupt).
+        #[arg(long, conflicts_with = "block_only")]
+        kernel_only: bool,
+        /// With --kernel-only: only this architecture (default: both).
+        #[arg(long, value_enum, requires = "kernel_only")]
+        arch: Option<Arch>,
         /// Extra arguments passed to QEMU as they are (block benchmark boots).
         #[arg(last = true)]
         qemu_args: Vec<String>,
@@ -219,6 +225,8 @@ fn run() -> Result<()> {
             boots,
             block_only,
             net_only,
+            kernel_only,
+            arch,
             qemu_args,
         } => {
             setup::ensure_toolchain()?;
@@ -228,6 +236,9 @@ fn run() -> Result<()> {
                 boots,
                 extra: qemu_args,
             };
+            if kernel_only {
+                return bench::kernel_only(arch);
+            }
             bench::run(&block, block_only, net_only)
         }
     }

@@ -1,10 +1,10 @@
 //! The partitions' saved contexts, in storage the architecture owns rather than in the
-//! partition table: on x86_64 the entry code saves the user registers straight into the
-//! current partition's context (its end is the kernel entry stack top, `SYSCALL_KERNEL_RSP`
-//! and the TSS's `rsp0`, set on each switch), so the trap frame of an entry from user mode *is*
-//! that context and saving it costs nothing. On aarch64 the frame is on the kernel stack and
-//! [`save`] copies it. The exit path restores the registers straight from the context the kernel
-//! switched to ([`resume_frame`]).
+//! partition table: the entry code saves the user registers straight into the current
+//! partition's context (its end is the kernel entry stack top: on x86_64 `SYSCALL_KERNEL_RSP`
+//! and the TSS's `rsp0`, set on each switch; on aarch64 SP_EL1, which every return to EL0
+//! leaves there), so the trap frame of an entry from user mode *is* that context and saving it
+//! costs nothing ([`save`] copies only a frame from kernel mode). The exit path restores the
+//! registers straight from the context the kernel switched to ([`resume_frame`]).
 //!
 //! One CPU, and every function runs in a kernel entry with interrupts masked (or at boot before
 //! any partition runs). The portable kernel never holds a reference into this storage except
@@ -22,7 +22,8 @@ const SLOTS: usize = crate::exec::MAX_PARTITIONS + 1;
 const IDLE: usize = SLOTS - 1;
 
 /// One context; 16-byte aligned, and `TrapFrame` is a multiple of 16 bytes, so the end of each
-/// (the x86_64 entry stack top) is 16-byte aligned as the ABI wants for the entry's call.
+/// (the entry stack top) is 16-byte aligned as the ABI (and aarch64's SP alignment check)
+/// wants.
 #[repr(C, align(16))]
 struct Slot(UnsafeCell<TrapFrame>);
 
@@ -60,7 +61,7 @@ pub fn set_return(index: usize, value: usize) {
 }
 
 /// Saves the trap frame as partition `index`'s context (the current partition): nothing to do
-/// when the entry saved it there already (x86_64, from user mode).
+/// when the entry saved it there already (from user mode).
 pub fn save(index: usize, frame: &TrapFrame) {
     let to = slot(index);
     if !core::ptr::eq(to, frame) {
@@ -91,5 +92,15 @@ pub fn resume_idle() {
 /// Called by the exit path once the kernel entry's work is done: the context to restore the
 /// registers from, if not the trap frame.
 pub fn resume_frame() -> *const TrapFrame {
+    // On aarch64 a load and a store rather than a swap, which is an exclusive-access loop
+    // there: one CPU, interrupts masked, so nothing can come between them. On x86_64 the swap
+    // is one `xchg`, an instruction fewer.
+    #[cfg(target_arch = "aarch64")]
+    {
+        let resume = RESUME.load(Ordering::Relaxed);
+        RESUME.store(core::ptr::null_mut(), Ordering::Relaxed);
+        resume
+    }
+    #[cfg(not(target_arch = "aarch64"))]
     RESUME.swap(core::ptr::null_mut(), Ordering::Relaxed)
 }

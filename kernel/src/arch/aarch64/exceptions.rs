@@ -1,11 +1,20 @@
 //! The exception vector table and the reports of synchronous exceptions.
 //!
 //! Each of the 16 vectors saves x0/x1, puts its number in x0 and branches to a common path
-//! that saves the rest of the registers in a [`TrapFrame`] on the stack and calls
-//! [`exception_entry`]. IRQs are dispatched to the GIC; every synchronous exception and
-//! SError from the kernel is reported and stops the machine. Those (vectors 0, 3, 4 and 7)
-//! first move to a stack of their own, so that a fault caused by overflowing the boot stack
-//! into its guard page is reported rather than faulting again on every push.
+//! that saves the rest of the registers in a [`TrapFrame`] and calls [`exception_entry`].
+//! IRQs are dispatched to the GIC; every synchronous exception and SError from the kernel is
+//! reported and stops the machine. Those (vectors 0, 3, 4 and 7) first move to a stack of their
+//! own, so that a fault caused by overflowing the boot stack into its guard page is reported
+//! rather than faulting again on every push.
+//!
+//! Where the frame goes. An exception from EL0 (vectors 8-15) saves the registers straight
+//! into the current partition's context (`arch::context`): every return to EL0 leaves SP_EL1
+//! at the end of the context it restored from, which is the current partition's, so the
+//! entry's stores fill that context, and saving it on a switch costs nothing (as on x86_64).
+//! The kernel then runs on the boot stack from its top: once a partition runs, nothing on the
+//! boot stack is live (the boot code's loop is never resumed; see `exception_exit`). An
+//! exception from EL1 (the idle loop, the boot code's wait, a kernel fault) saves its frame on
+//! the stack in use, as a call would.
 
 use aarch64_cpu::registers::{ESR_EL1, FAR_EL1, Readable, VBAR_EL1, Writeable};
 
@@ -23,6 +32,16 @@ core::arch::global_asm!(
     b       exception_common
 .endm
 
+// From EL0: SP_EL1 is the end of the current partition's context (see the module
+// documentation), so the frame is that context.
+.macro USER_VECTOR number
+    .balign 0x80
+    sub     sp, sp, #272
+    stp     x0, x1, [sp, #0]
+    mov     x0, #\number
+    b       user_common
+.endm
+
 .macro FATAL_VECTOR number
     .balign 0x80
     msr     tpidr_el1, x0
@@ -36,28 +55,7 @@ core::arch::global_asm!(
     b       exception_common
 .endm
 
-.section .text
-.balign 2048
-.global exception_vectors
-exception_vectors:
-    FATAL_VECTOR 0
-    VECTOR 1
-    VECTOR 2
-    FATAL_VECTOR 3
-    FATAL_VECTOR 4
-    VECTOR 5
-    VECTOR 6
-    FATAL_VECTOR 7
-    VECTOR 8
-    VECTOR 9
-    VECTOR 10
-    VECTOR 11
-    VECTOR 12
-    VECTOR 13
-    VECTOR 14
-    VECTOR 15
-
-exception_common:
+.macro SAVE_REST
     stp     x2, x3, [sp, #16]
     stp     x4, x5, [sp, #32]
     stp     x6, x7, [sp, #48]
@@ -77,15 +75,74 @@ exception_common:
     mrs     x1, spsr_el1
     mrs     x2, sp_el0
     stp     x1, x2, [sp, #256]
-    // exception_entry's arguments: its calling convention (it preserves no register, all
-    // are restored from a frame below) passes them in x20 and x21, saved above.
+.endm
+
+// exception_entry's arguments, the vector number and the frame: its calling convention (it
+// preserves no register, all are restored from a frame) passes them in x20 and x21, saved.
+.macro ENTRY_ARGS
     mov     x20, x0
     mov     x21, sp
+.endm
+
+// The frame is the partition's context: run the kernel on the boot stack, from its top less
+// the room of a frame that exception_exit's `add` gives back (an exit to EL1, into the idle
+// loop, then leaves SP_EL1 at the top).
+.macro TO_BOOT_STACK
+    adrp    x1, __stack_top - 272
+    add     sp, x1, :lo12:__stack_top - 272
+.endm
+
+.section .text
+.balign 2048
+.global exception_vectors
+exception_vectors:
+    FATAL_VECTOR 0
+    VECTOR 1
+    VECTOR 2
+    FATAL_VECTOR 3
+    FATAL_VECTOR 4
+    VECTOR 5
+    VECTOR 6
+    FATAL_VECTOR 7
+    // A synchronous exception from EL0 (a system call, above all): user_common in line.
+    .balign 0x80
+    sub     sp, sp, #272
+    stp     x0, x1, [sp, #0]
+    SAVE_REST
+    mov     x20, #8
+    mov     x21, sp
+    TO_BOOT_STACK
     bl      exception_entry
-    // x0: the frame to restore from, this one or a saved context (exception_entry).
+    b       exception_exit
+    USER_VECTOR 9
+    USER_VECTOR 10
+    USER_VECTOR 11
+    USER_VECTOR 12
+    USER_VECTOR 13
+    USER_VECTOR 14
+    USER_VECTOR 15
+
+user_common:
+    SAVE_REST
+    ENTRY_ARGS
+    TO_BOOT_STACK
+    bl      exception_entry
+// x0: the frame to restore from: the trap frame or a saved context (exception_entry).
+exception_exit:
     ldp     x1, x2, [x0, #256]
     msr     spsr_el1, x1
     msr     sp_el0, x2
+    // Where SP_EL1 is left. Back to EL0 (the frame is then always the current partition's
+    // context): the end of that context, which its next exception fills. Back to EL1
+    // (SPSR.M[3:0] not 0: the idle loop, or the code an exception from EL1 interrupted):
+    // where the entry found it, above the frame (for an entry from EL0, the top of the boot
+    // stack). The boot code's wait loop is resumed only by an exit from its own exception
+    // that switched nothing; after any exit to EL0 nothing on the boot stack is live. The
+    // loads below SP that follow are safe: every exception is masked until the `eret`.
+    tst     x1, #0b1111
+    b.ne    2f
+    add     sp, x0, #272
+1:
     ldp     x30, x1, [x0, #240]
     msr     elr_el1, x1
     ldp     x2, x3, [x0, #16]
@@ -103,8 +160,16 @@ exception_common:
     ldp     x26, x27, [x0, #208]
     ldp     x28, x29, [x0, #224]
     ldp     x0, x1, [x0, #0]
-    add     sp, sp, #272
     eret
+2:
+    add     sp, sp, #272
+    b       1b
+
+exception_common:
+    SAVE_REST
+    ENTRY_ARGS
+    bl      exception_entry
+    b       exception_exit
 "#
 );
 
@@ -222,19 +287,40 @@ pub fn init() {
 /// Called by the vector code with the vector number (0-15) and the saved registers. Returns
 /// the frame to restore the registers from: `frame`, or the saved context of the partition
 /// the kernel switched to ([`crate::arch::context::resume_frame`]), which the vector code only
-/// reads (IRQs stay masked until the `eret`) before freeing `frame`'s stack space. It preserves
-/// no register of its own (`rust-preserve-none`): the vector code restores all from a frame.
+/// reads (IRQs stay masked until the `eret`). It preserves no register of its own
+/// (`rust-preserve-none`): the vector code restores all from a frame.
 #[unsafe(no_mangle)]
 extern "rust-preserve-none" fn exception_entry(
     vector: u64,
-    frame: &mut TrapFrame,
+    frame: *mut TrapFrame,
 ) -> *const TrapFrame {
-    handle(vector, frame);
+    // SAFETY: the vector code passes the frame it just filled: a valid, aligned TrapFrame (the
+    // current partition's context for an exception from EL0, see `arch::context`, or on the
+    // stack in use), which nothing else references during the entry; the reference ends here.
+    handle(vector, unsafe { &mut *frame });
     let resume = crate::arch::context::resume_frame();
     if resume.is_null() { frame } else { resume }
 }
 
+/// Exception class (ESR_EL1.EC) of an SVC from AArch64: a system call.
+const EC_SVC64: u64 = 0x15;
+/// Vector 8: a synchronous exception from EL0 in AArch64.
+const VECTOR_EL0_SYNC: u64 = 8;
+
 fn handle(vector: u64, frame: &mut TrapFrame) {
+    // System calls first, in line: the most frequent entry. Vector 8 is taken only from EL0,
+    // so the frame's SPSR need not be looked at, nor FAR_EL1 read.
+    if vector == VECTOR_EL0_SYNC && (ESR_EL1.get() >> 26) & 0x3f == EC_SVC64 {
+        crate::exec::on_syscall(frame);
+    } else {
+        other(vector, frame);
+    }
+}
+
+/// Every entry but a system call.
+#[cold]
+#[inline(never)]
+fn other(vector: u64, frame: &mut TrapFrame) {
     let kind = (vector % 4) as usize;
     if kind == 1 {
         match gic::handle_irq() {
@@ -250,11 +336,8 @@ fn handle(vector: u64, frame: &mut TrapFrame) {
     let esr = ESR_EL1.get();
     let far = FAR_EL1.get();
     if from_user && kind == 0 {
+        // (A system call, vector 8, never comes here: `handle` took it.)
         let class = (esr >> 26) & 0x3f;
-        if class == 0x15 {
-            crate::exec::on_syscall(frame);
-            return;
-        }
         let kind = FaultKind::from_aarch64_esr(esr);
         let address = matches!(class, 0x20 | 0x21 | 0x22 | 0x24 | 0x25 | 0x26).then_some(far);
         crate::exec::on_user_fault(

@@ -249,8 +249,12 @@ impl AddressSpace {
 
     /// Makes this the active address space: TTBR0_EL1 gets the tree and the ASID in one write.
     /// If code was written since, the instruction cache is first made coherent with it.
+    #[inline(always)]
     pub fn activate(&self) {
-        if self.code_dirty.swap(false, Ordering::Relaxed) {
+        // A load, and a store only when set, rather than a swap (an exclusive-access loop):
+        // one CPU, in a kernel entry with interrupts masked, so nothing comes between them.
+        if self.code_dirty.load(Ordering::Relaxed) {
+            self.code_dirty.store(false, Ordering::Relaxed);
             self.sync_code();
         }
         TTBR0_EL1.set(self.root | (self.asid << 48));

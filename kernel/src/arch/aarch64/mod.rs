@@ -18,8 +18,9 @@ pub mod time;
 
 pub use exceptions::TrapFrame;
 
-/// The exception entry saves the registers on the kernel stack, whatever runs next
-/// (`arch::context` copies them into the partition's context when it switches).
+/// Nothing to set: an exception from EL0 saves the registers at SP_EL1, which every return to
+/// EL0 leaves at the end of the context it restored, the current partition's (see
+/// `exceptions`).
 pub fn set_entry_stack(_top: u64) {}
 
 use core::sync::atomic::{AtomicU8, Ordering};
