@@ -146,8 +146,11 @@ enum Command {
         #[arg(long, conflicts_with = "net_only")]
         block_only: bool,
         /// Only the network benchmark.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "windows_only")]
         net_only: bool,
+        /// Only the window start latency (the demo, and a spinner with a flooding client).
+        #[arg(long, conflicts_with = "block_only")]
+        windows_only: bool,
         /// Extra arguments passed to QEMU as they are (block benchmark boots).
         #[arg(last = true)]
         qemu_args: Vec<String>,
@@ -219,6 +222,7 @@ fn run() -> Result<()> {
             boots,
             block_only,
             net_only,
+            windows_only,
             qemu_args,
         } => {
             setup::ensure_toolchain()?;
@@ -228,6 +232,9 @@ fn run() -> Result<()> {
                 boots,
                 extra: qemu_args,
             };
+            if windows_only {
+                return bench::window_starts();
+            }
             bench::run(&block, block_only, net_only)
         }
     }

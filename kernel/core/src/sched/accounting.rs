@@ -346,7 +346,9 @@ impl fmt::Display for Report<'_> {
             .map(|w| w.max_start_latency_ns)
             .max()
             .unwrap_or(0);
+        // A bucket's bound may exceed the exact maximum, which no quantile does.
         if let (Some(p50), Some(p99)) = (h.quantile(500), h.quantile(990)) {
+            let (p50, p99) = (p50.min(max), p99.min(max));
             writeln!(
                 f,
                 "window starts {}: latency p50 <= {}, p99 <= {}, max {}; tolerance {}, late {}",
