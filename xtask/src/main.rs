@@ -146,14 +146,17 @@ enum Command {
         #[arg(long, conflicts_with = "net_only")]
         block_only: bool,
         /// Only the network benchmark.
-        #[arg(long, conflicts_with = "kernel_only")]
+        #[arg(long, conflicts_with_all = ["kernel_only", "windows_only"])]
         net_only: bool,
         /// Only the kernel paths (system calls, IPC round trips, device interrupt).
-        #[arg(long, conflicts_with = "block_only")]
+        #[arg(long, conflicts_with_all = ["block_only", "windows_only"])]
         kernel_only: bool,
         /// With --kernel-only: only this architecture (default: both).
         #[arg(long, value_enum, requires = "kernel_only")]
         arch: Option<Arch>,
+        /// Only the window start latency (the demo, and a spinner with a flooding client).
+        #[arg(long, conflicts_with = "block_only")]
+        windows_only: bool,
         /// Extra arguments passed to QEMU as they are (block benchmark boots).
         #[arg(last = true)]
         qemu_args: Vec<String>,
@@ -227,6 +230,7 @@ fn run() -> Result<()> {
             net_only,
             kernel_only,
             arch,
+            windows_only,
             qemu_args,
         } => {
             setup::ensure_toolchain()?;
@@ -238,6 +242,9 @@ fn run() -> Result<()> {
             };
             if kernel_only {
                 return bench::kernel_only(arch);
+            }
+            if windows_only {
+                return bench::window_starts();
             }
             bench::run(&block, block_only, net_only)
         }

@@ -1,9 +1,11 @@
 //! `cargo xtask test`: host unit tests, then integration tests that boot real kernels in QEMU
 //! and check what they print and how they exit.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
+use kcore::sched::WINDOW_TOLERANCE_NS;
 use regex::Regex;
 
 use crate::qemu::{self, Outcome};
@@ -89,6 +91,11 @@ type HostCheck = fn(&[String], &[Vec<u8>], Duration) -> Result<(), String>;
 /// Guest time from instructions executed (1 ns each) rather than the host's clock: timing
 /// assertions then measure the kernel, not the load on the host.
 const ICOUNT: &[&str] = &["-icount", "shift=0"];
+
+/// Guest time from instructions alone: with `sleep=off` a halted CPU's time jumps to the next
+/// timer deadline instead of following the host's clock (QEMU's default, `sleep=on`), so
+/// window start latencies are the kernel's and the same in every run.
+pub const ICOUNT_DETERMINISTIC: &[&str] = &["-icount", "shift=0,sleep=off"];
 
 /// QEMU `virt` with a GICv3 (distributor, redistributors, system-register CPU interface)
 /// instead of its default GICv2.
@@ -367,19 +374,21 @@ const PARTITION_CASES: &[Case] = &[
         host: None,
     },
     Case {
-        name: "x86_64-spinner-keeps-to-its-windows",
+        name: "x86_64-spinner-and-flood-keep-to-their-windows",
         arch: Arch::X86_64,
         uefi: false,
         system: Some("spin"),
-        cmdline: "run_ms=100",
+        // Ends in the flooder's tenth window: the spinner's and the counter's are all whole.
+        cmdline: "run_ms=148",
         expect: Outcome::Success,
         patterns: &[
             r"spinner: spinning",
+            r"flooder: 10000 calls answered",
             r"counter: progress \d+",
             r"run time elapsed",
         ],
-        check: Some(spinner_contained),
-        qemu_args: ICOUNT,
+        check: Some(flood_contained),
+        qemu_args: ICOUNT_DETERMINISTIC,
         host: None,
     },
     Case {
@@ -590,12 +599,41 @@ const DMA_CASE: Case = Case {
         r"DMA region dma-1: 8 KiB for partition b at 0x2000000",
         r"a: dma-0: 16384 bytes at 0x200000000000, physical 0x[0-9a-f]+, page aligned true, contents intact true",
         r"a: dma-1: refused \(NotGranted\)",
-        r"b: dma-1: 8192 bytes at 0x2000000[0-9a-f]+, physical 0x[0-9a-f]+, page aligned true, contents intact true",
-        r"b: dma-0: refused \(NotGranted\)",
         r"every partition has ended; powering off",
     ],
-    check: Some(|log| absent(log, "FAIL")),
+    // b's lines come in its own windows, before, between or after a's depending on how much
+    // of a's first window a's work took (host time: this case runs without -icount).
+    check: Some(|log| {
+        absent(log, "FAIL")?;
+        let b = log
+            .iter()
+            .position(|l| l.contains("b: dma-1: "))
+            .ok_or("no line from b about dma-1")?;
+        find(
+            &log[b..b + 1],
+            r"b: dma-1: 8192 bytes at 0x2000000[0-9a-f]+, physical 0x[0-9a-f]+, page aligned true, contents intact true",
+        )?;
+        find(&log[b..], r"b: dma-0: refused \(NotGranted\)")
+    }),
     qemu_args: &[],
+    host: None,
+};
+
+/// The demo (x86_64 only), 2 s of deterministic guest time: every one of its 550 window
+/// starts within the kernel's tolerance while its servers and clients work.
+const DEMO_CASE: Case = Case {
+    name: "x86_64-demo-windows-start-on-time",
+    arch: Arch::X86_64,
+    uefi: false,
+    system: Some("demo"),
+    cmdline: "run_ms=2000",
+    expect: Outcome::Success,
+    patterns: &[r"storage: round 1: .* verified", r"run time elapsed"],
+    check: Some(|log| {
+        absent(log, "FAIL")?;
+        windows_on_time(log)
+    }),
+    qemu_args: ICOUNT_DETERMINISTIC,
     host: None,
 };
 
@@ -1081,7 +1119,7 @@ fn spinner_contained(log: &[String]) -> Result<(), String> {
                 "{name} used {used} us of {elapsed} us: more than its 50 % share"
             ));
         }
-        if (windows as f64) < elapsed / 10_000.0 - 2.0 {
+        if (windows as f64) < elapsed / 15_000.0 - 2.0 {
             return Err(format!(
                 "{name} started only {windows} windows in {elapsed} us"
             ));
@@ -1098,6 +1136,95 @@ fn spinner_contained(log: &[String]) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The accounting's summary of window starts: (starts, p99 ns, max ns, tolerance ns, late).
+pub fn start_summary(log: &[String]) -> Result<(u64, u64, u64, u64, u64), String> {
+    let re = Regex::new(
+        r"window starts (\d+): latency p50 <= [\d.]+ \w+, p99 <= ([\d.]+) (\w+), max ([\d.]+) (\w+); tolerance ([\d.]+) (\w+), late (\d+)",
+    )
+    .map_err(|e| e.to_string())?;
+    let c = log
+        .iter()
+        .find_map(|l| re.captures(l))
+        .ok_or("no window start summary in the accounting table")?;
+    let ns = |v: usize, u: usize| {
+        table_duration_us(&c[v], &c[u])
+            .map(|us| (us * 1000.0).round() as u64)
+            .ok_or(format!("bad duration {} {}", &c[v], &c[u]))
+    };
+    let number = |i: usize| c[i].parse::<u64>().map_err(|e| e.to_string());
+    Ok((number(1)?, ns(2, 3)?, ns(4, 5)?, ns(6, 7)?, number(8)?))
+}
+
+/// Every window started within the kernel's tolerance ([`WINDOW_TOLERANCE_NS`], which the
+/// kernel's table must state too): no late start, the worst no later than the tolerance.
+fn windows_on_time(log: &[String]) -> Result<(), String> {
+    let (starts, _p99, max, tolerance, late) = start_summary(log)?;
+    if tolerance != WINDOW_TOLERANCE_NS {
+        return Err(format!(
+            "the kernel judged lateness by {tolerance} ns, not WINDOW_TOLERANCE_NS ({WINDOW_TOLERANCE_NS} ns)"
+        ));
+    }
+    if starts == 0 {
+        return Err("no window started".into());
+    }
+    if late > 0 || max > WINDOW_TOLERANCE_NS {
+        return Err(format!(
+            "{late} of {starts} window starts later than the tolerance ({WINDOW_TOLERANCE_NS} ns); the worst {max} ns"
+        ));
+    }
+    Ok(())
+}
+
+/// Each of `names`, always ready in its windows, had all of its windows' time: at most the
+/// tolerance less per window instance (the kernel's reaction at the boundary). A neighbour that
+/// took some of it (a flooding client, a server working for it) makes this fail.
+fn full_window_time(log: &[String], names: &[&str]) -> Result<(), String> {
+    let mut owed: BTreeMap<String, (f64, u64)> = BTreeMap::new();
+    for l in log {
+        let t: Vec<&str> = l.split_whitespace().collect();
+        if t.len() != 14 || t[0].parse::<u64>().is_err() {
+            continue;
+        }
+        let (Some(length), Ok(starts)) = (table_duration_us(t[4], t[5]), t[6].parse::<u64>())
+        else {
+            continue;
+        };
+        let e = owed.entry(t[1].to_string()).or_default();
+        e.0 += length * starts as f64;
+        e.1 += starts;
+    }
+    for name in names {
+        let &(due, starts) = owed
+            .get(*name)
+            .ok_or(format!("no window of {name} in the table"))?;
+        let in_windows = log
+            .iter()
+            .find_map(|l| {
+                let t: Vec<&str> = l.split_whitespace().collect();
+                (t.len() == 14 && t[0] == *name)
+                    .then(|| table_duration_us(t[4], t[5]))
+                    .flatten()
+            })
+            .ok_or(format!("no accounting row for {name}"))?;
+        let allowance = starts as f64 * WINDOW_TOLERANCE_NS as f64 / 1000.0;
+        if in_windows < due - allowance || in_windows > due + 0.001 {
+            return Err(format!(
+                "{name} ran {in_windows} us in its windows, not their {due} us (less at most {allowance} us)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The spin system: the spinner kept to its share, every window started on time, and neither
+/// the spinner nor the flooding client (nor its server) took time from another's windows.
+fn flood_contained(log: &[String]) -> Result<(), String> {
+    absent(log, "FAIL")?;
+    spinner_contained(log)?;
+    windows_on_time(log)?;
+    full_window_time(log, &["spinner", "counter"])
 }
 
 /// The number the first capture group of `pattern` matches on the first line it matches.
@@ -1187,6 +1314,7 @@ fn all_cases() -> Vec<Case> {
             BLK_FAULTS_CASE,
             CONSOLE_CASE,
             ENTROPY_CASE,
+            DEMO_CASE,
         ])
         .chain(aarch64_block_cases())
         .chain(aarch64_console_entropy_cases())
@@ -1680,6 +1808,67 @@ mod unit {
             ok[2].clone(),
         ];
         assert!(spinner_contained(&late).is_err());
+    }
+
+    /// A spin system's table: spinner and counter with 20 windows of 5 ms each, the spinner
+    /// and counter each losing `lost_us` of them; the summary line with `max` and `late`.
+    fn spin_table(lost_us: u64, max: &str, late: u64) -> Vec<String> {
+        let in_windows = 100_000 - lost_us;
+        let row = |name: &str, in_windows: u64| {
+            format!("{name:<16} 20 {in_windows}.000 us {in_windows}.000 us 0 ns 0 ns 0 150 ns 0")
+        };
+        let window = |i: u64, name: &str| {
+            format!(
+                "{i:<6} {name:<16} {}.000 ms 5.000 ms 20 4.999 ms 4.999 ms 150 ns 0",
+                i * 5
+            )
+        };
+        vec![
+            row("spinner", in_windows),
+            row("counter", in_windows),
+            row("flooder", 99_000),
+            window(0, "spinner"),
+            window(1, "counter"),
+            window(2, "flooder"),
+            format!(
+                "window starts 60: latency p50 <= 143 ns, p99 <= 159 ns, max {max}; tolerance 50.000 us, late {late}"
+            ),
+            "run time elapsed after 300000 us; powering off".to_string(),
+        ]
+    }
+
+    #[test]
+    fn window_start_check_rejects_a_late_window() {
+        assert_eq!(
+            start_summary(&spin_table(3, "149 ns", 0)),
+            Ok((60, 159, 149, 50_000, 0))
+        );
+        assert_eq!(windows_on_time(&spin_table(3, "149 ns", 0)), Ok(()));
+        assert_eq!(flood_contained(&spin_table(3, "149 ns", 0)), Ok(()));
+        // One start past the tolerance, whether the kernel counted it late or not.
+        assert!(windows_on_time(&spin_table(3, "50.001 us", 1)).is_err());
+        assert!(windows_on_time(&spin_table(3, "1.200 ms", 0)).is_err());
+        // A kernel judging by another tolerance than the one the tests know.
+        let other = spin_table(3, "149 ns", 0)
+            .into_iter()
+            .map(|l| l.replace("tolerance 50.000 us", "tolerance 200.000 us"))
+            .collect::<Vec<_>>();
+        assert!(windows_on_time(&other).is_err());
+        assert!(windows_on_time(&spin_table(3, "149 ns", 0)[..6]).is_err());
+    }
+
+    #[test]
+    fn flood_check_rejects_time_taken_from_a_neighbours_windows() {
+        // 20 windows may lose up to 20 x 50 us = 1 ms between them.
+        assert_eq!(flood_contained(&spin_table(999, "149 ns", 0)), Ok(()));
+        let robbed = flood_contained(&spin_table(1_200, "149 ns", 0));
+        assert!(
+            robbed
+                .as_ref()
+                .is_err_and(|e| e.contains("spinner ran 98800 us")),
+            "{robbed:?}"
+        );
+        assert!(full_window_time(&spin_table(3, "149 ns", 0), &["nobody"]).is_err());
     }
 
     #[test]

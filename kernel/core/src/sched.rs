@@ -13,9 +13,11 @@ mod accounting;
 mod schedule;
 #[cfg(test)]
 mod tests;
+mod timing;
 
 pub use accounting::{Nanos, PartitionStats, Report, WindowStats};
 pub use schedule::{MAX_WINDOWS, Schedule, ScheduleError, Slot, Window};
+pub use timing::{IDLE_POLL_NS, IdleWait, LatencyHistogram, WINDOW_TOLERANCE_NS, idle_wait};
 
 use accounting::Accounting;
 
@@ -708,6 +710,11 @@ impl<const THREADS: usize> Scheduler<THREADS> {
             .windows()
             .get(index)
             .map(|_| self.accounting.windows[index])
+    }
+
+    /// The distribution of every window start's latency.
+    pub fn start_latencies(&self) -> &LatencyHistogram {
+        &self.accounting.start_latencies
     }
 
     /// Time no thread ran, since the epoch.

@@ -79,13 +79,19 @@ pub fn resume(index: usize) {
     RESUME.store(to, Ordering::Relaxed);
 }
 
-/// The idle loop runs next.
-pub fn resume_idle() {
+/// The idle loop runs next: halting until an interrupt, or, with `poll`, spinning with
+/// interrupts enabled (a timer event is near, and a halted CPU would take it late).
+pub fn resume_idle(poll: bool) {
     let to = slot(IDLE);
+    let frame = if poll {
+        TrapFrame::idle_poll()
+    } else {
+        TrapFrame::idle()
+    };
     // SAFETY: the idle slot is never a partition's, so never the trap frame of an entry (the
     // idle loop's entries are from kernel mode and push onto its own stack); no reference to
     // it is alive.
-    unsafe { to.write(TrapFrame::idle()) };
+    unsafe { to.write(frame) };
     RESUME.store(to, Ordering::Relaxed);
 }
 

@@ -14,7 +14,10 @@ pub use kcore::health::{Fault, FaultKind};
 use kcore::image::{HealthPolicy, SystemImage};
 use kcore::log::Level;
 use kcore::mem::PAGE_SIZE;
-use kcore::sched::{PartitionId, Priority, Schedule, Scheduler, ThreadId, Window};
+use kcore::sched::{
+    IDLE_POLL_NS, PartitionId, Priority, Schedule, Scheduler, ThreadId, WINDOW_TOLERANCE_NS,
+    Window, idle_wait,
+};
 use spin::Mutex;
 
 use crate::arch::mm::AddressSpace;
@@ -50,10 +53,6 @@ pub struct Perm {
     pub write: bool,
     pub exec: bool,
 }
-
-/// Window boundaries and starts later than this count as late. The timer is programmed for
-/// each boundary; this allows for the interrupt's and the kernel's own path under emulation.
-const TOLERANCE_NS: u64 = 200_000;
 
 struct Partition {
     name: &'static str,
@@ -320,7 +319,7 @@ pub fn start(image: SystemImage<'static>, cmdline: &CommandLine<'_>) -> ! {
             arch::power_off(ExitStatus::Failure);
         }
     };
-    let mut sched = Scheduler::<MAX_PARTITIONS>::new(schedule, TOLERANCE_NS);
+    let mut sched = Scheduler::<MAX_PARTITIONS>::new(schedule, WINDOW_TOLERANCE_NS);
     for (i, priority) in threads.iter().enumerate().take(count) {
         if let Some(priority) = priority {
             // Thread ids are handed out in order, so thread `i` is partition `i`'s.
@@ -488,23 +487,36 @@ impl Exec {
     /// Arms the timer for the scheduler's next event and resumes partition `next`'s context,
     /// or the idle loop's.
     fn resume(&mut self, now: u64, next: Option<usize>, next_event_ns: u64) {
-        self.arm(now, next_event_ns);
         self.current = next;
-        match next.and_then(|c| self.partitions[c].as_ref().map(|p| (c, p))) {
-            Some((c, p)) => {
-                p.space.activate();
+        match next.filter(|&c| self.partitions[c].is_some()) {
+            Some(c) => {
+                self.arm(now, next_event_ns);
+                if let Some(p) = &self.partitions[c] {
+                    p.space.activate();
+                }
                 // Restored in place by the trap path: no copy into the trap frame.
                 arch::context::resume(c);
             }
-            None => arch::context::resume_idle(),
+            None => {
+                // Halting through a window boundary would start the window when the CPU has
+                // woken up, not at the boundary (docs/scheduling-and-health.md): halt until
+                // shortly before the event, and poll from there.
+                let wait = idle_wait(now, self.event(next_event_ns), IDLE_POLL_NS);
+                self.arm(now, wait.timer_ns);
+                arch::context::resume_idle(wait.poll);
+            }
         }
+    }
+
+    /// The next time the kernel must act: the scheduler's next event or the end of the run.
+    fn event(&self, next_event_ns: u64) -> u64 {
+        self.run_until_ns
+            .map_or(next_event_ns, |t| t.min(next_event_ns))
     }
 
     /// Arms the timer for the scheduler's next event (or the end of the run, if sooner).
     fn arm(&mut self, now: u64, next_event_ns: u64) {
-        let deadline = self
-            .run_until_ns
-            .map_or(next_event_ns, |t| t.min(next_event_ns));
+        let deadline = self.event(next_event_ns);
         // Reprogramming the timer costs a division and a device write; skip it when the
         // deadline is the one already armed and still ahead.
         if deadline != self.armed_deadline_ns || deadline <= now {

@@ -5,6 +5,7 @@
 use core::fmt;
 
 use super::schedule::{Schedule, Slot};
+use super::timing::LatencyHistogram;
 use super::{MAX_PARTITIONS, PartitionId};
 
 /// Counters of one partition. All times are nanoseconds.
@@ -62,6 +63,8 @@ pub(super) struct Accounting {
     /// Window starts in `[epoch, starts_seen_until)` have been counted.
     pub(super) starts_seen_until: u64,
     pub(super) tolerance_ns: u64,
+    /// Every window start's latency.
+    pub(super) start_latencies: LatencyHistogram,
 }
 
 impl Accounting {
@@ -72,6 +75,7 @@ impl Accounting {
             idle_ns: 0,
             starts_seen_until: epoch_ns,
             tolerance_ns,
+            start_latencies: LatencyHistogram::new(),
         }
     }
 
@@ -192,6 +196,11 @@ impl Accounting {
                 .window_instance_before(index, to)
                 .map_or(earliest, |(_, start, _)| start);
             let late = schedule.window_starts_between(index, from, late_before);
+            // The latest start's latency is exact; starts missed before it (several boundaries
+            // crossed between two decisions) are counted at the earliest one's, the worst.
+            self.start_latencies.record(now.saturating_sub(latest), 1);
+            self.start_latencies
+                .record(now.saturating_sub(earliest), started - 1);
             let stats = &mut self.windows[index];
             stats.activations = stats.activations.saturating_add(started);
             stats.last_start_latency_ns = now.saturating_sub(latest);
@@ -327,6 +336,28 @@ impl fmt::Display for Report<'_> {
                 Nanos(s.max_used_ns).to_padded(),
                 Nanos(s.max_start_latency_ns).to_padded(),
                 s.late_starts
+            )?;
+        }
+        let h = &self.accounting.start_latencies;
+        let windows = &self.accounting.windows[..self.schedule.windows().len()];
+        let late: u64 = windows.iter().map(|w| w.late_starts).sum();
+        let max = windows
+            .iter()
+            .map(|w| w.max_start_latency_ns)
+            .max()
+            .unwrap_or(0);
+        // A bucket's bound may exceed the exact maximum, which no quantile does.
+        if let (Some(p50), Some(p99)) = (h.quantile(500), h.quantile(990)) {
+            let (p50, p99) = (p50.min(max), p99.min(max));
+            writeln!(
+                f,
+                "window starts {}: latency p50 <= {}, p99 <= {}, max {}; tolerance {}, late {}",
+                h.total(),
+                Nanos(p50),
+                Nanos(p99),
+                Nanos(max),
+                Nanos(self.accounting.tolerance_ns),
+                late
             )?;
         }
         Ok(())

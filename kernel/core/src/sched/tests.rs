@@ -597,7 +597,119 @@ fn report_lists_partitions_and_windows() {
     assert!(lines[4].contains("6.000 ms"), "{text}");
     assert!(lines[5].starts_with("window"), "{text}");
     assert!(lines[6].starts_with("0      alpha"), "{text}");
-    assert_eq!(lines.len(), 9, "{text}");
+    assert_eq!(
+        lines[9],
+        "window starts 7: latency p50 <= 0 ns, p99 <= 0 ns, max 0 ns; tolerance 0 ns, late 0",
+        "{text}"
+    );
+    assert_eq!(lines.len(), 10, "{text}");
+}
+
+#[test]
+fn start_latency_distribution_and_its_summary_line() {
+    let mut s: Scheduler<4> = Scheduler::new(small_schedule(0), 50_000);
+    s.add_thread(A, prio(1), true).unwrap();
+    s.add_thread(B, prio(1), true).unwrap();
+    // Ten frames, each decision 1 us after the boundary, except B's window in frame 9,
+    // noticed 300 us late.
+    let mut now = 0;
+    for _ in 0..200 {
+        let d = s.dispatch(now);
+        let mut next = d.next_event_ns;
+        if next >= 10 * 10 * MS {
+            break;
+        }
+        next += 1_000;
+        if next == 9 * 10 * MS + 4 * MS + 1_000 {
+            next += 299_000;
+        }
+        now = next;
+    }
+    let h = s.start_latencies();
+    assert_eq!(h.total(), 30, "three windows in each of ten frames");
+    // The first start is at the epoch, latency 0; 28 are 1 us late; one 300 us.
+    assert!(h.quantile(500).unwrap() >= 1_000 && h.quantile(500).unwrap() < 1_125);
+    assert!(h.quantile(990).unwrap() >= 300_000 && h.quantile(990).unwrap() < 337_500);
+    assert_eq!(h.quantile(10), Some(0));
+    let text = s.report(&["alpha", "beta"]).to_string();
+    let summary = text.lines().last().unwrap();
+    assert!(
+        summary.starts_with("window starts 30: latency p50 <= 1.")
+            && summary.ends_with("max 300.000 us; tolerance 50.000 us, late 1"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn latency_histogram_buckets_bound_their_values() {
+    let mut h = LatencyHistogram::new();
+    assert_eq!(h.quantile(990), None);
+    for ns in [
+        0u64,
+        1,
+        7,
+        8,
+        9,
+        15,
+        16,
+        17,
+        100,
+        999,
+        1_000,
+        123_456,
+        1 << 40,
+        u64::MAX,
+    ] {
+        let mut one = LatencyHistogram::new();
+        one.record(ns, 1);
+        let bound = one.quantile(1000).unwrap();
+        assert!(bound >= ns.min((1 << 36) - 1), "{ns}: {bound}");
+        assert!(
+            bound - ns.min(bound) <= ns / 8,
+            "{ns}: {bound} is within 12.5 %"
+        );
+        h.record(ns, 1);
+    }
+    assert_eq!(h.total(), 14);
+    h.record(5, 1_000);
+    assert_eq!(h.quantile(500), Some(5));
+}
+
+#[test]
+fn idle_halts_until_the_poll_margin_then_polls() {
+    assert_eq!(
+        idle_wait(0, 10 * MS, IDLE_POLL_NS),
+        IdleWait {
+            timer_ns: 10 * MS - IDLE_POLL_NS,
+            poll: false
+        }
+    );
+    // At the early wake-up: poll until the event itself.
+    assert_eq!(
+        idle_wait(10 * MS - IDLE_POLL_NS, 10 * MS, IDLE_POLL_NS),
+        IdleWait {
+            timer_ns: 10 * MS,
+            poll: true
+        }
+    );
+    assert_eq!(
+        idle_wait(10 * MS - 1, 10 * MS, IDLE_POLL_NS),
+        IdleWait {
+            timer_ns: 10 * MS,
+            poll: true
+        }
+    );
+    // An event already due (or in the margin from boot) polls too; no margin halts throughout.
+    assert!(idle_wait(20 * MS, 10 * MS, IDLE_POLL_NS).poll);
+    assert!(idle_wait(0, 100, IDLE_POLL_NS).poll);
+    assert_eq!(
+        idle_wait(0, 10 * MS, 0),
+        IdleWait {
+            timer_ns: 10 * MS,
+            poll: false
+        }
+    );
+    const { assert!(WINDOW_TOLERANCE_NS < IDLE_POLL_NS) };
 }
 
 #[test]

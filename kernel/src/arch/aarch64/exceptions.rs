@@ -186,6 +186,7 @@ pub struct TrapFrame {
 
 unsafe extern "C" {
     safe static idle_loop: u8;
+    safe static idle_poll_loop: u8;
 }
 
 core::arch::global_asm!(
@@ -193,7 +194,13 @@ core::arch::global_asm!(
     "idle_loop:",
     "    msr daifclr, #2",
     "    wfi",
-    "    b idle_loop"
+    "    b idle_loop",
+    // Near a timer event: IRQs unmasked, no wfi, so the interrupt finds the CPU running.
+    ".global idle_poll_loop",
+    "idle_poll_loop:",
+    "    msr daifclr, #2",
+    "1:",
+    "    b 1b"
 );
 
 /// SPSR for EL0t (user mode) with every exception unmasked.
@@ -233,6 +240,16 @@ impl TrapFrame {
             elr: core::ptr::addr_of!(idle_loop) as u64,
             spsr: SPSR_EL1H,
             sp_el0: 0,
+        }
+    }
+
+    /// A frame that runs the kernel's polling idle loop (IRQs unmasked, no `wfi`) until the
+    /// next interrupt: for the last moments before a timer event. Like `idle_loop`, it never
+    /// touches the stack.
+    pub fn idle_poll() -> Self {
+        TrapFrame {
+            elr: core::ptr::addr_of!(idle_poll_loop) as u64,
+            ..Self::idle()
         }
     }
 

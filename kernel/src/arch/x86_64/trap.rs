@@ -257,11 +257,20 @@ core::arch::global_asm!(
     "    sti",
     "    hlt",
     "    jmp idle_loop",
+    // Near a timer event: interrupts enabled, no halt, so the interrupt finds the CPU running.
+    // No `pause` either: QEMU's TCG leaves its translated code on each one, which makes the
+    // loop a hundred times slower to emulate.
+    ".global idle_poll_loop",
+    "idle_poll_loop:",
+    "    sti",
+    "3:",
+    "    jmp 3b",
 );
 
 unsafe extern "C" {
     safe static syscall_entry: u8;
     safe static idle_loop: u8;
+    safe static idle_poll_loop: u8;
     safe static trap_stub_table: [i32; 18];
     safe static device_stubs: u8;
 }
@@ -418,6 +427,15 @@ impl TrapFrame {
             rsp: IDLE_STACK.top().as_u64(),
             ss: sel.kernel_data.0 as u64,
             ..Default::default()
+        }
+    }
+
+    /// A frame that runs the kernel's polling idle loop (interrupts enabled, no `hlt`) until
+    /// the next interrupt: for the last moments before a timer event.
+    pub fn idle_poll() -> Self {
+        TrapFrame {
+            rip: &idle_poll_loop as *const u8 as u64,
+            ..Self::idle()
         }
     }
 
