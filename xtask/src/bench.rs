@@ -212,18 +212,7 @@ pub fn window_starts() -> Result<()> {
     ];
     let mut worst = 0;
     for (arch, system, cmdline, icount, label) in runs {
-        let opts = BuildOpts { arch, debug: false };
-        let cmdline = qemu::effective_cmdline(arch, cmdline);
-        let bootable = image::bootable(&opts, false, &cmdline, Some(system))?;
-        let mut cmd = qemu::command(arch, &bootable, false);
-        let description = crate::system::load(&crate::system::description_path(system))?;
-        cmd.args(crate::devices::qemu_args(
-            &description,
-            arch,
-            crate::devices::Disk::Fresh,
-        )?);
-        cmd.args(icount);
-        let captured = qemu::capture(cmd, arch, Duration::from_secs(300), false)?;
+        let captured = boot_system(arch, system, cmdline, icount)?;
         let (starts, p99, max, _tolerance, late) =
             crate::tests::start_summary(&captured.lines).map_err(anyhow::Error::msg)?;
         println!("  {label:<52} {starts:>8} {p99:>10} {max:>10} {late:>6}");
@@ -249,20 +238,7 @@ fn device_interrupt(arch: Arch) -> Result<Option<u64>> {
         Arch::X86_64 => "devices",
         Arch::Aarch64 => "devices-aarch64",
     };
-    let opts = BuildOpts { arch, debug: false };
-    let cmdline = qemu::effective_cmdline(arch, "exit");
-    let bootable = image::bootable(&opts, false, &cmdline, Some(system))?;
-    let mut cmd = qemu::command(arch, &bootable, false);
-    // The devices its description grants (as the test harness adds them): without them the
-    // partitions wait for devices that are not there until the timeout.
-    let description = crate::system::load(&crate::system::description_path(system))?;
-    cmd.args(crate::devices::qemu_args(
-        &description,
-        arch,
-        crate::devices::Disk::Fresh,
-    )?);
-    cmd.args(crate::tests::DEVICE_QEMU);
-    let captured = qemu::capture(cmd, arch, Duration::from_secs(300), false)?;
+    let captured = boot_system(arch, system, "exit", crate::tests::DEVICE_QEMU)?;
     let value = captured
         .lines
         .iter()
@@ -272,6 +248,24 @@ fn device_interrupt(arch: Arch) -> Result<Option<u64>> {
         })
         .context("the devices system printed no device interrupt figure")?;
     Ok(Some(value))
+}
+
+/// Boots `system` (release kernel, command line `cmdline`) with the QEMU devices its
+/// description grants (without them its partitions would wait for devices that are not there
+/// until the timeout) and `extra` QEMU arguments; what it printed.
+fn boot_system(arch: Arch, system: &str, cmdline: &str, extra: &[&str]) -> Result<qemu::Captured> {
+    let opts = BuildOpts { arch, debug: false };
+    let cmdline = qemu::effective_cmdline(arch, cmdline);
+    let bootable = image::bootable(&opts, false, &cmdline, Some(system))?;
+    let mut cmd = qemu::command(arch, &bootable, false);
+    let description = crate::system::load(&crate::system::description_path(system))?;
+    cmd.args(crate::devices::qemu_args(
+        &description,
+        arch,
+        crate::devices::Disk::Fresh,
+    )?);
+    cmd.args(extra);
+    qemu::capture(cmd, arch, Duration::from_secs(300), false)
 }
 
 /// Bytes of each bulk transfer in the network benchmark.
