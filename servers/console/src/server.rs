@@ -16,7 +16,7 @@
 use core::fmt;
 
 use ioserver::chain::{read_readable, write_writable};
-use ioserver::rate::TokenBucket;
+use ioserver::rate::{Throttle, TokenBucket};
 use ioserver::{
     Channel, Clients, DeviceClass, DeviceInterrupts, MAX_CONFIG, Progress, Ready, Settings, Turn,
     Visit, ring_features,
@@ -114,11 +114,9 @@ pub type ClientStats = ioserver::ClientStats<ConsoleStats>;
 #[derive(Debug)]
 pub struct PortClient {
     port: u32,
-    bucket: TokenBucket,
+    rate: Throttle,
     /// The transmit chain being forwarded and how many of its bytes went out.
     sending: Option<(Chain, u64)>,
-    /// Whether the last output attempt waited for credit (counted once per wait).
-    waiting: bool,
 }
 
 impl PortClient {
@@ -198,21 +196,16 @@ impl<P: Ports> Consoles<P> {
             let remaining = chain.readable_len() - *sent;
             let mut accepted = 0;
             if remaining > 0 {
-                let credit = client.bucket.available(now_ns);
-                if credit == 0 {
-                    let first = !core::mem::replace(&mut client.waiting, true);
-                    // Wake for a fiftieth of a second's worth: smooth output, few wake-ups.
-                    let step = client.bucket.rate().map_or(1, |r| (r / 50).max(1));
-                    let want = remaining.min(CHUNK as u64).min(step);
-                    if let Some(at) = client.bucket.ready_at(want) {
-                        progress.wake_by(at);
+                let want = remaining.min(CHUNK as u64);
+                let credit = match client.rate.grant(now_ns, want, progress) {
+                    Ok(credit) => credit,
+                    Err(new_wait) => {
+                        if new_wait {
+                            channel.stats_mut().throttled += 1;
+                        }
+                        return Ok(busy);
                     }
-                    if first {
-                        channel.stats_mut().throttled += 1;
-                    }
-                    return Ok(busy);
-                }
-                client.waiting = false;
+                };
                 let n = remaining.min(CHUNK as u64).min(credit) as usize;
                 let mut buf = [0u8; CHUNK];
                 let n = read_readable(chain, area, *sent, &mut buf[..n]).map_err(Broken::Queue)?;
@@ -222,7 +215,7 @@ impl<P: Ports> Consoles<P> {
                     return Ok(busy);
                 }
                 busy = true;
-                client.bucket.take(accepted as u64);
+                client.rate.take(accepted as u64);
                 *sent += accepted as u64;
             }
             let done = *sent >= chain.readable_len();
@@ -306,14 +299,13 @@ impl<P: Ports> DeviceClass for Consoles<P> {
         self.taken[index] = Some(spec.port);
         Ok(PortClient {
             port: spec.port,
-            bucket: TokenBucket::from_config(spec.rate, spec.burst, now_ns),
+            rate: Throttle::new(TokenBucket::from_config(spec.rate, spec.burst, now_ns)),
             sending: None,
-            waiting: false,
         })
     }
 
     fn describe(client: &PortClient, out: &mut dyn fmt::Write) -> fmt::Result {
-        match client.bucket.rate() {
+        match client.rate.rate() {
             Some(rate) => write!(
                 out,
                 "console on port {}, output limited to {rate} bytes/s",
@@ -368,7 +360,7 @@ impl<P: Ports> DeviceClass for Consoles<P> {
     /// Drops the chain in progress (a reset, a failure or a break, §2.4).
     fn stopped(&mut self, _index: usize, client: &mut PortClient) {
         client.sending = None;
-        client.waiting = false;
+        client.rate.stop_waiting();
     }
 
     fn device(&mut self) -> &mut dyn DeviceInterrupts {

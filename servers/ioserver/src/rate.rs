@@ -105,6 +105,60 @@ impl TokenBucket {
     }
 }
 
+/// A client's rate limit as a serving pass uses it: its bucket, and whether it is waiting for
+/// credit (a wait is counted once, however many passes it lasts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttle {
+    bucket: TokenBucket,
+    waiting: bool,
+}
+
+impl Throttle {
+    /// A limit of `bucket`.
+    pub fn new(bucket: TokenBucket) -> Self {
+        Self {
+            bucket,
+            waiting: false,
+        }
+    }
+
+    /// The configured rate (`None`: unlimited).
+    pub fn rate(&self) -> Option<u64> {
+        self.bucket.rate()
+    }
+
+    /// Credit for moving up to `want` bytes at `now_ns`: `Ok(bytes that may go now)`, or, with
+    /// none, `Err(whether this starts a wait)` after asking `progress` to wake the server when
+    /// a fiftieth of a second's worth (at most `want`) is back: few wake-ups, short waits.
+    pub fn grant(
+        &mut self,
+        now_ns: u64,
+        want: u64,
+        progress: &mut crate::Progress,
+    ) -> Result<u64, bool> {
+        let credit = self.bucket.available(now_ns);
+        if credit > 0 {
+            self.waiting = false;
+            return Ok(credit);
+        }
+        let step = self.bucket.rate().map_or(1, |r| (r / 50).max(1));
+        if let Some(at) = self.bucket.ready_at(want.min(step)) {
+            progress.wake_by(at);
+        }
+        Err(!core::mem::replace(&mut self.waiting, true))
+    }
+
+    /// Spends `bytes` of credit.
+    pub fn take(&mut self, bytes: u64) {
+        self.bucket.take(bytes);
+    }
+
+    /// The client's work in progress was dropped: it waits for nothing now.
+    pub fn stop_waiting(&mut self) {
+        self.waiting = false;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,5 +235,26 @@ mod tests {
         assert_eq!(b.available(0), 0);
         assert_eq!(b.available(1000 * S), 0);
         assert_eq!(b.ready_at(1), None);
+    }
+
+    #[test]
+    fn a_throttled_client_is_counted_once_per_wait_and_woken_for_a_fiftieth_of_a_second() {
+        let mut t = Throttle::new(TokenBucket::new(1000, 100, 0));
+        let mut progress = crate::Progress::default();
+        assert_eq!(t.grant(0, 512, &mut progress), Ok(100));
+        t.take(100);
+        assert_eq!(t.grant(0, 512, &mut progress), Err(true), "a wait starts");
+        // 20 bytes (a fiftieth of 1000/s) come back after 20 ms.
+        assert_eq!(progress.wake_at, Some(20_000_000));
+        assert_eq!(t.grant(1_000_000, 512, &mut progress), Ok(1));
+        t.take(1);
+        assert_eq!(t.grant(1_000_000, 512, &mut progress), Err(true));
+        assert_eq!(
+            t.grant(1_000_000, 512, &mut progress),
+            Err(false),
+            "the same wait"
+        );
+        let mut unlimited = Throttle::new(TokenBucket::unlimited());
+        assert_eq!(unlimited.grant(0, 512, &mut progress), Ok(u64::MAX));
     }
 }

@@ -16,7 +16,7 @@
 use core::fmt;
 
 use ioserver::chain::write_writable;
-use ioserver::rate::TokenBucket;
+use ioserver::rate::{Throttle, TokenBucket};
 use ioserver::{
     Clients, DeviceClass, DeviceInterrupts, MAX_CONFIG, Progress, Ready, Settings, Turn, Visit,
     ring_features,
@@ -74,11 +74,9 @@ pub struct EntropyStats {
 /// One client's share in progress.
 #[derive(Debug)]
 pub struct Share {
-    bucket: TokenBucket,
+    rate: Throttle,
     /// A request waiting for credit or entropy.
     held: Option<Chain>,
-    /// Whether the held request waits for credit (counted once per wait).
-    waiting: bool,
 }
 
 /// The entropy class: the device's pool, shared at each client's rate.
@@ -121,7 +119,7 @@ impl<S: Source> DeviceClass for Entropy<S> {
     }
 
     fn describe(share: &Share, out: &mut dyn fmt::Write) -> fmt::Result {
-        match share.bucket.rate() {
+        match share.rate.rate() {
             Some(rate) => write!(out, "entropy at {rate} bytes/s"),
             None => write!(out, "entropy, unlimited"),
         }
@@ -143,15 +141,14 @@ impl<S: Source> DeviceClass for Entropy<S> {
         now_ns: u64,
     ) -> Result<Share, Self::Refusal> {
         Ok(Share {
-            bucket: TokenBucket::from_config(spec.rate, spec.burst, now_ns),
+            rate: Throttle::new(TokenBucket::from_config(spec.rate, spec.burst, now_ns)),
             held: None,
-            waiting: false,
         })
     }
 
     fn stopped(&mut self, _index: usize, share: &mut Share) {
         share.held = None;
-        share.waiting = false;
+        share.rate.stop_waiting();
     }
 
     fn poll_device<N: Notifier>(&mut self, _: &mut Clients<'_, N, Self>, _: u64) -> Progress {
@@ -190,31 +187,26 @@ impl<S: Source> DeviceClass for Entropy<S> {
             return Turn::Idle;
         };
         let want = (chain.writable_len() as usize).min(CHUNK);
-        let credit = share.bucket.available(visit.now_ns);
-        if credit == 0 {
-            let first = !core::mem::replace(&mut share.waiting, true);
-            // Wake for a fiftieth of a second's worth: few wake-ups, short waits.
-            let step = share.bucket.rate().map_or(1, |r| (r / 50).max(1));
-            if let Some(at) = share.bucket.ready_at((want as u64).min(step)) {
-                visit.progress.wake_by(at);
+        let credit = match share.rate.grant(visit.now_ns, want as u64, visit.progress) {
+            Ok(credit) => credit,
+            Err(new_wait) => {
+                if new_wait {
+                    channel.stats_mut().throttled += 1;
+                }
+                return Turn::Idle;
             }
-            if first {
-                channel.stats_mut().throttled += 1;
-            }
-            return Turn::Idle;
-        }
+        };
         let available = self.source.available();
         if available == 0 {
             return Turn::Idle;
         }
-        share.waiting = false;
         let n = want.min(available).min(credit.min(CHUNK as u64) as usize);
         let mut bytes = [0u8; CHUNK];
         let n = self.source.take(&mut bytes[..n]);
         let Some(chain) = share.held.take() else {
             return Turn::Idle;
         };
-        share.bucket.take(n as u64);
+        share.rate.take(n as u64);
         let written = write_writable(&chain, area, 0, &bytes[..n]);
         // What was handed out is not kept.
         bytes[..n].fill(0);
