@@ -207,15 +207,6 @@ pub fn open_device(
     Ok((EitherTransport::First(transport), route, kind))
 }
 
-/// `name` followed by `suffix`, in `buf`.
-pub fn join<'b>(buf: &'b mut [u8; 64], name: &str, suffix: &str) -> &'b str {
-    let name = &name.as_bytes()[..name.len().min(buf.len() - suffix.len())];
-    let n = name.len() + suffix.len();
-    buf[..name.len()].copy_from_slice(name);
-    buf[name.len()..n].copy_from_slice(suffix.as_bytes());
-    core::str::from_utf8(&buf[..n]).unwrap_or("")
-}
-
 /// A client channel's shared region (mapped read-write) and its `C-irq` notification, named
 /// as docs/io-servers.md says (overridable with `channels.C.region` / `channels.C.irq`); `None`
 /// (said in the log) when either is missing or the region is not writable. The third value is

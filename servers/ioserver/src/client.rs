@@ -351,14 +351,6 @@ impl<'a, N: Notifier, C: DeviceClass> Clients<'a, N, C> {
             .filter_map(|(i, c)| Some((i, c.as_ref()?)))
     }
 
-    /// Every client's channel with its index, to serve them.
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut Channel<'a, N, C>)> {
-        self.slots
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(i, c)| Some((i, c.as_mut()?)))
-    }
-
     /// Client `index`'s state.
     pub fn state(&self, index: usize) -> Option<ClientState<C::Reason>> {
         Some(self.get(index)?.state)
@@ -388,9 +380,9 @@ impl<'a, N: Notifier, C: DeviceClass> Clients<'a, N, C> {
 
     /// The round robin's order for this pass (every slot once, from a start that moves on by
     /// one each pass, so no client is always first).
-    pub(crate) fn rotation(&mut self) -> impl Iterator<Item = usize> + use<N, C> {
+    pub(crate) fn rotation(&mut self) -> [usize; MAX_CLIENTS] {
         let start = self.next;
         self.next = (self.next + 1) % MAX_CLIENTS;
-        (0..MAX_CLIENTS).map(move |k| (start + k) % MAX_CLIENTS)
+        core::array::from_fn(|k| (start + k) % MAX_CLIENTS)
     }
 }

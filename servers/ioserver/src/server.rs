@@ -268,11 +268,6 @@ impl<'a, N: Notifier, C: DeviceClass> Server<'a, N, C> {
         &self.clients
     }
 
-    /// The class and the clients at once (to add a client, or for a class's own queries).
-    pub fn parts(&mut self) -> (&mut C, &mut Clients<'a, N, C>) {
-        (&mut self.class, &mut self.clients)
-    }
-
     /// Lays out a channel for a client granted `spec` in `region` (`ring_len` bytes of ring
     /// area, the rest after the control block its data area) and tells the client (a
     /// configuration change notification, so a client of a previous server generation
@@ -352,13 +347,9 @@ impl<'a, N: Notifier, C: DeviceClass> Server<'a, N, C> {
         let polled = self.class.poll_device(&mut self.clients, now_ns);
         progress.merge(polled);
         let order = self.clients.rotation();
-        let mut order_buf = [0usize; crate::MAX_CLIENTS];
-        for (slot, index) in order_buf.iter_mut().zip(order) {
-            *slot = index;
-        }
         'rounds: for _ in 0..C::ROUNDS {
             let mut worked = false;
-            for &index in &order_buf {
+            for &index in &order {
                 if !self.clients.get(index).is_some_and(Channel::serving) {
                     continue;
                 }
@@ -398,10 +389,5 @@ impl<'a, N: Notifier, C: DeviceClass> Server<'a, N, C> {
             }
         }
         last
-    }
-
-    /// Stops client `index` until it resets, as the class would for a broken rule.
-    pub fn break_client(&mut self, index: usize, why: Broken<C::Reason>) {
-        self.class.break_client(&mut self.clients, index, why);
     }
 }
